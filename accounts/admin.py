@@ -1,0 +1,191 @@
+from django import forms
+from django.contrib import admin, messages
+from django.db import transaction
+
+from accounts import services
+from accounts.models import ALL_SCOPES, ApiKey, AuditLogEntry, Membership, Project, Role, Scope
+from billing_site.admin import (
+    CappedPaginator,
+    ProjectListFilter,
+    ProjectScopedAdmin,
+    ReadOnlyAdminMixin,
+    roles_for,
+)
+
+OWNER_ONLY = frozenset({Role.OWNER})
+
+
+class MembershipInline(admin.TabularInline):
+    model = Membership
+    extra = 0
+    fields = ["user", "role", "created_at"]
+    readonly_fields = ["created_at"]
+
+    def _is_owner(self, request, obj) -> bool:
+        return request.user.is_superuser or (obj is not None and roles_for(request).get(obj.pk) == Role.OWNER)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return self._is_owner(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._is_owner(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._is_owner(request, obj)
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
+
+
+@admin.register(Project)
+class ProjectAdmin(ProjectScopedAdmin):
+    project_path = "id"
+    write_roles = OWNER_ONLY
+    audit_masked_fields = frozenset({"stripe_secret_key", "stripe_webhook_secret"})
+    list_display = ["name", "public_id", "currency", "timezone", "invoice_delivery", "payment_processor"]
+    search_fields = ["name", "public_id"]
+    readonly_fields = ["public_id", "created_at"]
+    inlines = [MembershipInline]
+    fieldsets = [
+        (None, {"fields": ["name", "public_id", "created_at", "currency", "timezone"]}),
+        (
+            "Invoices",
+            {
+                "fields": [
+                    "invoice_delivery",
+                    "grace_period_hours",
+                    "payment_terms_days",
+                    "invoice_number_prefix",
+                ]
+            },
+        ),
+        ("Sender identity", {"fields": ["sender_name", "sender_email", "reply_to_email"]}),
+        ("Branding", {"fields": ["logo", "accent_color", "footer_text", "invoice_template"]}),
+        (
+            "Payments",
+            {
+                "fields": [
+                    "payment_processor",
+                    "stripe_publishable_key",
+                    "stripe_secret_key",
+                    "stripe_webhook_secret",
+                    "payout_delay_hours",
+                ]
+            },
+        ),
+        (
+            "API",
+            {
+                "fields": [
+                    "api_rate_limit_per_minute",
+                    "ingest_rate_limit_per_minute",
+                    "require_usage_idempotency_key",
+                    "allow_private_webhook_urls",
+                ]
+            },
+        ),
+    ]
+
+    def has_add_permission(self, request) -> bool:
+        # New tenants come from `manage.py create_project` or a superuser.
+        return request.user.is_superuser
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+    def save_formset(self, request, form, formset, change):
+        """Membership edits go through the service, so each is audited."""
+        project = form.instance
+        with transaction.atomic():
+            for membership in formset.save(commit=False):
+                services.membership_set(
+                    project=project, user=membership.user, role=membership.role, actor=request.user
+                )
+            for membership in formset.deleted_objects:
+                services.audit_record(
+                    project=project,
+                    actor=request.user,
+                    action="membership.deleted",
+                    target=membership,
+                    changes={"user": membership.user.get_username(), "role": membership.role},
+                )
+                membership.delete()
+
+
+class ApiKeyCreateForm(forms.ModelForm):
+    scopes = forms.MultipleChoiceField(
+        choices=Scope.choices, initial=ALL_SCOPES, widget=forms.CheckboxSelectMultiple
+    )
+
+    class Meta:
+        model = ApiKey
+        fields = ["project", "name", "scopes"]
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ProjectScopedAdmin):
+    write_roles = OWNER_ONLY
+    list_display = ["name", "prefix", "project", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_filter = [ProjectListFilter, ("revoked_at", admin.EmptyFieldListFilter)]
+    search_fields = ["name", "prefix", "public_id"]
+    actions = ["revoke"]
+
+    def get_form(self, request, obj=None, change=False, **kwargs):
+        if obj is None:
+            kwargs["form"] = ApiKeyCreateForm
+        return super().get_form(request, obj, change, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        if obj is None:
+            return []
+        return [
+            "public_id",
+            "project",
+            "name",
+            "prefix",
+            "scopes",
+            "created_by",
+            "created_at",
+            "last_used_at",
+            "revoked_at",
+        ]
+
+    def get_fields(self, request, obj=None):
+        return ["project", "name", "scopes"] if obj is None else self.get_readonly_fields(request, obj)
+
+    def save_model(self, request, obj, form, change):
+        api_key, secret = services.api_key_create(
+            project=form.cleaned_data["project"],
+            name=form.cleaned_data["name"],
+            scopes=form.cleaned_data["scopes"],
+            actor=request.user,
+        )
+        obj.pk = api_key.pk  # the admin redirects to the key it believes it saved
+        messages.warning(request, f"Copy this secret now; it will not be shown again: {secret}")
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False  # keys are revoked, not deleted: the audit trail refers to them
+
+    @admin.action(description="Revoke selected API keys", permissions=["change"])
+    def revoke(self, request, queryset):
+        for api_key in queryset.select_related("project"):
+            if self.has_change_permission(request, api_key):
+                services.api_key_revoke(api_key=api_key, actor=request.user)
+        messages.success(request, "Revoked.")
+
+
+@admin.register(AuditLogEntry)
+class AuditLogEntryAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    list_display = [
+        "created_at",
+        "actor_label",
+        "action",
+        "object_type",
+        "object_id",
+        "object_repr",
+        "project",
+    ]
+    list_filter = [ProjectListFilter, "action", "object_type"]
+    search_fields = ["actor_label", "object_id", "object_repr", "action"]
+    paginator = CappedPaginator
+    show_full_result_count = False

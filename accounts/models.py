@@ -1,0 +1,190 @@
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.db import models
+
+from billing_site.ids import PublicIdField
+from billing_site.validators import validate_currency, validate_timezone
+
+
+class Scope(models.TextChoices):
+    USAGE_WRITE = "usage:write", "Report usage"
+    BILLING_READ = "billing:read", "Read billing data"
+    BILLING_UPDATE = "billing:update", "Change billing data"
+
+
+ALL_SCOPES = [scope.value for scope in Scope]
+
+
+class Role(models.TextChoices):
+    OWNER = "owner", "Owner"
+    BILLING_ADMIN = "billing_admin", "Billing admin"
+    VIEWER = "viewer", "Viewer"
+
+
+# Roles that may change billing data (approve, void, edit drafts); owners also manage the project.
+WRITE_ROLES = frozenset({Role.OWNER, Role.BILLING_ADMIN})
+
+
+class InvoiceDelivery(models.TextChoices):
+    AUTO = "auto", "Send automatically"
+    REVIEW = "review", "Hold for review"
+
+
+class PaymentProcessor(models.TextChoices):
+    STRIPE = "stripe", "Stripe"
+    MANUAL = "manual", "Manual (own processor)"
+
+
+class Project(models.Model):
+    """The tenant. Every other row belongs to exactly one project; no query crosses projects."""
+
+    public_id = PublicIdField(prefix="proj")
+    name = models.CharField(max_length=200)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    currency = models.CharField(
+        max_length=3, default="USD", validators=[validate_currency], help_text="ISO 4217 code, e.g. USD."
+    )
+    timezone = models.CharField(
+        max_length=64,
+        default="UTC",
+        validators=[validate_timezone],
+        help_text="IANA name, e.g. Europe/Paris.",
+    )
+
+    invoice_delivery = models.CharField(
+        max_length=10,
+        choices=InvoiceDelivery.choices,
+        default=InvoiceDelivery.AUTO,
+        help_text="At period end, finalize and send invoices, or hold them for review first.",
+    )
+    grace_period_hours = models.PositiveIntegerField(
+        default=1,
+        validators=[MaxValueValidator(24 * 31)],
+        help_text="How long after a period ends late usage may still land on its invoice.",
+    )
+    payment_terms_days = models.PositiveIntegerField(default=30, validators=[MaxValueValidator(365)])
+    invoice_number_prefix = models.CharField(
+        max_length=20,
+        default="INV",
+        validators=[RegexValidator(r"^[A-Z0-9][A-Z0-9-]*$", "Capital letters, digits and dashes.")],
+    )
+
+    sender_name = models.CharField(max_length=200, blank=True)
+    sender_email = models.EmailField(blank=True, help_text="From-address on your own domain.")
+    reply_to_email = models.EmailField(blank=True)
+
+    logo = models.FileField(upload_to="logos/", blank=True)
+    accent_color = models.CharField(
+        max_length=7,
+        default="#1f6feb",
+        validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "A colour like #1f6feb.")],
+    )
+    footer_text = models.TextField(blank=True)
+    invoice_template = models.TextField(blank=True, help_text="Optional HTML template override.")
+
+    payment_processor = models.CharField(
+        max_length=10, choices=PaymentProcessor.choices, default=PaymentProcessor.MANUAL
+    )
+    stripe_secret_key = models.CharField(max_length=255, blank=True)
+    stripe_publishable_key = models.CharField(max_length=255, blank=True)
+    stripe_webhook_secret = models.CharField(max_length=255, blank=True)
+    payout_delay_hours = models.PositiveIntegerField(default=48)
+
+    api_rate_limit_per_minute = models.PositiveIntegerField(
+        default=1200, validators=[MinValueValidator(1)], help_text="Requests per minute per API key."
+    )
+    ingest_rate_limit_per_minute = models.PositiveIntegerField(
+        default=60000,
+        validators=[MinValueValidator(1)],
+        help_text="Usage-ingestion requests per minute per API key (separate from the rest).",
+    )
+    require_usage_idempotency_key = models.BooleanField(
+        default=False, help_text="Reject usage events that carry no idempotency_key."
+    )
+    allow_private_webhook_urls = models.BooleanField(
+        default=False, help_text="Allow webhook endpoints on loopback or private networks (testing)."
+    )
+
+    class Meta:
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Membership(models.Model):
+    """A staff user's role in a project; the admin shows and allows only what the role permits."""
+
+    project = models.ForeignKey(Project, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="memberships")
+    role = models.CharField(max_length=20, choices=Role.choices)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "user"], name="membership_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.user} · {self.get_role_display()} of {self.project}"
+
+
+class ApiKey(models.Model):
+    """A project's API credential. Only a SHA-256 of the secret is stored; the secret is shown once."""
+
+    public_id = PublicIdField(prefix="key")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="api_keys")
+    name = models.CharField(max_length=200)
+    prefix = models.CharField(max_length=16, help_text="The first characters of the secret, for recognition.")
+    secret_hash = models.CharField(max_length=64, unique=True)
+    scopes = models.JSONField(default=list)
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    revoked_at = models.DateTimeField(null=True, blank=True)
+    last_used_at = models.DateTimeField(null=True, blank=True)
+
+    # DRF treats `request.user` as the principal; an API key request has no Django user.
+    is_authenticated = True
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "API key"
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.prefix}…)"
+
+    @property
+    def is_active(self) -> bool:
+        return self.revoked_at is None
+
+    def has_scope(self, scope: str) -> bool:
+        return scope in self.scopes
+
+
+class AuditLogEntry(models.Model):
+    """Who did what: staff actions in the admin and writes made with API keys. Never edited."""
+
+    project = models.ForeignKey(Project, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True, db_index=True)
+    actor_user = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    actor_api_key = models.ForeignKey(
+        ApiKey, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # A snapshot of who the actor was, kept even if the user or key is later removed.
+    actor_label = models.CharField(max_length=200)
+    action = models.CharField(max_length=100, db_index=True)
+    object_type = models.CharField(max_length=100, blank=True)
+    object_id = models.CharField(max_length=64, blank=True, db_index=True)
+    object_repr = models.CharField(max_length=200, blank=True)
+    changes = models.JSONField(default=dict, blank=True)
+
+    class Meta:
+        ordering = ["-created_at", "-id"]
+        verbose_name = "audit log entry"
+        verbose_name_plural = "audit log"
+
+    def __str__(self) -> str:
+        return f"{self.actor_label} {self.action} {self.object_repr}"

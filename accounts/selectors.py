@@ -1,0 +1,35 @@
+import hashlib
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db.models import QuerySet
+
+from accounts.models import WRITE_ROLES, ApiKey, Membership, Project, Role
+
+
+def hash_secret(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+def api_key_for_secret(secret: str) -> ApiKey | None:
+    """The key whose secret this is, with its project, or None. Revoked keys are returned too."""
+    return ApiKey.objects.select_related("project").filter(secret_hash=hash_secret(secret)).first()
+
+
+def api_key_list(*, project: Project) -> QuerySet[ApiKey]:
+    return ApiKey.objects.filter(project=project)
+
+
+def user_roles(user: AbstractBaseUser) -> dict[int, str]:
+    """Project id → role for a staff user; superusers are handled by the caller."""
+    return dict(Membership.objects.filter(user=user).values_list("project_id", "role"))
+
+
+def project_ids_for_user(user: AbstractBaseUser, *, write: bool = False) -> set[int]:
+    roles = user_roles(user)
+    if write:
+        return {project_id for project_id, role in roles.items() if role in WRITE_ROLES}
+    return set(roles)
+
+
+def project_owners(*, project: Project) -> QuerySet:
+    return Membership.objects.filter(project=project, role=Role.OWNER).select_related("user")

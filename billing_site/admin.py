@@ -1,0 +1,250 @@
+"""What every admin page shares: project scoping, role enforcement and the audit trail.
+
+A staff user sees only the projects they are a member of. `viewer` reads; `billing_admin` and
+`owner` change billing data; project settings, members and API keys are the owner's. Superusers
+see and change everything. Django's model permissions are not used: roles are per project, which
+Django's global permissions cannot express.
+"""
+
+from functools import cached_property
+
+from django import forms
+from django.contrib import admin
+from django.core.paginator import Paginator
+from django.db import models, transaction
+from django.http import HttpRequest
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
+
+from accounts.models import WRITE_ROLES, AuditLogEntry, Project
+from accounts.selectors import user_roles
+from accounts.services import audit_record
+
+admin.site.site_header = "Billable"
+admin.site.site_title = "Billable admin"
+admin.site.index_title = "Billing back office"
+
+_MASK = "••••••"
+
+
+def roles_for(request: HttpRequest) -> dict[int, str]:
+    """Project id → the user's role there, looked up once per request."""
+    if not hasattr(request, "_project_roles"):
+        request._project_roles = user_roles(request.user)
+    return request._project_roles
+
+
+def check_same_project(form, project_id: int | None) -> None:
+    """Every related object chosen in the form belongs to the same project as the object."""
+    if project_id is None:
+        return
+    for name, value in list(form.cleaned_data.items()):
+        if getattr(value, "project_id", project_id) != project_id:
+            form.add_error(name, "This belongs to another project.")
+
+
+class SameProjectForm(forms.ModelForm):
+    def clean(self):
+        cleaned = super().clean()
+        project = cleaned.get("project") or getattr(self.instance, "project", None)
+        if isinstance(self.instance, Project):
+            return cleaned
+        check_same_project(self, getattr(project, "pk", None))
+        return cleaned
+
+
+class SameProjectInlineFormSet(forms.BaseInlineFormSet):
+    def clean(self):
+        super().clean()
+        for form in self.forms:
+            if hasattr(form, "cleaned_data"):
+                check_same_project(form, getattr(self.instance, "project_id", None))
+
+
+class ProjectScopedAdmin(admin.ModelAdmin):
+    form = SameProjectForm
+    # How to reach the Project from this model: "project", "customer__project", or "id" for Project.
+    project_path = "project"
+    # Roles that may add, change and delete here.
+    write_roles: frozenset[str] = WRITE_ROLES
+    # Fields whose values the audit trail records as changed but never shows.
+    audit_masked_fields: frozenset[str] = frozenset()
+
+    # --- scoping -------------------------------------------------------------------------------
+    def project_id_of(self, obj: models.Model) -> int | None:
+        if self.project_path == "id":
+            return obj.pk
+        *path, last = self.project_path.split("__")
+        for step in path:
+            obj = getattr(obj, step)
+        return getattr(obj, f"{last}_id")
+
+    def _readable(self, request: HttpRequest) -> set[int]:
+        return set(roles_for(request))
+
+    def _writable(self, request: HttpRequest) -> set[int]:
+        return {pid for pid, role in roles_for(request).items() if role in self.write_roles}
+
+    def get_queryset(self, request):
+        queryset = super().get_queryset(request)
+        if request.user.is_superuser:
+            return queryset
+        return queryset.filter(**{f"{self.project_path}__in": self._readable(request)})
+
+    def has_module_permission(self, request) -> bool:
+        return request.user.is_active and (request.user.is_superuser or bool(self._readable(request)))
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return True
+        readable = self._readable(request)
+        return bool(readable) if obj is None else self.project_id_of(obj) in readable
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        if request.user.is_superuser:
+            return True
+        writable = self._writable(request)
+        return bool(writable) if obj is None else self.project_id_of(obj) in writable
+
+    def has_add_permission(self, request) -> bool:
+        return request.user.is_superuser or bool(self._writable(request))
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self.has_change_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        """Offer only objects of projects the user may write to."""
+        if not request.user.is_superuser:
+            related = db_field.remote_field.model
+            writable = self._writable(request)
+            if related is Project:
+                kwargs["queryset"] = Project.objects.filter(pk__in=writable)
+            elif any(field.name == "project" for field in related._meta.fields):
+                kwargs["queryset"] = related._default_manager.filter(project__in=writable)
+        return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    # --- audit ---------------------------------------------------------------------------------
+    def _project_of(self, obj: models.Model) -> Project | None:
+        project_id = self.project_id_of(obj)
+        return Project.objects.filter(pk=project_id).first() if project_id else None
+
+    def form_changes(self, form) -> dict[str, list[str]]:
+        changes = {}
+        for name in form.changed_data:
+            if name in self.audit_masked_fields:
+                changes[name] = [_MASK, _MASK]
+            else:
+                changes[name] = [str(form.initial.get(name, "")), str(form.cleaned_data.get(name, ""))]
+        return changes
+
+    def save_model(self, request, obj, form, change):
+        with transaction.atomic():
+            super().save_model(request, obj, form, change)
+            audit_record(
+                project=self._project_of(obj),
+                actor=request.user,
+                action=f"admin.{obj._meta.model_name}.{'changed' if change else 'added'}",
+                target=obj,
+                changes=self.form_changes(form),
+            )
+
+    def delete_model(self, request, obj):
+        with transaction.atomic():
+            audit_record(
+                project=self._project_of(obj),
+                actor=request.user,
+                action=f"admin.{obj._meta.model_name}.deleted",
+                target=obj,
+            )
+            super().delete_model(request, obj)
+
+    @admin.display(description="history")
+    def audit_trail(self, obj) -> str:
+        """The latest audit entries for this object, linking to the full trail."""
+        entries = AuditLogEntry.objects.filter(object_id=getattr(obj, "public_id", obj.pk))[:10]
+        rows = format_html_join(
+            "",
+            "<li>{} · {} · {}</li>",
+            ((e.created_at.strftime("%Y-%m-%d %H:%M"), e.actor_label, e.action) for e in entries),
+        )
+        url = reverse("admin:accounts_auditlogentry_changelist") + f"?q={getattr(obj, 'public_id', obj.pk)}"
+        return format_html('<ul style="margin:0">{}</ul><a href="{}">Full history</a>', rows, url)
+
+    def delete_queryset(self, request, queryset):
+        with transaction.atomic():
+            for obj in queryset:
+                self.delete_model(request, obj)
+
+
+class ProjectScopedInline(admin.StackedInline):
+    """An inline that follows its parent's rules: visible and editable exactly when the parent
+    object is, with related choices limited to the user's projects."""
+
+    formset = SameProjectInlineFormSet
+
+    def _parent_admin(self) -> admin.ModelAdmin:
+        return self.admin_site._registry[self.parent_model]
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return self._parent_admin().has_view_permission(request, obj)
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return self._parent_admin().has_change_permission(request, obj)
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return self._parent_admin().has_change_permission(request, obj)
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return self._parent_admin().has_change_permission(request, obj)
+
+    def formfield_for_foreignkey(self, db_field, request, **kwargs):
+        return self._parent_admin().formfield_for_foreignkey(db_field, request, **kwargs)
+
+
+class ProjectListFilter(admin.SimpleListFilter):
+    """Filter by project, offering only the user's projects (Django's related-field filter would
+    list every project's name to every staff user; its "related only" variant scans the table)."""
+
+    title = "project"
+    parameter_name = "project"
+
+    def __init__(self, request, params, model, model_admin):
+        self.project_path = getattr(model_admin, "project_path", "project")
+        super().__init__(request, params, model, model_admin)
+
+    def lookups(self, request, model_admin):
+        projects = Project.objects.all()
+        if not request.user.is_superuser:
+            projects = projects.filter(pk__in=roles_for(request))
+        return [(project.pk, project.name) for project in projects]
+
+    def queryset(self, request, queryset):
+        if self.value():
+            return queryset.filter(**{self.project_path: self.value()})
+        return queryset
+
+
+class ReadOnlyAdminMixin:
+    """For records nobody edits in the admin: logs, events, finalized documents."""
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_delete_permission(self, request, obj=None) -> bool:
+        return False
+
+
+class CappedPaginator(Paginator):
+    """Counts at most CAP rows, so list pages stay fast on tables with millions of rows.
+
+    Beyond the cap the admin shows "10000+" pages' worth and the user narrows with filters.
+    """
+
+    CAP = 10_000
+
+    @cached_property
+    def count(self) -> int:
+        return self.object_list[: self.CAP].count()

@@ -1,0 +1,138 @@
+"""OpenAPI conventions added to every operation, so the schema documents what the API does:
+the error envelope on each error status, the Idempotency-Key header on writes, and the
+rate-limit headers."""
+
+from drf_spectacular.openapi import AutoSchema as BaseAutoSchema
+
+ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["type", "code", "message", "param"],
+            "properties": {
+                "type": {
+                    "type": "string",
+                    "enum": sorted(
+                        {
+                            "invalid_request",
+                            "authentication_error",
+                            "permission_error",
+                            "conflict",
+                            "invalid_state",
+                            "rate_limit_error",
+                            "api_error",
+                        }
+                    ),
+                },
+                "code": {
+                    "type": "string",
+                    "description": "Stable machine-readable code.",
+                    "example": "required",
+                },
+                "message": {"type": "string"},
+                "param": {
+                    "type": "string",
+                    "nullable": True,
+                    "description": "The field at fault, e.g. `events[3].value`.",
+                },
+                "errors": {
+                    "type": "array",
+                    "description": "Every fault, when a validation failure has several.",
+                    "items": {
+                        "type": "object",
+                        "properties": {
+                            "code": {"type": "string"},
+                            "message": {"type": "string"},
+                            "param": {"type": "string", "nullable": True},
+                        },
+                    },
+                },
+            },
+        }
+    },
+}
+
+_ERRORS = {
+    "400": "Invalid request (see `error.code` and `error.param`).",
+    "401": "Missing, invalid or revoked API key.",
+    "403": "The API key lacks the scope this operation needs.",
+    "404": "No such object in this project.",
+    "409": "Idempotency-Key reused with another body or still in flight, or a conflicting write.",
+    "413": "Request body too large.",
+    "422": "The object's state does not allow this operation.",
+    "429": "Rate limited; retry after `Retry-After` seconds.",
+}
+
+_RATE_LIMIT_HEADERS = {
+    "X-RateLimit-Limit": "Requests allowed per minute for this key and kind of request.",
+    "X-RateLimit-Remaining": "Requests left in the current minute.",
+    "X-RateLimit-Reset": "Unix time at which the current minute ends.",
+}
+
+
+class AutoSchema(BaseAutoSchema):
+    """Documents a ServiceViewSet's write serializers as its request bodies."""
+
+    def get_request_serializer(self):
+        attribute = {"create": "create_serializer_class", "partial_update": "update_serializer_class"}.get(
+            getattr(self.view, "action", None)
+        )
+        serializer_class = getattr(self.view, attribute, None) if attribute else None
+        if attribute == "update_serializer_class" and serializer_class is None:
+            serializer_class = getattr(self.view, "create_serializer_class", None)
+        if serializer_class is not None:
+            return serializer_class(partial=attribute == "update_serializer_class")
+        return super().get_request_serializer()
+
+
+IDEMPOTENCY_HEADER = {
+    "name": "Idempotency-Key",
+    "in": "header",
+    "required": False,
+    "schema": {"type": "string", "maxLength": 255},
+    "description": (
+        "Makes a retry safe: the first response is stored for 24 h and replayed with "
+        "`Idempotent-Replayed: true`. The same key with another body answers 409 "
+        "`idempotency_key_reused`; while the first request runs, 409 `idempotency_key_in_use`."
+    ),
+}
+
+
+def add_conventions(result, generator, request, public):
+    """drf-spectacular postprocessing hook."""
+    result.setdefault("components", {}).setdefault("schemas", {})["Error"] = ERROR_SCHEMA
+    error_ref = {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}
+    for path, operations in result.get("paths", {}).items():
+        for method, operation in operations.items():
+            if path == "/v1/openapi.json" or method not in {"get", "post", "patch", "put", "delete"}:
+                continue
+            # One auth extension yields {"BearerAuth": [], "ApiKeyAuth": []}, which OpenAPI reads
+            # as "both"; either header alone authenticates.
+            if "security" in operation:
+                operation["security"] = [
+                    {name: scopes}
+                    for requirement in operation["security"]
+                    for name, scopes in requirement.items()
+                ]
+            responses = operation.setdefault("responses", {})
+            statuses = ["400", "401", "403", "429"]
+            if "{" in path:
+                statuses.append("404")
+            if method in {"post", "patch"}:
+                statuses += ["409", "413"]
+                operation.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+            if method in {"post", "patch", "delete"} and "{" in path:
+                statuses.append("422")
+            for status in statuses:
+                responses.setdefault(status, {"description": _ERRORS[status], "content": error_ref})
+            for status, response in responses.items():
+                if status.startswith("2"):
+                    response.setdefault("headers", {}).update(
+                        {
+                            name: {"schema": {"type": "integer"}, "description": text}
+                            for name, text in _RATE_LIMIT_HEADERS.items()
+                        }
+                    )
+    return result

@@ -1,0 +1,148 @@
+"""The API gateway: what every `/v1/` request goes through before and after its view.
+
+In order: the body is decoded (gzip) and capped; the API key is looked up once; the key's rate
+limit is counted (outside any transaction, so a counter row is never held locked for the length
+of a request); and for POST/PATCH with an `Idempotency-Key`, the key is claimed and the view runs
+in one transaction with the storing of its response.
+"""
+
+import io
+import zlib
+
+from django.conf import settings
+from django.db import transaction
+from django.http import HttpRequest, HttpResponse
+from django.urls import Resolver404, resolve
+from rest_framework.exceptions import AuthenticationFailed
+
+from billing_site import idempotency
+from billing_site.api.authentication import api_key_from_request
+from billing_site.api.errors import error_response
+from billing_site.ratelimit import API, rate_limit_hit
+
+IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
+MAX_IDEMPOTENCY_KEY_LENGTH = 255
+
+
+class ApiGatewayMiddleware:
+    def __init__(self, get_response):
+        self.get_response = get_response
+
+    def __call__(self, request: HttpRequest) -> HttpResponse:
+        if not request.path_info.startswith("/v1/"):
+            return self.get_response(request)
+        problem = _decode_body(request)
+        if problem is not None:
+            return problem
+        try:
+            api_key = api_key_from_request(request)
+        except AuthenticationFailed:
+            api_key = None  # the view's authentication answers 401 in the envelope
+        if api_key is None:
+            return self.get_response(request)
+
+        limit = rate_limit_hit(api_key=api_key, scope=_rate_limit_scope(request))
+        if limit.exceeded:
+            return error_response(
+                429,
+                "rate_limited",
+                f"Too many requests for this API key: {limit.limit} a minute. "
+                f"Retry in {limit.retry_after} s.",
+                headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
+            )
+        key = request.headers.get("Idempotency-Key")
+        if key is not None and request.method in IDEMPOTENT_METHODS:
+            response = self._idempotent(request, api_key.project, key)
+        else:
+            response = self.get_response(request)
+        for name, value in limit.headers().items():
+            response[name] = value
+        return response
+
+    def _idempotent(self, request: HttpRequest, project, key: str) -> HttpResponse:
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+            return error_response(
+                400,
+                "invalid_idempotency_key",
+                f"Idempotency-Key must be 1 to {MAX_IDEMPOTENCY_KEY_LENGTH} characters.",
+                param="Idempotency-Key",
+            )
+        claim = idempotency.idempotency_claim(
+            project=project, key=key, fingerprint=idempotency.request_fingerprint(request)
+        )
+        if claim.outcome == "replay":
+            return idempotency.idempotency_replay(claim.record)
+        if claim.outcome == "reused":
+            return error_response(
+                409,
+                "idempotency_key_reused",
+                "This Idempotency-Key was used with a different request. Use a new key for a new request.",
+                param="Idempotency-Key",
+            )
+        if claim.outcome == "in_use":
+            return error_response(
+                409,
+                "idempotency_key_in_use",
+                "A request with this Idempotency-Key is still being processed. Retry shortly.",
+                param="Idempotency-Key",
+            )
+        record = claim.record
+        with transaction.atomic():
+            response = self.get_response(request)
+            if 200 <= response.status_code < 300:
+                redact = getattr(_view_class(request), "idempotency_redact", ())
+                idempotency.idempotency_complete(record=record, response=response, redact=redact)
+            else:
+                transaction.set_rollback(True)
+        if response.status_code in idempotency.STORED_STATUSES:
+            idempotency.idempotency_complete(record=record, response=response)
+        elif not 200 <= response.status_code < 300:
+            idempotency.idempotency_release(record=record)
+        return response
+
+
+def _view_class(request: HttpRequest) -> type | None:
+    try:
+        return getattr(resolve(request.path_info).func, "cls", None)
+    except Resolver404:
+        return None
+
+
+def _rate_limit_scope(request: HttpRequest) -> str:
+    """The view's `rate_limit_scope` ("ingest" for usage ingestion), else "api"."""
+    return getattr(_view_class(request), "rate_limit_scope", API)
+
+
+def _decode_body(request: HttpRequest) -> HttpResponse | None:
+    """Cap the body at API_MAX_BODY_BYTES and undo `Content-Encoding: gzip`; an error response or None."""
+    limit = settings.API_MAX_BODY_BYTES
+    too_large = error_response(
+        413, "request_too_large", f"The request body is larger than {limit} bytes (after decompression)."
+    )
+    try:
+        length = int(request.META.get("CONTENT_LENGTH") or 0)
+    except ValueError:
+        length = 0
+    if length > limit:
+        return too_large
+    encoding = request.META.get("HTTP_CONTENT_ENCODING", "").strip().lower()
+    if encoding in {"", "identity"}:
+        return None
+    if encoding != "gzip":
+        return error_response(
+            415, "unsupported_content_encoding", f"Content-Encoding '{encoding}' is not supported; use gzip."
+        )
+    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+    try:
+        body = decompressor.decompress(request.body, limit + 1)
+    except zlib.error:
+        return error_response(400, "invalid_gzip", "The body is not valid gzip.")
+    if len(body) > limit or decompressor.unconsumed_tail:
+        return too_large
+    if not decompressor.eof:
+        return error_response(400, "invalid_gzip", "The gzip body is truncated.")
+    request._body = body
+    request._stream = io.BytesIO(body)
+    request.META["CONTENT_LENGTH"] = str(len(body))
+    del request.META["HTTP_CONTENT_ENCODING"]
+    return None

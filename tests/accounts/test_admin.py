@@ -1,0 +1,142 @@
+import pytest
+from django.urls import reverse
+
+from accounts.models import ApiKey, AuditLogEntry, Role
+from tests.accounts.factories import MembershipFactory, UserFactory, make_api_key
+
+pytestmark = pytest.mark.django_db
+
+
+def _staff(project, role):
+    membership = MembershipFactory(project=project, role=role)
+    return membership.user
+
+
+def _project_form(project, **changes):
+    data = {
+        "name": project.name, "currency": project.currency, "timezone": project.timezone,
+        "invoice_delivery": project.invoice_delivery, "grace_period_hours": project.grace_period_hours,
+        "payment_terms_days": project.payment_terms_days,
+        "invoice_number_prefix": project.invoice_number_prefix,
+        "accent_color": project.accent_color, "payment_processor": project.payment_processor,
+        "payout_delay_hours": project.payout_delay_hours,
+        "api_rate_limit_per_minute": project.api_rate_limit_per_minute,
+        "ingest_rate_limit_per_minute": project.ingest_rate_limit_per_minute,
+        "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
+    }  # fmt: skip
+    data.update(changes)
+    return data
+
+
+def test_viewer_reads_but_cannot_change(client, project):
+    client.force_login(_staff(project, Role.VIEWER))
+    api_key, _ = make_api_key(project)
+    url = reverse("admin:accounts_apikey_change", args=[api_key.pk])
+
+    listing = client.get(reverse("admin:accounts_apikey_changelist"))
+    assert listing.status_code == 200
+    assert b'value="revoke"' not in listing.content
+    assert client.get(url).status_code == 200
+    client.post(
+        reverse("admin:accounts_apikey_changelist"), {"action": "revoke", "_selected_action": [api_key.pk]}
+    )
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is None
+    assert client.get(reverse("admin:accounts_apikey_add")).status_code == 403
+
+
+def test_billing_admin_cannot_change_project_settings(client, project):
+    client.force_login(_staff(project, Role.BILLING_ADMIN))
+    url = reverse("admin:accounts_project_change", args=[project.pk])
+
+    response = client.post(url, _project_form(project, name="Hijacked"))
+
+    assert response.status_code == 403
+    project.refresh_from_db()
+    assert project.name == "Acme"
+
+
+def test_owner_changes_are_audited_and_secrets_masked(client, project):
+    owner = _staff(project, Role.OWNER)
+    client.force_login(owner)
+    url = reverse("admin:accounts_project_change", args=[project.pk])
+
+    response = client.post(url, _project_form(project, name="Acme Inc", stripe_secret_key="sk_test_123"))
+
+    assert response.status_code == 302
+    entry = AuditLogEntry.objects.get(action="admin.project.changed")
+    assert entry.actor_label == owner.username
+    assert entry.project == project
+    assert entry.changes == {"name": ["Acme", "Acme Inc"], "stripe_secret_key": ["••••••", "••••••"]}
+    assert "sk_test_123" not in str(AuditLogEntry.objects.values_list("changes", flat=True))
+
+
+def test_staff_see_nothing_of_projects_they_are_not_in(client, project, other_project):
+    client.force_login(_staff(project, Role.OWNER))
+    theirs, _ = make_api_key(other_project)
+    mine, _ = make_api_key(project)
+
+    listing = client.get(reverse("admin:accounts_apikey_changelist"))
+    detail = client.get(reverse("admin:accounts_apikey_change", args=[theirs.pk]))
+
+    assert mine.prefix.encode() in listing.content
+    assert theirs.prefix.encode() not in listing.content
+    assert detail.status_code == 302  # "doesn't exist" and back to the index
+    assert client.get(reverse("admin:accounts_project_change", args=[other_project.pk])).status_code == 302
+
+
+def test_staff_without_membership_see_no_apps(client, project):
+    client.force_login(UserFactory())
+
+    response = client.get(reverse("admin:index"))
+
+    assert response.status_code == 200
+    assert b"API keys" not in response.content
+
+
+def test_owner_creates_a_key_in_the_admin_and_sees_the_secret_once(client, project):
+    owner = _staff(project, Role.OWNER)
+    client.force_login(owner)
+
+    response = client.post(
+        reverse("admin:accounts_apikey_add"),
+        {"project": project.pk, "name": "warehouse", "scopes": ["billing:read"]},
+        follow=True,
+    )
+
+    api_key = ApiKey.objects.get(name="warehouse")
+    assert api_key.scopes == ["billing:read"]
+    assert b"it will not be shown again: bk_" in response.content
+    entry = AuditLogEntry.objects.get(action="api_key.created", object_id=api_key.public_id)
+    assert entry.actor_label == owner.username
+
+
+def test_owner_revokes_keys_with_the_admin_action(client, project):
+    client.force_login(_staff(project, Role.OWNER))
+    api_key, _ = make_api_key(project)
+
+    client.post(
+        reverse("admin:accounts_apikey_changelist"), {"action": "revoke", "_selected_action": [api_key.pk]}
+    )
+
+    api_key.refresh_from_db()
+    assert api_key.revoked_at is not None
+    assert AuditLogEntry.objects.filter(action="api_key.revoked", object_id=api_key.public_id).count() == 1
+
+
+def test_owner_adds_a_member_through_the_inline_and_it_is_audited(client, project):
+    client.force_login(_staff(project, Role.OWNER))
+    newcomer = UserFactory(is_staff=False)
+    data = _project_form(project)
+    data.update({
+        "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
+        "memberships-0-user": newcomer.pk, "memberships-0-role": Role.VIEWER,
+    })  # fmt: skip
+
+    response = client.post(reverse("admin:accounts_project_change", args=[project.pk]), data)
+
+    assert response.status_code == 302
+    newcomer.refresh_from_db()
+    assert newcomer.is_staff
+    assert newcomer.memberships.get().role == Role.VIEWER
+    assert AuditLogEntry.objects.filter(action="membership.created").count() == 1

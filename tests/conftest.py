@@ -1,0 +1,56 @@
+import os
+
+import pytest
+from django.conf import settings
+from rest_framework.test import APIClient
+
+from accounts.models import ALL_SCOPES, Project
+from tests.accounts.factories import ProjectFactory, make_api_key
+
+# In CI (BILLABLE_STRICT_TESTS=1) a missing tool fails the test instead of skipping it.
+STRICT = os.environ.get("BILLABLE_STRICT_TESTS") == "1"
+ON_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
+
+
+def require(available: bool, what: str) -> None:
+    if available:
+        return
+    if STRICT:
+        pytest.fail(f"{what} is required when BILLABLE_STRICT_TESTS=1")
+    pytest.skip(f"{what} is not available here")
+
+
+def pytest_collection_modifyitems(config, items):
+    skip = pytest.mark.skip(reason="needs PostgreSQL (set DATABASE_URL=postgresql://…)")
+    for item in items:
+        if "postgres" in item.keywords and not ON_POSTGRES:
+            item.add_marker(skip)
+
+
+def api_client(project: Project, scopes: list[str] | None = None) -> APIClient:
+    """A client authenticated with a new key of the project (all scopes unless given)."""
+    _, secret = make_api_key(project, scopes or list(ALL_SCOPES))
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
+    return client
+
+
+@pytest.fixture(autouse=True)
+def _media_in_tmp(settings, tmp_path):
+    """Uploaded files (contracts, logos) go to a per-test directory, not var/media."""
+    settings.MEDIA_ROOT = tmp_path / "media"
+
+
+@pytest.fixture
+def project(db) -> Project:
+    return ProjectFactory(name="Acme", invoice_number_prefix="ACME")
+
+
+@pytest.fixture
+def other_project(db) -> Project:
+    return ProjectFactory(name="Globex")
+
+
+@pytest.fixture
+def api(project) -> APIClient:
+    return api_client(project)
