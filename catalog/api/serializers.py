@@ -1,0 +1,246 @@
+from rest_framework import serializers
+
+from accounts.models import InvoiceDelivery
+from billing_site.api.fields import (
+    DecimalStringField,
+    PublicIdRelatedField,
+    RejectUnknownFieldsMixin,
+)
+from billing_site.money import decimal_string
+from catalog.models import Contract, Customer, Interval, Plan, Product
+from catalog.pricing import ChargeKind, FeeTiming, PackageRounding, PricingModel
+from meters.models import code_validator
+
+
+class ProductSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+
+    class Meta:
+        model = Product
+        fields = ["id", "code", "name", "description", "created_at", "archived_at"]
+        read_only_fields = ["id", "created_at", "archived_at"]
+        extra_kwargs = {"code": {"validators": [code_validator]}}
+
+
+class TierSerializer(serializers.Serializer):
+    up_to = DecimalStringField(allow_null=True, help_text="Inclusive upper bound; null on the last tier.")
+    unit_price = DecimalStringField()
+    flat_fee = DecimalStringField(required=False)
+
+
+class PricingSerializer(serializers.Serializer):
+    """The pricing of a charge or contract line (decimal strings in the plan's currency)."""
+
+    kind = serializers.ChoiceField(choices=ChargeKind.choices, default=ChargeKind.USAGE)
+    name = serializers.CharField(required=False, allow_blank=True)
+    meter = serializers.CharField(
+        required=False, allow_null=True, help_text="The meter's code or ID (usage charges)."
+    )
+    pricing_model = serializers.ChoiceField(choices=PricingModel.choices, default=PricingModel.PER_UNIT)
+    unit_price = DecimalStringField(required=False, help_text="Per unit, per package, or the fixed fee.")
+    package_size = DecimalStringField(required=False, allow_null=True)
+    package_rounding = serializers.ChoiceField(choices=PackageRounding.choices, required=False)
+    percentage_rate = DecimalStringField(required=False, allow_null=True, help_text="0 to 100.")
+    fixed_fee_per_event = DecimalStringField(required=False, allow_null=True)
+    min_fee_per_event = DecimalStringField(required=False, allow_null=True)
+    max_fee_per_event = DecimalStringField(required=False, allow_null=True)
+    free_units = DecimalStringField(required=False)
+    minimum_amount = DecimalStringField(required=False)
+    tiers = TierSerializer(many=True, required=False)
+    timing = serializers.ChoiceField(choices=FeeTiming.choices, required=False, help_text="Fixed fees only.")
+
+    def to_representation(self, instance):
+        data = super().to_representation(instance)
+        data["meter"] = instance.meter.code if instance.meter_id else None
+        return data
+
+    def to_internal_value(self, data):
+        # Pricing is validated in one place (catalog.pricing.clean_pricing) with precise codes;
+        # here only the shape is checked, and the given fields are passed on as sent.
+        if not isinstance(data, dict):
+            raise serializers.ValidationError("Each charge is an object.", code="invalid")
+        return data
+
+
+class ChargeSerializer(PricingSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+
+
+class PlanSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    product = serializers.CharField(source="product.public_id", read_only=True)
+    previous_version = serializers.CharField(
+        source="previous_version.public_id", read_only=True, default=None
+    )
+    superseded = serializers.SerializerMethodField(help_text="A newer version of this plan exists.")
+    base_fee = DecimalStringField()
+    charges = ChargeSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Plan
+        fields = [
+            "id",
+            "product",
+            "code",
+            "version",
+            "previous_version",
+            "superseded",
+            "name",
+            "description",
+            "currency",
+            "interval",
+            "interval_count",
+            "trial_days",
+            "bill_usage_during_trial",
+            "base_fee",
+            "base_fee_timing",
+            "entitlements",
+            "is_private",
+            "charges",
+            "created_at",
+            "archived_at",
+        ]
+        read_only_fields = fields
+
+    def get_superseded(self, plan: Plan) -> bool:
+        if hasattr(plan, "superseded"):
+            return plan.superseded
+        return Plan.objects.filter(previous_version=plan).exists()
+
+
+class PlanWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    product = PublicIdRelatedField(model=Product)
+    code = serializers.CharField(max_length=100, validators=[code_validator])
+    name = serializers.CharField(max_length=200)
+    description = serializers.CharField(required=False, allow_blank=True)
+    currency = serializers.CharField(required=False, help_text="ISO 4217; defaults to the project's.")
+    interval = serializers.ChoiceField(choices=Interval.choices, required=False)
+    interval_count = serializers.IntegerField(required=False)
+    trial_days = serializers.IntegerField(required=False, min_value=0)
+    bill_usage_during_trial = serializers.BooleanField(required=False)
+    base_fee = DecimalStringField(required=False)
+    base_fee_timing = serializers.ChoiceField(choices=FeeTiming.choices, required=False)
+    entitlements = serializers.JSONField(required=False)
+    charges = PricingSerializer(many=True, required=False)
+
+
+class PlanUpdateSerializer(PlanWriteSerializer):
+    product = None
+    code = None
+
+    def __init__(self, *args, **kwargs):
+        kwargs["partial"] = True
+        super().__init__(*args, **kwargs)
+
+
+class AddressSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    line1 = serializers.CharField(required=False, allow_blank=True)
+    line2 = serializers.CharField(required=False, allow_blank=True)
+    city = serializers.CharField(required=False, allow_blank=True)
+    state = serializers.CharField(required=False, allow_blank=True)
+    postal_code = serializers.CharField(required=False, allow_blank=True)
+    country = serializers.CharField(required=False, allow_blank=True, help_text="ISO 3166 alpha-2, e.g. DE.")
+
+
+class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    external_id = serializers.CharField(
+        max_length=255,
+        required=False,
+        help_text="Your own ID for the customer; usage events name it. Defaults to id.",
+    )
+    billing_address = AddressSerializer(required=False)
+    currency = serializers.CharField(required=False, help_text="ISO 4217; defaults to the project's.")
+    timezone = serializers.CharField(required=False, help_text="IANA; defaults to the project's.")
+    invoice_delivery = serializers.ChoiceField(
+        choices=[*InvoiceDelivery.choices, ("", "The project's setting")], required=False, allow_blank=True
+    )
+    metadata = serializers.JSONField(required=False)
+
+    class Meta:
+        model = Customer
+        fields = [
+            "id",
+            "external_id",
+            "name",
+            "email",
+            "billing_address",
+            "tax_id",
+            "currency",
+            "timezone",
+            "processor_customer_id",
+            "invoice_delivery",
+            "metadata",
+            "created_at",
+            "updated_at",
+        ]
+        read_only_fields = ["id", "created_at", "updated_at"]
+        # Uniqueness is the database's job (the service answers 409), not a racy pre-check.
+        validators = []
+
+
+class BillableItemSerializer(serializers.Serializer):
+    """One thing a customer's subscriptions bill: the base fee, a fixed fee or a metered charge."""
+
+    id = serializers.SerializerMethodField(help_text="The charge's ID, or the plan's for its base fee.")
+    type = serializers.SerializerMethodField()
+    name = serializers.SerializerMethodField()
+    meter = serializers.SerializerMethodField(help_text="The meter code usage is reported under.")
+    subscription = serializers.CharField(source="subscription.public_id")
+    plan = serializers.CharField(source="plan.public_id")
+    currency = serializers.CharField(source="plan.currency")
+    pricing = serializers.SerializerMethodField()
+
+    def get_id(self, item) -> str:
+        return item["charge"].public_id if item["charge"] else item["plan"].public_id
+
+    def get_type(self, item) -> str:
+        charge = item["charge"]
+        return "base_fee" if charge is None else ("usage" if charge.kind == ChargeKind.USAGE else "fixed_fee")
+
+    def get_name(self, item) -> str:
+        charge = item["charge"]
+        return f"{item['plan'].name} base fee" if charge is None else str(charge)
+
+    def get_meter(self, item) -> str | None:
+        charge = item["charge"]
+        return charge.meter.code if charge and charge.meter_id else None
+
+    def get_pricing(self, item) -> dict:
+        if item["charge"] is None:
+            plan = item["plan"]
+            return {"unit_price": decimal_string(plan.base_fee), "timing": plan.base_fee_timing}
+        return PricingSerializer(item["charge"]).data
+
+
+class ContractSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id", read_only=True)
+    customer = serializers.CharField(source="customer.public_id", read_only=True, default=None)
+    plan = serializers.CharField(source="plan.public_id", read_only=True, default=None)
+    subscription = serializers.CharField(source="subscription.public_id", read_only=True, default=None)
+    lines = PricingSerializer(many=True, read_only=True)
+
+    class Meta:
+        model = Contract
+        fields = [
+            "id",
+            "title",
+            "status",
+            "customer",
+            "customer_name",
+            "customer_email",
+            "customer_external_id",
+            "currency",
+            "interval",
+            "interval_count",
+            "billing_anchor",
+            "start_date",
+            "payment_terms_days",
+            "lines",
+            "notes",
+            "created_at",
+            "accepted_at",
+            "plan",
+            "subscription",
+        ]
+        read_only_fields = fields

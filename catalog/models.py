@@ -1,0 +1,211 @@
+from decimal import Decimal
+
+from django.conf import settings
+from django.core.validators import FileExtensionValidator, MinValueValidator
+from django.db import models
+
+from accounts.models import InvoiceDelivery, Project
+from billing_site.ids import PublicIdField
+from billing_site.validators import validate_currency, validate_timezone
+from catalog.pricing import PRICE_DIGITS, PRICE_PLACES, FeeTiming, PricedItem
+from meters.models import code_validator
+
+
+class Interval(models.TextChoices):
+    DAY = "day"
+    WEEK = "week"
+    MONTH = "month"
+    QUARTER = "quarter"
+    YEAR = "year"
+
+
+class BillingAnchor(models.TextChoices):
+    CALENDAR = "calendar", "Calendar (1st of the month, Monday, 1 January)"
+    ANNIVERSARY = "anniversary", "Anniversary of the start"
+
+
+class Product(models.Model):
+    """What is sold. Plans price it."""
+
+    public_id = PublicIdField(prefix="prod")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    code = models.CharField(max_length=100, validators=[code_validator])
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name"]
+        constraints = [models.UniqueConstraint(fields=["project", "code"], name="product_code_unique")]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class Plan(models.Model):
+    """One version of a plan: cadence, base fee and charges.
+
+    A version that a subscription uses is never repriced in place: a price change creates the next
+    version (same `code`, `version` + 1, `previous_version` set) and existing subscriptions keep
+    theirs until moved. Private plans come from contracts and per-subscription price overrides and
+    are hidden from plan lists by default.
+    """
+
+    public_id = PublicIdField(prefix="plan")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    product = models.ForeignKey(Product, on_delete=models.PROTECT, related_name="plans")
+    code = models.CharField(max_length=100, validators=[code_validator])
+    version = models.PositiveIntegerField(default=1)
+    previous_version = models.OneToOneField(
+        "self", null=True, blank=True, on_delete=models.PROTECT, related_name="next_version"
+    )
+    name = models.CharField(max_length=200)
+    description = models.TextField(blank=True)
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    interval = models.CharField(max_length=10, choices=Interval.choices, default=Interval.MONTH)
+    interval_count = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    trial_days = models.PositiveIntegerField(default=0)
+    bill_usage_during_trial = models.BooleanField(
+        default=True, help_text="Usage during a trial is billed unless this is off."
+    )
+    base_fee = models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, default=Decimal(0))
+    base_fee_timing = models.CharField(max_length=10, choices=FeeTiming.choices, default=FeeTiming.IN_ADVANCE)
+    entitlements = models.JSONField(
+        default=dict, blank=True, help_text='Feature flags and quotas, e.g. {"sso": true, "seats": 10}.'
+    )
+    is_private = models.BooleanField(default=False, help_text="Made for one customer (contract or override).")
+    created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["code", "-version"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "code", "version"], name="plan_version_unique")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.name} v{self.version}" if self.version > 1 else self.name
+
+
+class Charge(PricedItem):
+    """One priced item of a plan: a meter's usage, or a fixed fee. Never edited once the plan is
+    in use (the plan gets a new version instead)."""
+
+    public_id = PublicIdField(prefix="chg")
+    plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="charges")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name or (self.meter.name if self.meter_id else "Fixed fee")
+
+
+class Customer(models.Model):
+    """Who gets billed. Usage events name the customer by `external_id` (the company's own ID;
+    it defaults to the public ID, so events may also name a customer by `cus_…`)."""
+
+    public_id = PublicIdField(prefix="cus")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    external_id = models.CharField(max_length=255)
+    name = models.CharField(max_length=200, blank=True)
+    email = models.EmailField(blank=True)
+    billing_address = models.JSONField(default=dict, blank=True)
+    tax_id = models.CharField(max_length=100, blank=True)
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    timezone = models.CharField(max_length=64, validators=[validate_timezone])
+    processor_customer_id = models.CharField(max_length=255, blank=True)
+    invoice_delivery = models.CharField(
+        max_length=10, choices=InvoiceDelivery.choices, blank=True, help_text="Blank: the project's setting."
+    )
+    metadata = models.JSONField(default=dict, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "external_id"], name="customer_external_id_unique")
+        ]
+        indexes = [models.Index(fields=["project", "email"], name="customer_email")]
+
+    def __str__(self) -> str:
+        return self.name or self.email or self.external_id
+
+
+class ContractStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    ACCEPTED = "accepted", "Accepted"
+
+
+MAX_CONTRACT_BYTES = 20 * 1024 * 1024
+
+
+class Contract(models.Model):
+    """A signed deal entered by ops staff. Accepting it creates (or links) the customer, a private
+    plan from its lines, and the subscription, in one transaction; it is read-only afterwards."""
+
+    public_id = PublicIdField(prefix="ctr")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    title = models.CharField(max_length=200)
+    document = models.FileField(
+        upload_to="contracts/%Y/%m/",
+        validators=[FileExtensionValidator(["pdf"])],
+        help_text=f"The signed contract, a PDF of at most {MAX_CONTRACT_BYTES // (1024 * 1024)} MB.",
+    )
+    status = models.CharField(max_length=10, choices=ContractStatus.choices, default=ContractStatus.DRAFT)
+
+    customer = models.ForeignKey(
+        Customer,
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="contracts",
+        help_text="An existing customer; leave empty to create one from the fields below.",
+    )
+    customer_name = models.CharField(max_length=200, blank=True)
+    customer_email = models.EmailField(blank=True)
+    customer_external_id = models.CharField(max_length=255, blank=True)
+
+    currency = models.CharField(max_length=3, validators=[validate_currency])
+    interval = models.CharField(max_length=10, choices=Interval.choices, default=Interval.MONTH)
+    interval_count = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    billing_anchor = models.CharField(
+        max_length=12, choices=BillingAnchor.choices, default=BillingAnchor.CALENDAR
+    )
+    start_date = models.DateField()
+    payment_terms_days = models.PositiveIntegerField(default=30)
+    notes = models.TextField(blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    accepted_at = models.DateTimeField(null=True, blank=True)
+    accepted_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    plan = models.OneToOneField(
+        Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="contract"
+    )
+    subscription = models.OneToOneField(
+        "subscriptions.Subscription", null=True, blank=True, on_delete=models.PROTECT, related_name="contract"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+
+    def __str__(self) -> str:
+        return self.title
+
+
+class ContractLine(PricedItem):
+    """A line of a contract: a fixed fee or usage priced like a charge (it becomes one)."""
+
+    contract = models.ForeignKey(Contract, on_delete=models.CASCADE, related_name="lines")
+    position = models.PositiveIntegerField(default=0)
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.name or "Line"

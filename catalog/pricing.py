@@ -1,0 +1,270 @@
+"""How a charge is priced: the fields every priced item shares, and their validation.
+
+Plan charges and contract lines are both "priced items"; they share one set of columns (an
+abstract model) and one validator, so a contract line becomes a charge by copying fields.
+
+Tiers are a list of {"up_to", "unit_price", "flat_fee"} with decimal strings. `up_to` is inclusive
+(`up_to: 1000` covers unit 1000; the next tier starts right after), strictly ascending, and only
+the last tier is open-ended (`up_to: null`), so tiers are contiguous by construction.
+"""
+
+from decimal import Decimal, InvalidOperation
+from typing import Any
+
+from django.db import models
+
+from billing_site.errors import InvalidInput
+from billing_site.money import decimal_string
+
+PRICE_DIGITS = 28
+PRICE_PLACES = 12
+MAX_PERCENTAGE = Decimal(100)
+
+
+class ChargeKind(models.TextChoices):
+    USAGE = "usage", "Usage-based"
+    FIXED = "fixed", "Fixed fee"
+
+
+class PricingModel(models.TextChoices):
+    PER_UNIT = "per_unit", "Per unit"
+    GRADUATED = "graduated", "Graduated tiers"
+    VOLUME = "volume", "Volume tiers"
+    PACKAGE = "package", "Package"
+    STAIRSTEP = "stairstep", "Stairstep"
+    PERCENTAGE = "percentage", "Percentage"
+
+
+TIERED_MODELS = frozenset({PricingModel.GRADUATED, PricingModel.VOLUME, PricingModel.STAIRSTEP})
+
+
+class FeeTiming(models.TextChoices):
+    IN_ADVANCE = "in_advance", "In advance"
+    IN_ARREARS = "in_arrears", "In arrears"
+
+
+class PackageRounding(models.TextChoices):
+    UP = "up", "Round partial packages up"
+    DOWN = "down", "Round partial packages down"
+
+
+def _price_field(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, **kwargs)
+
+
+class PricedItem(models.Model):
+    """The pricing columns shared by plan charges and contract lines.
+
+    - fixed: `unit_price` per period, billed in advance or in arrears (`timing`), prorated by time.
+    - usage, per meter, always in arrears:
+      per_unit (quantity × unit_price), graduated / volume / stairstep (`tiers`),
+      package (`unit_price` per `package_size` units, partial packages rounded up or down),
+      percentage (`percentage_rate` % of the summed value, plus `fixed_fee_per_event`, each event's
+      fee clamped to `min_fee_per_event`/`max_fee_per_event`).
+    - any usage charge: the first `free_units` are free; the charge is at least `minimum_amount`.
+    """
+
+    kind = models.CharField(max_length=10, choices=ChargeKind.choices, default=ChargeKind.USAGE)
+    name = models.CharField(max_length=200, blank=True, help_text="Shown on invoice lines.")
+    meter = models.ForeignKey(
+        "meters.Meter", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    pricing_model = models.CharField(
+        max_length=12, choices=PricingModel.choices, default=PricingModel.PER_UNIT
+    )
+    unit_price = _price_field(default=Decimal(0), help_text="Per unit; per package; or the fixed fee.")
+    package_size = _price_field(null=True, blank=True)
+    package_rounding = models.CharField(
+        max_length=4, choices=PackageRounding.choices, default=PackageRounding.UP
+    )
+    percentage_rate = models.DecimalField(max_digits=9, decimal_places=6, null=True, blank=True)
+    fixed_fee_per_event = _price_field(null=True, blank=True)
+    min_fee_per_event = _price_field(null=True, blank=True)
+    max_fee_per_event = _price_field(null=True, blank=True)
+    free_units = _price_field(default=Decimal(0))
+    minimum_amount = _price_field(default=Decimal(0))
+    tiers = models.JSONField(default=list, blank=True)
+    timing = models.CharField(max_length=10, choices=FeeTiming.choices, default=FeeTiming.IN_ARREARS)
+
+    class Meta:
+        abstract = True
+
+
+PRICING_FIELDS = [
+    "kind",
+    "name",
+    "meter",
+    "pricing_model",
+    "unit_price",
+    "package_size",
+    "package_rounding",
+    "percentage_rate",
+    "fixed_fee_per_event",
+    "min_fee_per_event",
+    "max_fee_per_event",
+    "free_units",
+    "minimum_amount",
+    "tiers",
+    "timing",
+]
+
+
+def to_decimal(value: Any, *, param: str, allow_none: bool = False) -> Decimal | None:
+    """A JSON number or decimal string as an exact Decimal with at most 12 places."""
+    if value is None or value == "":
+        if allow_none:
+            return None
+        raise InvalidInput("A number is required.", code="required", param=param)
+    if isinstance(value, bool) or not isinstance(value, int | str | Decimal | float):
+        raise InvalidInput("Must be a number or a decimal string.", code="invalid_decimal", param=param)
+    try:
+        number = Decimal(str(value))
+    except InvalidOperation:
+        raise InvalidInput(f"{value!r} is not a number.", code="invalid_decimal", param=param) from None
+    if not number.is_finite():
+        raise InvalidInput("Must be a finite number.", code="invalid_decimal", param=param)
+    if -number.as_tuple().exponent > PRICE_PLACES:
+        raise InvalidInput(
+            f"At most {PRICE_PLACES} decimal places.", code="too_many_decimal_places", param=param
+        )
+    if number.adjusted() >= PRICE_DIGITS - PRICE_PLACES:
+        raise InvalidInput("Number too large.", code="number_too_large", param=param)
+    return number
+
+
+def _non_negative(value: Decimal | None, *, param: str) -> None:
+    if value is not None and value < 0:
+        raise InvalidInput("Must not be negative.", code="negative_amount", param=param)
+
+
+def clean_tiers(raw: Any, *, param: str = "tiers") -> list[dict[str, str | None]]:
+    if not isinstance(raw, list) or not raw:
+        raise InvalidInput("This pricing model needs at least one tier.", code="tiers_required", param=param)
+    cleaned: list[dict[str, str | None]] = []
+    previous: Decimal | None = Decimal(0)
+    for index, tier in enumerate(raw):
+        at = f"{param}[{index}]"
+        if not isinstance(tier, dict):
+            raise InvalidInput("Each tier is an object.", code="invalid_tier", param=at)
+        unknown = set(tier) - {"up_to", "unit_price", "flat_fee"}
+        if unknown:
+            raise InvalidInput(
+                f"Unknown tier field(s): {', '.join(sorted(unknown))}.", code="unknown_field", param=at
+            )
+        if previous is None:
+            raise InvalidInput(
+                "Only the last tier may be open-ended (up_to: null); tiers must be contiguous.",
+                code="tiers_not_contiguous",
+                param=f"{param}[{index - 1}].up_to",
+            )
+        up_to = to_decimal(tier.get("up_to"), param=f"{at}.up_to", allow_none=True)
+        if up_to is not None and up_to <= previous:
+            raise InvalidInput(
+                "Tier bounds must be strictly ascending and above zero.",
+                code="tiers_not_ascending",
+                param=f"{at}.up_to",
+            )
+        unit_price = to_decimal(tier.get("unit_price", 0), param=f"{at}.unit_price")
+        flat_fee = to_decimal(tier.get("flat_fee", 0), param=f"{at}.flat_fee")
+        _non_negative(unit_price, param=f"{at}.unit_price")
+        _non_negative(flat_fee, param=f"{at}.flat_fee")
+        cleaned.append(
+            {
+                "up_to": decimal_string(up_to),
+                "unit_price": decimal_string(unit_price),
+                "flat_fee": decimal_string(flat_fee),
+            }
+        )
+        previous = up_to
+    if previous is not None:
+        raise InvalidInput(
+            "The last tier must be open-ended (up_to: null).",
+            code="last_tier_not_open_ended",
+            param=f"{param}[{len(raw) - 1}].up_to",
+        )
+    return cleaned
+
+
+def clean_pricing(item: dict[str, Any], *, param: str = "") -> dict[str, Any]:
+    """Validate one priced item (field name → value) and return it normalised.
+
+    Raises InvalidInput with a precise code and the field's path (`charges[2].tiers[1].up_to`).
+    `meter` must already be resolved to a Meter (or None) by the caller.
+    """
+
+    def at(name: str) -> str:
+        return f"{param}.{name}" if param else name
+
+    kind = item.get("kind") or ChargeKind.USAGE
+    model = item.get("pricing_model") or PricingModel.PER_UNIT
+    cleaned = {
+        "name": "",
+        "package_rounding": PackageRounding.UP,
+        "timing": FeeTiming.IN_ARREARS,
+        **item,
+        "kind": kind,
+        "pricing_model": model,
+    }
+    if kind not in ChargeKind.values:
+        raise InvalidInput(f"Unknown kind {kind!r}.", code="invalid_choice", param=at("kind"))
+    if model not in PricingModel.values:
+        raise InvalidInput(
+            f"Unknown pricing model {model!r}.", code="invalid_pricing_model", param=at("pricing_model")
+        )
+
+    for name in ("unit_price", "free_units", "minimum_amount"):
+        cleaned[name] = to_decimal(item.get(name, 0), param=at(name))
+        _non_negative(cleaned[name], param=at(name))
+    for name in (
+        "package_size",
+        "percentage_rate",
+        "fixed_fee_per_event",
+        "min_fee_per_event",
+        "max_fee_per_event",
+    ):
+        cleaned[name] = to_decimal(item.get(name), param=at(name), allow_none=True)
+        _non_negative(cleaned[name], param=at(name))
+
+    if kind == ChargeKind.FIXED:
+        if item.get("meter") is not None:
+            raise InvalidInput("A fixed fee has no meter.", code="meter_not_allowed", param=at("meter"))
+        cleaned.update(pricing_model=PricingModel.PER_UNIT, tiers=[])
+        return cleaned
+
+    if item.get("meter") is None:
+        raise InvalidInput("A usage charge needs a meter.", code="meter_required", param=at("meter"))
+    cleaned["timing"] = FeeTiming.IN_ARREARS  # usage is only known once the period is over
+    if model in TIERED_MODELS:
+        cleaned["tiers"] = clean_tiers(item.get("tiers"), param=at("tiers"))
+    elif item.get("tiers"):
+        raise InvalidInput(f"{model} pricing takes no tiers.", code="tiers_not_allowed", param=at("tiers"))
+    else:
+        cleaned["tiers"] = []
+    if model == PricingModel.PACKAGE and (cleaned["package_size"] is None or cleaned["package_size"] <= 0):
+        raise InvalidInput(
+            "A package size must be a positive number of units.",
+            code="package_size_not_positive",
+            param=at("package_size"),
+        )
+    if model == PricingModel.PERCENTAGE:
+        rate = cleaned["percentage_rate"]
+        if rate is None or not 0 <= rate <= MAX_PERCENTAGE:
+            raise InvalidInput(
+                "A percentage rate must be between 0 and 100.",
+                code="percentage_out_of_range",
+                param=at("percentage_rate"),
+            )
+        if cleaned["free_units"] != cleaned["free_units"].to_integral_value():
+            raise InvalidInput(
+                "For percentage pricing, free units are a whole number of free events.",
+                code="free_units_not_integer",
+                param=at("free_units"),
+            )
+        low, high = cleaned["min_fee_per_event"], cleaned["max_fee_per_event"]
+        if low is not None and high is not None and low > high:
+            raise InvalidInput(
+                "The per-event minimum exceeds the maximum.",
+                code="min_above_max",
+                param=at("min_fee_per_event"),
+            )
+    return cleaned
