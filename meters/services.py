@@ -1,0 +1,546 @@
+from collections import Counter, defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime
+from decimal import Decimal
+from typing import Any
+
+from django.db import IntegrityError, connection, transaction
+from django.db.models import Exists, OuterRef, ProtectedError, Q, QuerySet
+from django.utils import timezone
+from django_q.tasks import async_task
+
+from accounts.models import Project
+from accounts.services import Actor, audit_record
+from billing_site.errors import Conflict, InvalidInput
+from billing_site.ids import new_public_ids
+from catalog.models import Customer
+from catalog.pricing import ChargeKind
+from meters.ingestion import ParsedEvent, Rejection, parse_event
+from meters.matching import Lookup, MeterRules
+from meters.models import Aggregation, FilterOperator, Meter, UnmatchedReason, UsageEvent
+from meters.storage import EventRow, events_insert, rollup_add
+from subscriptions.models import SubscriptionPhase
+from webhooks.services import event_record
+
+MAX_GROUP_BY = 5
+MAX_PROPERTY_LENGTH = 100
+_LIST_OPERATORS = {FilterOperator.IN, FilterOperator.NOT_IN}
+_NUMERIC_OPERATORS = {FilterOperator.GT, FilterOperator.GTE, FilterOperator.LT, FilterOperator.LTE}
+# Changing these changes what past usage adds up to.
+AGGREGATION_FIELDS = frozenset({"aggregation", "property", "filters"})
+
+
+def _clean_property_name(value: Any, *, param: str) -> str:
+    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROPERTY_LENGTH:
+        raise InvalidInput(
+            f"A property name is a non-empty string of at most {MAX_PROPERTY_LENGTH} characters.",
+            code="invalid_property",
+            param=param,
+        )
+    return value.strip()
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def clean_filters(raw: Any) -> list[dict[str, Any]]:
+    """Filters like [{"property": "region", "operator": "in", "values": ["eu"]},
+    {"property": "gb", "operator": "gte", "value": 1}]: all must match."""
+    if not isinstance(raw, list):
+        raise InvalidInput("Filters are a list.", code="invalid_filters", param="filters")
+    cleaned = []
+    for index, item in enumerate(raw):
+        at = f"filters[{index}]"
+        if not isinstance(item, dict):
+            raise InvalidInput("Each filter is an object.", code="invalid_filter", param=at)
+        name = _clean_property_name(item.get("property"), param=f"{at}.property")
+        operator = item.get("operator")
+        if operator not in FilterOperator.values:
+            raise InvalidInput(
+                f"Operator must be one of {', '.join(FilterOperator.values)}.",
+                code="invalid_operator",
+                param=f"{at}.operator",
+            )
+        if operator in _LIST_OPERATORS:
+            values = item.get("values")
+            if (
+                not isinstance(values, list)
+                or not values
+                or not all(isinstance(v, str | int | float) for v in values)
+            ):
+                raise InvalidInput(
+                    f"'{operator}' needs a non-empty list of values.",
+                    code="invalid_filter_values",
+                    param=f"{at}.values",
+                )
+            cleaned.append({"property": name, "operator": operator, "values": values})
+            continue
+        value = item.get("value")
+        if operator in _NUMERIC_OPERATORS and not _is_number(value):
+            raise InvalidInput(
+                f"'{operator}' compares with a number.", code="invalid_filter_value", param=f"{at}.value"
+            )
+        if not isinstance(value, str | int | float) or isinstance(value, bool):
+            raise InvalidInput(
+                "A filter value is a string or a number.", code="invalid_filter_value", param=f"{at}.value"
+            )
+        cleaned.append({"property": name, "operator": operator, "value": value})
+    return cleaned
+
+
+def clean_group_by(raw: Any) -> list[str]:
+    if not isinstance(raw, list) or len(raw) > MAX_GROUP_BY:
+        raise InvalidInput(
+            f"group_by is a list of at most {MAX_GROUP_BY} property names.",
+            code="invalid_group_by",
+            param="group_by",
+        )
+    names = [_clean_property_name(name, param=f"group_by[{i}]") for i, name in enumerate(raw)]
+    if len(set(names)) != len(names):
+        raise InvalidInput("group_by lists a property twice.", code="invalid_group_by", param="group_by")
+    return names
+
+
+def _clean(fields: dict[str, Any]) -> dict[str, Any]:
+    cleaned = dict(fields)
+    if "filters" in fields:
+        cleaned["filters"] = clean_filters(fields["filters"])
+    if "group_by" in fields:
+        cleaned["group_by"] = clean_group_by(fields["group_by"])
+    if fields.get("property"):
+        cleaned["property"] = _clean_property_name(fields["property"], param="property")
+    return cleaned
+
+
+def _check_property_needed(meter: Meter) -> None:
+    if meter.aggregation == Aggregation.UNIQUE_COUNT and not meter.property:
+        raise InvalidInput(
+            "unique_count counts distinct values of a property: name it.",
+            code="property_required",
+            param="property",
+        )
+
+
+def meter_create(
+    *,
+    project: Project,
+    code: str,
+    name: str = "",
+    aggregation: str = Aggregation.SUM,
+    unit: str = "",
+    property: str = "",
+    filters: list | None = None,
+    group_by: list | None = None,
+    whole_numbers_only: bool = False,
+    allow_negative: bool = False,
+    actor: Actor,
+) -> Meter:
+    fields = _clean({"property": property, "filters": filters or [], "group_by": group_by or []})
+    meter = Meter(
+        project=project,
+        code=code,
+        name=name or code,
+        unit=unit,
+        aggregation=aggregation,
+        whole_numbers_only=whole_numbers_only,
+        allow_negative=allow_negative,
+        **fields,
+    )
+    _check_property_needed(meter)
+    try:
+        with transaction.atomic():
+            meter.save()
+            audit_record(project=project, actor=actor, action="meter.created", target=meter)
+    except IntegrityError:
+        raise Conflict(
+            f"A meter with code '{code}' already exists.", code="meter_code_taken", param="code"
+        ) from None
+    usage_rematch_enqueue(project=project, meter_codes=[meter.code])
+    return meter
+
+
+def meter_update(*, meter: Meter, changes: dict[str, Any], actor: Actor) -> Meter:
+    """Change a meter. What it aggregates (aggregation, property, filters) is fixed once usage has
+    been recorded for it, because that usage may already be billed; create a new meter instead."""
+    changes = _clean(changes)
+    with transaction.atomic():
+        meter = Meter.objects.select_for_update().get(pk=meter.pk)
+        changed = {name: value for name, value in changes.items() if getattr(meter, name) != value}
+        locked = sorted(AGGREGATION_FIELDS & set(changed))
+        if locked and meter_has_usage(meter):
+            raise Conflict(
+                f"{', '.join(locked)} cannot change: usage was already recorded with this meter. "
+                "Create a new meter and move the plans to it.",
+                code="meter_in_use",
+                param=locked[0],
+            )
+        for name, value in changed.items():
+            setattr(meter, name, value)
+        _check_property_needed(meter)
+        meter.save()
+        audit_record(
+            project=meter.project,
+            actor=actor,
+            action="meter.updated",
+            target=meter,
+            changes={name: str(value) for name, value in changed.items()},
+        )
+    return meter
+
+
+def meter_has_usage(meter: Meter) -> bool:
+    """Whether any usage event was matched to this meter (an index probe: the meter leads the
+    usage events' rating index)."""
+    return UsageEvent.objects.filter(meter=meter).exists()
+
+
+def meter_delete(*, meter: Meter, actor: Actor) -> None:
+    """Delete a meter no charge prices and no usage names; otherwise archive it."""
+    try:
+        with transaction.atomic():
+            audit_record(project=meter.project, actor=actor, action="meter.deleted", target=meter)
+            meter.delete()
+    except ProtectedError:
+        raise Conflict(
+            "This meter is in use and cannot be deleted; archive it instead.", code="in_use"
+        ) from None
+
+
+def meter_archive(*, meter: Meter, actor: Actor) -> Meter:
+    with transaction.atomic():
+        if Meter.objects.filter(pk=meter.pk, archived_at__isnull=True).update(archived_at=timezone.now()):
+            audit_record(project=meter.project, actor=actor, action="meter.archived", target=meter)
+    meter.refresh_from_db(fields=["archived_at"])
+    return meter
+
+
+# --- usage ------------------------------------------------------------------------------------
+
+
+@dataclass
+class IngestResult:
+    """Per-event results in request order, and the counts."""
+
+    results: list[dict[str, Any]]
+    accepted: int = 0
+    duplicates: int = 0
+    unmatched: int = 0
+    rejected: int = 0
+
+    @property
+    def all_rejected(self) -> bool:
+        return self.rejected == len(self.results)
+
+
+ACCEPTED, DUPLICATE, UNMATCHED, REJECTED = "accepted", "duplicate", "unmatched", "rejected"
+
+_INFER_MESSAGES = {
+    "missing_meter": "meter is required: it can be left out only when the customer's subscriptions "
+    "price exactly one meter.",
+    "ambiguous_meter": "meter is required: the customer's subscriptions price several meters.",
+}
+_UNMATCHED_MESSAGES = {
+    UnmatchedReason.UNKNOWN_CUSTOMER: "No customer has this external_id yet. The event is kept and "
+    "billed once the customer exists.",
+    UnmatchedReason.UNKNOWN_METER: "No meter has this code yet. The event is kept and billed once the "
+    "meter exists.",
+    UnmatchedReason.NO_ACTIVE_SUBSCRIPTION: "No subscription of the customer prices this meter at the "
+    "event's time. The event is kept and billed if one does later.",
+}
+
+
+def _rejected(index: int, code: str, message: str, param: str) -> dict[str, Any]:
+    return {"index": index, "status": REJECTED, "code": code, "message": message, "param": param}
+
+
+def _refusal_message(code: str, meter: MeterRules) -> str:
+    if code == "value_not_integer":
+        return f"The meter '{meter.code}' counts whole numbers only."
+    return f"The meter '{meter.code}' does not accept negative values."
+
+
+def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = None) -> IngestResult:
+    """Store a batch of usage events (docs/usage.md): validate each, match them all with one
+    query, insert the new ones in one statement, and record `usage.recorded`.
+
+    Valid events are stored even when others are rejected. A repeated idempotency key (stored
+    before, by a concurrent request, or earlier in this batch) is a duplicate, whatever its value
+    or timestamp: the database's unique constraint decides, not a prior read.
+    """
+    now = now or timezone.now()
+    results: list[dict[str, Any] | None] = [None] * len(events)
+    parsed: list[ParsedEvent] = []
+    for index, raw in enumerate(events):
+        item = parse_event(index, raw, now=now, require_key=project.require_usage_idempotency_key)
+        if type(item) is Rejection:
+            results[index] = _rejected(index, item.code, item.message, item.param)
+        else:
+            parsed.append(item)
+    row_of_index = _event_rows(project, parsed, results, now) if parsed else {}
+    rows = list({id(row): row for row in row_of_index.values()}.values())  # each row once, in order
+
+    with transaction.atomic():
+        written = events_insert(project_id=project.pk, received_at=now, rows=rows)
+        stored: list[EventRow] = []
+        reported: set[str] = set()
+        for index, result in enumerate(results):
+            if result is not None:
+                continue
+            row = row_of_index[index]
+            if row.public_id not in written.public_ids:
+                results[index] = {
+                    "index": index,
+                    "status": DUPLICATE,
+                    "id": written.existing[row.idempotency_key],
+                }
+            elif row.public_id in reported:  # a later event of this batch with the same key
+                results[index] = {"index": index, "status": DUPLICATE, "id": row.public_id}
+            else:
+                reported.add(row.public_id)
+                stored.append(row)
+                results[index] = {"index": index, "status": ACCEPTED, "id": row.public_id}
+                if row.unmatched_reason:
+                    results[index].update(
+                        status=UNMATCHED,
+                        code=row.unmatched_reason,
+                        message=_UNMATCHED_MESSAGES[row.unmatched_reason],
+                    )
+        statuses = Counter(result["status"] for result in results)
+        outcome = IngestResult(
+            results=results,
+            accepted=statuses[ACCEPTED],
+            duplicates=statuses[DUPLICATE],
+            unmatched=statuses[UNMATCHED],
+            rejected=statuses[REJECTED],
+        )
+        if stored:
+            event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
+    return outcome
+
+
+def _event_rows(
+    project: Project, parsed: list[ParsedEvent], results: list[dict[str, Any] | None], now: datetime
+) -> dict[int, EventRow]:
+    """Resolve and match the parsed events: the row each will be stored as, by request index
+    (events repeating a key share the first one's row). Rejections go into `results`."""
+    lookup = Lookup.load(
+        project=project,
+        external_ids={event.customer for event in parsed},
+        meter_codes={event.meter for event in parsed if event.meter is not None},
+        earliest=min(now, *(event.timestamp for event in parsed)),
+        latest=max(now, *(event.timestamp for event in parsed)),
+    )
+    public_ids = iter(new_public_ids("evt", len(parsed)))
+    row_of_index: dict[int, EventRow] = {}
+    first_with_key: dict[str, EventRow] = {}
+    for event in parsed:
+        if event.meter is None:
+            meter, problem = lookup.infer_meter(event.customer, event.timestamp, now)
+            if meter is None:
+                results[event.index] = _rejected(
+                    event.index, problem, _INFER_MESSAGES[problem], event.meter_param
+                )
+                continue
+        else:
+            meter = lookup.meters.get(event.meter)
+        refusal = meter.refuses(event.value, event.is_whole) if meter is not None else None
+        if refusal:
+            message = _refusal_message(refusal, meter)
+            results[event.index] = _rejected(event.index, refusal, message, event.value_param)
+            continue
+        key = event.idempotency_key
+        if key is not None and key in first_with_key:
+            row_of_index[event.index] = first_with_key[key]  # the first event with this key wins
+            continue
+        match = lookup.match(lookup.customers.get(event.customer), meter, event.timestamp)
+        row = EventRow(
+            public_id=next(public_ids),
+            customer_external_id=event.customer,
+            meter_code=meter.code if meter is not None else event.meter,
+            value=event.value,
+            timestamp=event.timestamp,
+            properties=event.properties,
+            idempotency_key=key,
+            customer_id=match.customer_id,
+            meter_id=meter.id if meter is not None else None,
+            subscription_id=match.subscription_id,
+            unmatched_reason=match.reason,
+        )
+        row_of_index[event.index] = row
+        if key is not None:
+            first_with_key[key] = row
+    return row_of_index
+
+
+def _recorded(outcome: IngestResult, stored: list[EventRow]) -> dict[str, Any]:
+    """The `usage.recorded` event's data: the events this request stored, and what the accepted
+    ones add up to per customer and meter. (IDs and totals rather than every event in full: for
+    1,000 events the full listing made this event cost a sixth of the request.)"""
+    totals: dict[tuple[str, str], list] = {}
+    for row in stored:
+        if not row.unmatched_reason:
+            total = totals.setdefault((row.customer_external_id, row.meter_code), [0, Decimal(0)])
+            total[0] += 1
+            total[1] += row.value
+    return {
+        "accepted": outcome.accepted,
+        "unmatched": outcome.unmatched,
+        "events": [row.public_id for row in stored if not row.unmatched_reason],
+        "unmatched_events": [row.public_id for row in stored if row.unmatched_reason],
+        "usage": [
+            {"customer": customer, "meter": meter, "events": count, "value": str(value)}
+            for (customer, meter), (count, value) in totals.items()
+        ],
+    }
+
+
+REMATCH_BATCH = 1000
+# Advisory lock namespace for rematching (the first of the two int4 keys).
+_REMATCH_LOCK = 0x75736167
+
+
+@dataclass
+class RematchResult:
+    examined: int = 0
+    matched: int = 0
+    changed: int = 0  # unmatched events whose reason (or known customer or meter) changed
+    by_reason: dict[str, int] = field(default_factory=dict)  # still unmatched, among those examined
+
+    def add(self, other: "RematchResult") -> None:
+        self.examined += other.examined
+        self.matched += other.matched
+        self.changed += other.changed
+        for reason, count in other.by_reason.items():
+            self.by_reason[reason] = self.by_reason.get(reason, 0) + count
+
+
+def usage_rematch(
+    *, project: Project, customer_external_ids: list[str] | None = None, meter_codes: list[str] | None = None
+) -> RematchResult:
+    """Match the project's unmatched events again: those whose customer, meter or subscription may
+    have appeared since (optionally only those naming these customers or meters).
+
+    Works in batches of REMATCH_BATCH by id, each in its own transaction: a few queries to resolve
+    the batch, one UPDATE per resulting state, and the newly matched events added to the hourly
+    rollups in the same transaction. A customer or meter once known stays known; a matched event
+    never changes. Rematches of one project are serialized (a PostgreSQL advisory lock; SQLite
+    has one writer), so an event is never matched, and counted in a rollup, twice.
+    """
+    candidates = _rematch_candidates(project, customer_external_ids, meter_codes)
+    result = RematchResult()
+    after = 0
+    while True:
+        with transaction.atomic():
+            _lock_rematch(project)
+            batch = list(
+                candidates.filter(id__gt=after)
+                .order_by("id")
+                .values_list(
+                    "id", "customer_external_id", "meter_code", "value", "timestamp", "unmatched_reason",
+                    "customer_id", "meter_id",
+                )[:REMATCH_BATCH]
+            )  # fmt: skip
+            if not batch:
+                return result
+            after = batch[-1][0]
+            _rematch_batch(project, batch, result)
+
+
+def _rematch_candidates(
+    project: Project, customer_external_ids: list[str] | None, meter_codes: list[str] | None
+) -> QuerySet[UsageEvent]:
+    """Unmatched events whose state can change now: a customer with their external id exists, a
+    meter with their code exists, or a non-paused phase of their customer prices their meter at
+    their time. The rest are not even read, so the minutely job stays cheap."""
+    events = UsageEvent.objects.filter(project=project).exclude(unmatched_reason="")
+    if customer_external_ids is not None:
+        events = events.filter(customer_external_id__in=customer_external_ids)
+    if meter_codes is not None:
+        events = events.filter(meter_code__in=meter_codes)
+    customer = Customer.objects.filter(project=project, external_id=OuterRef("customer_external_id"))
+    meter = Meter.objects.filter(project=project, code=OuterRef("meter_code"))
+    phase = SubscriptionPhase.objects.filter(
+        subscription__customer_id=OuterRef("customer_id"),
+        paused=False,
+        starts_at__lte=OuterRef("timestamp"),
+        plan__charges__kind=ChargeKind.USAGE,
+        plan__charges__meter_id=OuterRef("meter_id"),
+    ).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=OuterRef("timestamp")))
+    return events.filter(
+        Q(unmatched_reason=UnmatchedReason.UNKNOWN_CUSTOMER, customer_id__isnull=True) & Exists(customer)
+        | Q(unmatched_reason=UnmatchedReason.UNKNOWN_METER, meter_id__isnull=True) & Exists(meter)
+        | Q(
+            unmatched_reason__in=[UnmatchedReason.NO_ACTIVE_SUBSCRIPTION, UnmatchedReason.INVALID_VALUE],
+            customer_id__isnull=False,
+        )
+        & Exists(phase)
+    )
+
+
+def _lock_rematch(project: Project) -> None:
+    if connection.vendor == "postgresql":
+        with connection.cursor() as cursor:
+            # Two int4 keys: this app's namespace and the project (folded into int4; two projects
+            # sharing a key would only take turns).
+            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [_REMATCH_LOCK, project.pk % 2**31])
+
+
+def _rematch_batch(project: Project, batch: list[tuple], result: RematchResult) -> None:
+    lookup = Lookup.load(
+        project=project,
+        external_ids={row[1] for row in batch if row[6] is None},
+        meter_codes={row[2] for row in batch if row[7] is None},
+        earliest=min(row[4] for row in batch),
+        latest=max(row[4] for row in batch),
+        customer_ids={row[6] for row in batch if row[6] is not None},
+        meter_ids={row[7] for row in batch if row[7] is not None},
+    )
+    changes: dict[tuple, list[int]] = defaultdict(list)
+    for pk, external_id, meter_code, value, timestamp, reason, known_customer, known_meter in batch:
+        result.examined += 1
+        customer_id = known_customer or lookup.customers.get(external_id)
+        meter = lookup.meters_by_id.get(known_meter) if known_meter else lookup.meters.get(meter_code)
+        if customer_id and meter and meter.refuses(value, value == value.to_integral_value()):
+            new = (customer_id, meter.id, None, UnmatchedReason.INVALID_VALUE)
+        else:
+            match = lookup.match(customer_id, meter, timestamp)
+            new = (match.customer_id, meter.id if meter else None, match.subscription_id, match.reason)
+        if new[3]:
+            result.by_reason[new[3]] = result.by_reason.get(new[3], 0) + 1
+        if new != (known_customer, known_meter, None, reason):
+            changes[new].append(pk)
+    now = timezone.now()
+    newly_matched: list[int] = []
+    for (customer_id, meter_id, subscription_id, reason), ids in changes.items():
+        UsageEvent.objects.filter(pk__in=ids).update(
+            customer_id=customer_id,
+            meter_id=meter_id,
+            subscription_id=subscription_id,
+            unmatched_reason=reason,
+            matched_at=now if subscription_id else None,
+        )
+        if subscription_id:
+            newly_matched += ids
+        else:
+            result.changed += len(ids)
+    result.matched += len(newly_matched)
+    rollup_add(project_id=project.pk, event_ids=newly_matched)
+
+
+def usage_rematch_enqueue(
+    *, project: Project, customer_external_ids: list[str] | None = None, meter_codes: list[str] | None = None
+) -> None:
+    """Rematch in the background once the current transaction commits (a customer, meter or
+    subscription that unmatched events may have waited for was just created or changed). An empty
+    list names nothing: no task."""
+    if customer_external_ids == [] or meter_codes == []:
+        return
+    transaction.on_commit(
+        lambda: async_task(
+            "meters.tasks.rematch_usage",
+            project.pk,
+            customer_external_ids=customer_external_ids,
+            meter_codes=meter_codes,
+        )
+    )
