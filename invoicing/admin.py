@@ -1,0 +1,410 @@
+"""The finance back office: the review queue and invoice pages.
+
+Invoices are never edited as forms. Staff act on them through explicit buttons (approve, reject,
+add an adjustment, void, credit) that call the same services as the API, so every action is
+audited and emits its event. `billing_admin` and `owner` may act; `viewer` reads.
+"""
+
+from decimal import Decimal
+from urllib.parse import urlencode
+
+from django import forms
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
+from django.db.models import OuterRef, Subquery
+from django.http import HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
+from django.urls import path, reverse
+from django.utils.html import format_html, format_html_join
+
+from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScopedAdmin, ReadOnlyAdminMixin
+from billing_site.errors import DomainError
+from billing_site.money import round_money
+from invoicing import services
+from invoicing.models import (
+    CreditNote,
+    CreditNoteReason,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineType,
+    PendingReviewInvoice,
+)
+
+
+def _money(amount: Decimal, currency: str) -> str:
+    return f"{round_money(amount, currency):,} {currency}"
+
+
+class ReasonForm(forms.Form):
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+
+
+class AdjustmentForm(forms.Form):
+    description = forms.CharField(max_length=300, help_text="As the customer will read it on the invoice.")
+    amount = forms.DecimalField(help_text="In the invoice's currency; negative for a credit.")
+    reason = forms.CharField(widget=forms.Textarea(attrs={"rows": 3, "cols": 60}), max_length=2000)
+
+
+class CreditNoteForm(forms.Form):
+    reason = forms.ChoiceField(choices=CreditNoteReason.choices)
+    amount = forms.DecimalField(required=False, help_text="Leave empty to credit the whole invoice.")
+    memo = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
+
+
+class LineInline(admin.TabularInline):
+    model = InvoiceLine
+    fk_name = "invoice"
+    fields = ["type", "description", "period", "quantity", "unit_price", "amount", "breakdown", "usage"]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
+
+    @admin.display(description="period")
+    def period(self, line):
+        return f"{line.period_start:%Y-%m-%d %H:%M} → {line.period_end:%Y-%m-%d %H:%M}"
+
+    @admin.display(description="tier breakdown")
+    def breakdown(self, line):
+        if not line.tiers and not line.reason:
+            return "-"
+        rows = format_html_join(
+            "",
+            "<li>tier {}: {} × {} + {} = {}</li>",
+            ((t["tier"], t["units"], t["unit_price"], t["flat_fee"], t["amount"]) for t in line.tiers),
+        )
+        reason = format_html("<li><em>{}</em></li>", line.reason) if line.reason else ""
+        return format_html('<ul style="margin:0">{}{}</ul>', rows, reason)
+
+    @admin.display(description="usage")
+    def usage(self, line):
+        if line.type not in (LineType.USAGE, LineType.LATE_USAGE) or line.meter_id is None:
+            return "-"
+        query = urlencode(
+            {
+                "customer": line.invoice.customer.public_id,
+                "meter": line.meter_id,
+                "from": line.period_start.isoformat(),
+                "to": line.period_end.isoformat(),
+                "status": "matched",
+            }
+        )
+        url = f"{reverse('admin:meters_usageevent_changelist')}?{query}"
+        return format_html('<a href="{}">events</a>', url)
+
+
+def _previous_total():
+    # The opening invoice and the first cycle invoice share a period start: order by creation.
+    previous = (
+        Invoice.objects.filter(subscription=OuterRef("subscription"), pk__lt=OuterRef("pk"))
+        .exclude(status=InvoiceStatus.VOID)
+        .order_by("-pk")
+    )
+    return Subquery(previous.values("total")[:1])
+
+
+@admin.register(Invoice)
+class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    list_display = [
+        "label",
+        "customer",
+        "status",
+        "period_label",
+        "total_label",
+        "change",
+        "issued_at",
+        "project",
+    ]
+    list_filter = [ProjectListFilter, "status", "billing_reason", "currency"]
+    search_fields = ["number", "public_id", "customer__name", "customer__email", "customer__external_id"]
+    list_select_related = ["customer", "project"]
+    paginator = CappedPaginator
+    show_full_result_count = False
+    inlines = [LineInline]
+    actions = ["approve_selected", "reject_selected"]
+    change_form_template = "admin/invoicing/invoice/change_form.html"
+    readonly_fields = [
+        "public_id",
+        "number",
+        "status",
+        "customer",
+        "subscription",
+        "billing_reason",
+        "period_label",
+        "total_label",
+        "amount_credited",
+        "amount_paid",
+        "issued_at",
+        "due_at",
+        "reviewed_label",
+        "voided_at",
+        "void_reason",
+        "credit_notes_list",
+        "audit_trail",
+    ]
+    fields = readonly_fields
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).annotate(previous_total=_previous_total())
+
+    # --- what a finance person reads ------------------------------------------------------------
+    @admin.display(description="invoice", ordering="id")
+    def label(self, invoice):
+        return invoice.number or f"Draft {invoice.public_id}"
+
+    @admin.display(description="period")
+    def period_label(self, invoice):
+        return f"{invoice.period_start:%Y-%m-%d} → {invoice.period_end:%Y-%m-%d}"
+
+    @admin.display(description="total", ordering="total")
+    def total_label(self, invoice):
+        return _money(invoice.total, invoice.currency)
+
+    @admin.display(description="vs previous")
+    def change(self, invoice):
+        previous = getattr(invoice, "previous_total", None)
+        if previous is None:
+            return "first"
+        if previous == 0:
+            return "—" if invoice.total == 0 else "new charges"
+        percent = (invoice.total - previous) / previous * 100
+        return f"{round_money(invoice.total - previous, invoice.currency):+,} ({percent:+.0f} %)"
+
+    @admin.display(description="reviewed")
+    def reviewed_label(self, invoice):
+        if not invoice.reviewed_at:
+            return "-"
+        return f"{invoice.reviewed_at:%Y-%m-%d %H:%M} by {invoice.reviewed_by or 'API key'}"
+
+    @admin.display(description="credit notes")
+    def credit_notes_list(self, invoice):
+        notes = invoice.credit_notes.all()
+        return (
+            format_html_join(", ", "{} ({} {})", ((n.number, n.amount, invoice.currency) for n in notes))
+            or "-"
+        )
+
+    # --- actions --------------------------------------------------------------------------------
+    def _may_act(self, request, invoice) -> None:
+        if not ProjectScopedAdmin.has_change_permission(self, request, invoice):
+            raise PermissionDenied
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["may_act"] = ProjectScopedAdmin.has_change_permission(self, request, obj)
+            context["invoice"] = obj
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        def view(name, handler):
+            return path(
+                f"<int:pk>/{name}/", self.admin_site.admin_view(handler), name=f"invoicing_invoice_{name}"
+            )
+
+        return [
+            view("approve", self.approve_view),
+            view("reject", self.reject_view),
+            view("adjust", self.adjust_view),
+            view("void", self.void_view),
+            view("credit", self.credit_view),
+            *super().get_urls(),
+        ]
+
+    def _invoice(self, request, pk) -> Invoice:
+        invoice = get_object_or_404(self.get_queryset(request), pk=pk)
+        self._may_act(request, invoice)
+        return invoice
+
+    def _done(self, request, invoice, message: str):
+        messages.success(request, message)
+        return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[invoice.pk]))
+
+    def _form_page(self, request, invoice, form, title: str, button: str):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "form": form,
+            "invoice": invoice,
+            "button": button,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/invoicing/invoice/action_form.html", context)
+
+    def _run(self, request, invoice, call, success: str):
+        try:
+            call()
+        except DomainError as exc:
+            messages.error(request, exc.message)
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[invoice.pk]))
+        return self._done(request, invoice, success)
+
+    def approve_view(self, request, pk):
+        invoice = self._invoice(request, pk)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
+        return self._run(
+            request,
+            invoice,
+            lambda: services.invoice_approve(invoice=invoice, actor=request.user),
+            "Approved and issued.",
+        )
+
+    def reject_view(self, request, pk):
+        invoice = self._invoice(request, pk)
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            return self._run(
+                request,
+                invoice,
+                lambda: services.invoice_reject(invoice=invoice, actor=request.user, reason=reason),
+                "Rejected: the invoice is void.",
+            )
+        return self._form_page(request, invoice, form, f"Reject {invoice}", "Reject")
+
+    def void_view(self, request, pk):
+        invoice = self._invoice(request, pk)
+        form = ReasonForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            reason = form.cleaned_data["reason"]
+            return self._run(
+                request,
+                invoice,
+                lambda: services.invoice_void(invoice=invoice, actor=request.user, reason=reason),
+                "Voided.",
+            )
+        return self._form_page(request, invoice, form, f"Void {invoice}", "Void invoice")
+
+    def adjust_view(self, request, pk):
+        invoice = self._invoice(request, pk)
+        form = AdjustmentForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            return self._run(
+                request,
+                invoice,
+                lambda: services.invoice_add_adjustment(
+                    invoice=invoice,
+                    actor=request.user,
+                    amount=data["amount"],
+                    description=data["description"],
+                    reason=data["reason"],
+                ),
+                "Adjustment added.",
+            )
+        return self._form_page(request, invoice, form, f"Add an adjustment to {invoice}", "Add adjustment")
+
+    def credit_view(self, request, pk):
+        invoice = self._invoice(request, pk)
+        form = CreditNoteForm(request.POST or None)
+        if request.method == "POST" and form.is_valid():
+            data = form.cleaned_data
+            return self._run(
+                request,
+                invoice,
+                lambda: services.credit_note_create(
+                    invoice=invoice,
+                    actor=request.user,
+                    reason=data["reason"],
+                    memo=data["memo"],
+                    amount=data["amount"],
+                ),
+                "Credit note issued.",
+            )
+        return self._form_page(request, invoice, form, f"Credit {invoice}", "Issue credit note")
+
+    @admin.action(description="Approve selected invoices", permissions=["act"])
+    def approve_selected(self, request, queryset):
+        approved = 0
+        for invoice in queryset.filter(status=InvoiceStatus.PENDING_REVIEW):
+            try:
+                services.invoice_approve(invoice=invoice, actor=request.user)
+            except DomainError as exc:
+                messages.error(request, f"{invoice}: {exc.message}")
+            else:
+                approved += 1
+        messages.success(request, f"Approved {approved} invoice(s).")
+
+    @admin.action(description="Reject selected invoices…", permissions=["act"])
+    def reject_selected(self, request, queryset):
+        form = ReasonForm(request.POST if "reason" in request.POST else None)
+        if form.is_bound and form.is_valid():
+            rejected = 0
+            for invoice in queryset.filter(status=InvoiceStatus.PENDING_REVIEW):
+                try:
+                    services.invoice_reject(
+                        invoice=invoice, actor=request.user, reason=form.cleaned_data["reason"]
+                    )
+                except DomainError as exc:
+                    messages.error(request, f"{invoice}: {exc.message}")
+                else:
+                    rejected += 1
+            messages.success(request, f"Rejected {rejected} invoice(s).")
+            return None
+        context = {
+            **self.admin_site.each_context(request),
+            "title": "Reject invoices",
+            "form": form,
+            "invoices": queryset,
+            "opts": self.model._meta,
+            "action": "reject_selected",
+        }
+        return TemplateResponse(request, "admin/invoicing/invoice/reject_selected.html", context)
+
+    def has_act_permission(self, request) -> bool:
+        return ProjectScopedAdmin.has_change_permission(self, request)
+
+
+@admin.register(PendingReviewInvoice)
+class PendingReviewAdmin(InvoiceAdmin):
+    """The daily queue: invoices whose period is over, held for approval."""
+
+    list_display = ["label", "customer", "period_label", "total_label", "change", "project"]
+    list_filter = [ProjectListFilter, "currency"]
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).filter(status=InvoiceStatus.PENDING_REVIEW)
+
+    def get_urls(self):
+        return admin.ModelAdmin.get_urls(self)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[object_id]))
+
+
+@admin.register(CreditNote)
+class CreditNoteAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    list_display = [
+        "number",
+        "invoice",
+        "reason",
+        "amount",
+        "refund_owed",
+        "created_at",
+        "created_by",
+        "project",
+    ]
+    list_filter = [ProjectListFilter, "reason"]
+    search_fields = ["number", "public_id", "invoice__number", "invoice__customer__name"]
+    readonly_fields = [
+        "public_id",
+        "number",
+        "invoice",
+        "reason",
+        "memo",
+        "amount",
+        "amount_credited",
+        "refund_owed",
+        "created_at",
+        "created_by",
+    ]

@@ -1,0 +1,205 @@
+from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
+
+from billing_site.api.fields import (
+    MONEY_SCHEMA,
+    DecimalStringField,
+    MoneyField,
+    PublicIdRelatedField,
+    RejectUnknownFieldsMixin,
+)
+from billing_site.money import to_minor_units
+from catalog.models import Plan
+from invoicing.models import CreditNote, CreditNoteLine, CreditNoteReason, Invoice, InvoiceLine
+from subscriptions.models import Subscription
+
+
+class TierLineSerializer(serializers.Serializer):
+    tier = serializers.IntegerField()
+    units = DecimalStringField()
+    unit_price = DecimalStringField()
+    flat_fee = DecimalStringField()
+    amount = DecimalStringField(help_text="Unrounded; the line's amount is rounded once.")
+
+
+class InvoicePeriodSerializer(serializers.Serializer):
+    start = serializers.DateTimeField(source="period_start")
+    end = serializers.DateTimeField(source="period_end")
+
+
+class InvoiceLineSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    plan = serializers.CharField(source="plan.public_id", default=None)
+    charge = serializers.CharField(source="charge.public_id", default=None)
+    meter = serializers.CharField(source="meter.code", default=None)
+    period = InvoicePeriodSerializer(source="*")
+    quantity = DecimalStringField()
+    unit_price = DecimalStringField()
+    amount = MoneyField(currency="invoice.currency")
+    tiers = TierLineSerializer(many=True)
+    original_invoice = serializers.CharField(
+        source="original_invoice.public_id", default=None, help_text="Late usage: the invoice of its period."
+    )
+
+    class Meta:
+        model = InvoiceLine
+        fields = [
+            "id",
+            "type",
+            "description",
+            "plan",
+            "charge",
+            "meter",
+            "period",
+            "quantity",
+            "unit_price",
+            "amount",
+            "tiers",
+            "original_invoice",
+            "reason",
+        ]
+        read_only_fields = fields
+
+
+class InvoiceSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    customer = serializers.CharField(source="customer.public_id")
+    subscription = serializers.CharField(source="subscription.public_id")
+    period = InvoicePeriodSerializer(source="*", help_text="The usage period the invoice closes.")
+    total = MoneyField()
+    amount_due = MoneyField()
+    amount_paid = MoneyField()
+    amount_credited = MoneyField()
+    lines = InvoiceLineSerializer(many=True)
+
+    class Meta:
+        model = Invoice
+        fields = [
+            "id",
+            "number",
+            "status",
+            "customer",
+            "subscription",
+            "billing_reason",
+            "currency",
+            "period",
+            "total",
+            "amount_due",
+            "amount_paid",
+            "amount_credited",
+            "issued_at",
+            "due_at",
+            "reviewed_at",
+            "voided_at",
+            "void_reason",
+            "created_at",
+            "updated_at",
+            "lines",
+        ]
+        read_only_fields = fields
+
+
+class ReasonSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.CharField(max_length=2000)
+
+
+class AdjustmentSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    amount = serializers.IntegerField(help_text="Minor units; negative for a credit.")
+    description = serializers.CharField(max_length=300, help_text="As the customer reads it.")
+    reason = serializers.CharField(max_length=2000, help_text="Why; kept in the audit trail.")
+
+
+class CreditNoteLineInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    line = serializers.CharField(help_text="An invoice line ID (il_…).")
+    amount = serializers.IntegerField(
+        required=False, min_value=1, help_text="Minor units; default the whole line."
+    )
+
+
+class CreditNoteCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    reason = serializers.ChoiceField(choices=CreditNoteReason.choices)
+    memo = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    lines = CreditNoteLineInputSerializer(many=True, required=False, help_text="Credit these lines.")
+    amount = serializers.IntegerField(
+        required=False,
+        min_value=1,
+        help_text="Minor units, not tied to a line. Omit both to credit the whole invoice.",
+    )
+
+
+class CreditNoteLineSerializer(serializers.ModelSerializer):
+    line = serializers.CharField(source="invoice_line.public_id", default=None)
+    amount = MoneyField(currency="credit_note.invoice.currency")
+
+    class Meta:
+        model = CreditNoteLine
+        fields = ["line", "description", "amount"]
+        read_only_fields = fields
+
+
+class CreditNoteSerializer(serializers.ModelSerializer):
+    id = serializers.CharField(source="public_id")
+    invoice = serializers.CharField(source="invoice.public_id")
+    amount = MoneyField(currency="invoice.currency")
+    amount_credited = MoneyField(currency="invoice.currency")
+    refund_owed = MoneyField(currency="invoice.currency")
+    lines = CreditNoteLineSerializer(many=True)
+
+    class Meta:
+        model = CreditNote
+        fields = [
+            "id",
+            "number",
+            "invoice",
+            "reason",
+            "memo",
+            "amount",
+            "amount_credited",
+            "refund_owed",
+            "lines",
+            "created_at",
+        ]
+        read_only_fields = fields
+
+
+class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    subscription = PublicIdRelatedField(model=Subscription)
+    plan = PublicIdRelatedField(
+        model=Plan, required=False, help_text="Price the period as if the subscription had been on this plan."
+    )
+    period_start = serializers.DateTimeField(
+        required=False, help_text="Any moment in the period to price (default: the current period)."
+    )
+
+
+class PreviewLineSerializer(serializers.Serializer):
+    type = serializers.CharField()
+    description = serializers.CharField()
+    plan = serializers.CharField(source="plan.public_id", default=None)
+    charge = serializers.CharField(source="charge.public_id", default=None)
+    period = InvoicePeriodSerializer(source="*")
+    quantity = DecimalStringField()
+    unit_price = DecimalStringField()
+    amount = serializers.SerializerMethodField()
+    tiers = TierLineSerializer(many=True)
+
+    @extend_schema_field(MONEY_SCHEMA)
+    def get_amount(self, line) -> dict:
+        return {
+            "amount": to_minor_units(line.amount, self.context["currency"]),
+            "currency": self.context["currency"],
+        }
+
+
+class InvoicePreviewSerializer(serializers.Serializer):
+    subscription = serializers.CharField(source="subscription.public_id")
+    currency = serializers.CharField()
+    period = InvoicePeriodSerializer(source="*")
+    total = MoneyField()
+    lines = serializers.SerializerMethodField()
+
+    @extend_schema_field(PreviewLineSerializer(many=True))
+    def get_lines(self, invoice) -> list:
+        return PreviewLineSerializer(
+            invoice.preview_lines, many=True, context={"currency": invoice.currency}
+        ).data

@@ -1,0 +1,180 @@
+import django_filters
+from drf_spectacular.utils import extend_schema
+from rest_framework import status
+from rest_framework.decorators import action
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from billing_site.api.filters import CreatedFilterSet
+from billing_site.api.views import ListRetrieveViewSet
+from billing_site.errors import InvalidInput
+from billing_site.money import from_minor_units
+from invoicing import selectors, services
+from invoicing.api.serializers import (
+    AdjustmentSerializer,
+    CreditNoteCreateSerializer,
+    CreditNoteSerializer,
+    InvoicePreviewSerializer,
+    InvoiceSerializer,
+    PreviewRequestSerializer,
+    ReasonSerializer,
+)
+from invoicing.billing import invoice_preview
+from invoicing.models import CreditNote, Invoice, InvoiceStatus
+from subscriptions.services import period_grid
+
+
+class InvoiceFilter(CreatedFilterSet):
+    customer = django_filters.CharFilter(field_name="customer__public_id", help_text="A customer ID.")
+    subscription = django_filters.CharFilter(
+        field_name="subscription__public_id", help_text="A subscription ID."
+    )
+    status = django_filters.MultipleChoiceFilter(choices=InvoiceStatus.choices)
+    period_start_after = django_filters.IsoDateTimeFilter(field_name="period_start", lookup_expr="gte")
+    period_start_before = django_filters.IsoDateTimeFilter(field_name="period_start", lookup_expr="lt")
+
+    class Meta:
+        model = Invoice
+        fields = ["number", "billing_reason"]
+
+
+class InvoiceViewSet(ListRetrieveViewSet):
+    """Invoices with their lines. Drafts are the upcoming invoices, priced as usage arrives
+    (`?status=draft&customer=…`); issued invoices never change: void them or credit them."""
+
+    serializer_class = InvoiceSerializer
+    filterset_class = InvoiceFilter
+
+    def get_project_queryset(self):
+        return selectors.invoice_list(project=self.project)
+
+    def _answer(self, invoice: Invoice) -> Response:
+        return Response(InvoiceSerializer(self.get_project_queryset().get(pk=invoice.pk)).data)
+
+    def _reason(self, request) -> str:
+        payload = ReasonSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        return payload.validated_data["reason"]
+
+    @extend_schema(request=ReasonSerializer, responses=InvoiceSerializer, summary="Void an open invoice")
+    @action(detail=True, methods=["post"])
+    def void(self, request, id=None):
+        reason = self._reason(request)
+        return self._answer(
+            services.invoice_void(invoice=self.get_object(), actor=request.auth, reason=reason)
+        )
+
+    @extend_schema(request=None, responses=InvoiceSerializer, summary="Approve an invoice pending review")
+    @action(detail=True, methods=["post"])
+    def approve(self, request, id=None):
+        return self._answer(services.invoice_approve(invoice=self.get_object(), actor=request.auth))
+
+    @extend_schema(
+        request=ReasonSerializer, responses=InvoiceSerializer, summary="Reject an invoice pending review"
+    )
+    @action(detail=True, methods=["post"])
+    def reject(self, request, id=None):
+        reason = self._reason(request)
+        return self._answer(
+            services.invoice_reject(invoice=self.get_object(), actor=request.auth, reason=reason)
+        )
+
+    @extend_schema(
+        request=AdjustmentSerializer, responses=InvoiceSerializer, summary="Add an adjustment line"
+    )
+    @action(detail=True, methods=["post"])
+    def adjustments(self, request, id=None):
+        invoice = self.get_object()
+        payload = AdjustmentSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        services.invoice_add_adjustment(
+            invoice=invoice,
+            actor=request.auth,
+            description=data["description"],
+            reason=data["reason"],
+            amount=from_minor_units(data["amount"], invoice.currency),
+        )
+        return self._answer(invoice)
+
+    @extend_schema(
+        request=CreditNoteCreateSerializer,
+        responses={201: CreditNoteSerializer},
+        summary="Issue a credit note",
+    )
+    @action(detail=True, methods=["post"], url_path="credit-notes")
+    def credit_notes(self, request, id=None):
+        invoice = self.get_object()
+        payload = CreditNoteCreateSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        lines = None
+        if data.get("lines"):
+            by_id = {line.public_id: line for line in invoice.lines.all()}
+            lines = []
+            for index, item in enumerate(data["lines"]):
+                line = by_id.get(item["line"])
+                if line is None:
+                    raise InvalidInput(
+                        f"No line '{item['line']}' on this invoice.",
+                        code="unknown_line",
+                        param=f"lines[{index}].line",
+                    )
+                amount = item.get("amount")
+                lines.append(
+                    {
+                        "line": line,
+                        **({} if amount is None else {"amount": from_minor_units(amount, invoice.currency)}),
+                    }
+                )
+        amount = data.get("amount")
+        note = services.credit_note_create(
+            invoice=invoice,
+            actor=request.auth,
+            reason=data["reason"],
+            memo=data.get("memo", ""),
+            lines=lines,
+            amount=None if amount is None else from_minor_units(amount, invoice.currency),
+        )
+        note = selectors.credit_note_list(project=self.project).get(pk=note.pk)
+        return Response(CreditNoteSerializer(note).data, status=status.HTTP_201_CREATED)
+
+
+class InvoicePreviewView(APIView):
+    """Price a subscription's current period, or a past one, optionally as if on another plan.
+    Nothing is saved."""
+
+    @extend_schema(
+        request=PreviewRequestSerializer, responses=InvoicePreviewSerializer, summary="Preview an invoice"
+    )
+    def post(self, request):
+        payload = PreviewRequestSerializer(data=request.data, context={"request": request})
+        payload.is_valid(raise_exception=True)
+        data = payload.validated_data
+        subscription = data["subscription"]
+        period = None
+        if "period_start" in data:
+            if data["period_start"] < subscription.period_anchor:
+                raise InvalidInput(
+                    "The subscription had not started then.", code="before_start", param="period_start"
+                )
+            period = period_grid(subscription).period_at(data["period_start"])
+        invoice = invoice_preview(subscription=subscription, plan=data.get("plan"), period=period)
+        return Response(InvoicePreviewSerializer(invoice).data)
+
+
+class CreditNoteFilter(CreatedFilterSet):
+    invoice = django_filters.CharFilter(field_name="invoice__public_id")
+    customer = django_filters.CharFilter(field_name="invoice__customer__public_id")
+
+    class Meta:
+        model = CreditNote
+        fields = ["reason"]
+
+
+class CreditNoteViewSet(ListRetrieveViewSet):
+    serializer_class = CreditNoteSerializer
+    filterset_class = CreditNoteFilter
+
+    def get_project_queryset(self):
+        return selectors.credit_note_list(project=self.project)

@@ -1,0 +1,16 @@
+from django.apps import AppConfig
+
+
+class InvoicingConfig(AppConfig):
+    """Invoices, lines, credit notes, the rating engine, period close and the review queue."""
+
+    name = "invoicing"
+    default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from invoicing.api.serializers import CreditNoteSerializer, InvoiceSerializer
+        from invoicing.models import CreditNote, Invoice
+        from webhooks import payloads
+
+        payloads.register(Invoice, lambda invoice: InvoiceSerializer(invoice).data)
+        payloads.register(CreditNote, lambda note: CreditNoteSerializer(note).data)

@@ -1,0 +1,745 @@
+"""What an invoice contains, and the period close that issues it.
+
+A subscription is billed at billing points: when it starts (the opening invoice: the first
+period's fees in advance) and at the end of each period (a cycle invoice). A cycle invoice closing
+period P = [start, end) carries:
+
+1. P's fees billed in arrears (base fee, fixed charges), prorated by the time P's phases were
+   active and out of trial;
+2. a true-up of P's fees billed in advance: what P's phases say they should have been minus what
+   the invoice issued at P's start billed (a plan change, pause or cancellation during P prorates
+   this way; a credit when too much was billed);
+3. P's usage, rated per contiguous run of one plan (a plan change rates usage before and after it
+   on each plan; a pause keeps one run, and events during it are not matched anyway);
+4. late usage: for periods already invoiced, what their usage adds up to now minus what their
+   invoices billed, priced as the difference on the period's own plan;
+5. the next period's fees in advance, if the subscription goes on.
+
+Every amount comes from invoicing/rating.py and is rounded once per line; the total is the sum of
+the lines. Lines are recomputed while an invoice is a draft or in review (manual adjustments are
+kept) and frozen when it is issued.
+"""
+
+import logging
+from collections import defaultdict
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+from decimal import Decimal
+
+from django.db import IntegrityError, transaction
+from django.db.models import Exists, F, Max, OuterRef, Q, Sum
+from django.utils import timezone
+
+from accounts.models import InvoiceDelivery
+from catalog.models import Charge, Plan
+from catalog.pricing import ChargeKind, FeeTiming, PricingModel
+from invoicing import services
+from invoicing.models import (
+    EDITABLE_STATUSES,
+    ISSUED_STATUSES,
+    BillingReason,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineType,
+)
+from invoicing.rating import Pricing, Rating, rate_fixed, rate_percentage, rate_usage
+from meters.selectors import late_event_span, meter_quantity, percentage_usage
+from subscriptions.models import Subscription, SubscriptionPhase
+from subscriptions.periods import Period, PeriodGrid
+from subscriptions.services import period_grid
+
+logger = logging.getLogger(__name__)
+
+# An event inserted while a period was being closed may have missed its final rating; the period
+# just closed is re-checked for such usage for this long after its invoice was issued. After that,
+# usage of closed periods is found through the events matched late (see late_usage_periods).
+RACE_WINDOW = timedelta(days=1)
+FEE_TYPES = (LineType.BASE_FEE, LineType.FIXED_FEE)
+
+
+@dataclass
+class LineDraft:
+    """A computed invoice line before it is saved (or shown as a preview)."""
+
+    type: str
+    description: str
+    period_start: datetime
+    period_end: datetime
+    amount: Decimal
+    quantity: Decimal = Decimal(1)
+    unit_price: Decimal | None = None
+    plan: Plan | None = None
+    charge: Charge | None = None
+    tiers: list[dict] = field(default_factory=list)
+    cumulative_quantity: Decimal | None = None
+    original_invoice: Invoice | None = None
+
+    @property
+    def meter_id(self) -> int | None:
+        return self.charge.meter_id if self.charge else None
+
+
+@dataclass(frozen=True)
+class Segment:
+    plan: Plan
+    start: datetime
+    end: datetime
+    paused: bool
+
+    @property
+    def duration(self) -> timedelta:
+        return self.end - self.start
+
+
+# --- phases as segments of a period ------------------------------------------------------------
+
+
+def segments(subscription: Subscription, start: datetime, end: datetime) -> list[Segment]:
+    """The subscription's phases clipped to [start, end) and to its own life."""
+    life_end = subscription.ends_at or end
+    start, end = max(start, subscription.starts_at), min(end, life_end)
+    found = []
+    phases = subscription.phases.select_related("plan").filter(starts_at__lt=end)
+    for phase in phases.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=start)).order_by("starts_at"):
+        seg_start, seg_end = max(phase.starts_at, start), min(phase.ends_at or end, end)
+        if seg_start < seg_end:
+            found.append(Segment(phase.plan, seg_start, seg_end, phase.paused))
+    return found
+
+
+def _billable_time(segment: Segment, subscription: Subscription) -> timedelta:
+    """How long a segment accrues fees: not while paused, not during the trial."""
+    if segment.paused:
+        return timedelta(0)
+    trial_end = subscription.trial_ends_at
+    start = max(segment.start, trial_end) if trial_end else segment.start
+    return max(segment.end - start, timedelta(0))
+
+
+def _fees(plan: Plan, timing: str) -> list[tuple[Charge | None, Decimal, str]]:
+    """A plan's fixed fees with the given timing: (charge, amount, line type); None is the base fee."""
+    fees = []
+    if plan.base_fee and plan.base_fee_timing == timing:
+        fees.append((None, plan.base_fee, LineType.BASE_FEE))
+    for charge in plan.charges.all():
+        if charge.kind == ChargeKind.FIXED and charge.timing == timing and charge.unit_price:
+            fees.append((charge, charge.unit_price, LineType.FIXED_FEE))
+    return fees
+
+
+def _fee_name(plan: Plan, charge: Charge | None) -> str:
+    return f"{plan.name} — {charge.name or 'fixed fee'}" if charge else f"{plan.name} — base fee"
+
+
+def fee_lines(
+    subscription: Subscription,
+    period: Period,
+    timing: str,
+    *,
+    currency: str,
+    spans: list[Segment] | None = None,
+) -> list[LineDraft]:
+    """The period's fees of one timing, prorated by the time each plan was billable in it.
+
+    `spans` defaults to the subscription's phases in the period (a preview passes others).
+    """
+    covered: dict[tuple[int, int | None], timedelta] = defaultdict(timedelta)
+    fees: dict[tuple[int, int | None], tuple[Plan, Charge | None, Decimal, str]] = {}
+    for segment in segments(subscription, period.start, period.end) if spans is None else spans:
+        time = _billable_time(segment, subscription)
+        for charge, amount, line_type in _fees(segment.plan, timing):
+            key = (segment.plan.pk, charge.pk if charge else None)
+            covered[key] += time
+            fees[key] = (segment.plan, charge, amount, line_type)
+    lines = []
+    for key, (plan, charge, amount, line_type) in fees.items():
+        if not covered[key]:
+            continue
+        rating = rate_fixed(amount, covered=covered[key], period=period.end - period.start, currency=currency)
+        lines.append(
+            LineDraft(
+                type=line_type,
+                description=_fee_name(plan, charge),
+                period_start=period.start,
+                period_end=period.end,
+                amount=rating.amount,
+                unit_price=amount,
+                plan=plan,
+                charge=charge,
+                quantity=_fraction(covered[key], period),
+            )
+        )
+    return lines
+
+
+def _fraction(covered: timedelta, period: Period) -> Decimal:
+    """The share of the period billed, to 6 places, shown as the line's quantity."""
+    whole = (period.end - period.start) // timedelta(microseconds=1)
+    part = covered // timedelta(microseconds=1)
+    return (Decimal(part) / Decimal(whole)).quantize(Decimal("0.000001")) if whole else Decimal(0)
+
+
+def _advance_true_up(subscription: Subscription, period: Period, invoice: Invoice) -> list[LineDraft]:
+    """What the period's advance fees should have been, minus what was billed for them up front."""
+    should = {
+        (line.plan.pk, line.charge.pk if line.charge else None): line
+        for line in fee_lines(subscription, period, FeeTiming.IN_ADVANCE, currency=invoice.currency)
+    }
+    billed_rows = (
+        InvoiceLine.objects.filter(
+            invoice__subscription=subscription,
+            type__in=FEE_TYPES,
+            period_start=period.start,
+            period_end=period.end,
+            is_manual=False,
+        )
+        .exclude(invoice__status=InvoiceStatus.VOID)
+        .exclude(invoice=invoice)
+        .filter(
+            Q(charge__isnull=True, plan__base_fee_timing=FeeTiming.IN_ADVANCE)
+            | Q(charge__timing=FeeTiming.IN_ADVANCE)
+        )
+        .values("plan", "charge")
+        .annotate(total=Sum("amount"))
+    )
+    billed = {(row["plan"], row["charge"]): row["total"] for row in billed_rows}
+    lines = []
+    for key in sorted(set(should) | set(billed), key=lambda k: (k[0], k[1] or 0)):
+        target = should[key].amount if key in should else Decimal(0)
+        difference = target - billed.get(key, Decimal(0))
+        if not difference:
+            continue
+        plan = should[key].plan if key in should else Plan.objects.get(pk=key[0])
+        charge = should[key].charge if key in should else (Charge.objects.get(pk=key[1]) if key[1] else None)
+        name = _fee_name(plan, charge)
+        lines.append(
+            LineDraft(
+                type=LineType.CREDIT
+                if difference < 0
+                else (LineType.FIXED_FEE if charge else LineType.BASE_FEE),
+                description=f"{name}: {'unused' if difference < 0 else 'added'} time (proration)",
+                period_start=period.start,
+                period_end=period.end,
+                amount=difference,
+                plan=plan,
+                charge=charge,
+            )
+        )
+    return lines
+
+
+# --- usage ----------------------------------------------------------------------------------------
+
+
+def _runs(spans: list[Segment]) -> list[tuple[Plan, datetime, datetime]]:
+    """Contiguous spans on one plan (a pause does not split a run)."""
+    runs: list[list] = []
+    for segment in spans:
+        if runs and runs[-1][0].pk == segment.plan.pk and runs[-1][2] == segment.start:
+            runs[-1][2] = segment.end
+        else:
+            runs.append([segment.plan, segment.start, segment.end])
+    return [(plan, start, end) for plan, start, end in runs]
+
+
+def rate_charge(
+    charge: Charge, subscription: Subscription, start: datetime, end: datetime, *, currency: str
+) -> Rating:
+    """A usage charge's rating for what the subscription used of its meter over [start, end)."""
+    pricing = Pricing.from_item(charge)
+    if charge.pricing_model == PricingModel.PERCENTAGE:
+        usage = percentage_usage(
+            meter=charge.meter, subscription=subscription, start=start, end=end, pricing=pricing
+        )
+        return rate_percentage(
+            pricing, fees=usage.fees, events=usage.events, total_value=usage.total_value, currency=currency
+        )
+    quantity = meter_quantity(meter=charge.meter, subscription=subscription, start=start, end=end)
+    return rate_usage(pricing, quantity, currency=currency)
+
+
+def _tiers(rating: Rating) -> list[dict]:
+    return [
+        {
+            "tier": t.tier,
+            "units": str(t.units),
+            "unit_price": str(t.unit_price),
+            "flat_fee": str(t.flat_fee),
+            "amount": str(t.amount),
+        }
+        for t in rating.tiers
+    ]
+
+
+def usage_lines(
+    subscription: Subscription, period: Period, *, currency: str, spans: list[Segment] | None = None
+) -> list[LineDraft]:
+    lines = []
+    spans = segments(subscription, period.start, period.end) if spans is None else spans
+    for plan, start, end in _runs(spans):
+        if not plan.bill_usage_during_trial and subscription.trial_ends_at:
+            start = min(max(start, subscription.trial_ends_at), end)
+        for charge in plan.charges.all():
+            if charge.kind != ChargeKind.USAGE:
+                continue
+            rating = rate_charge(charge, subscription, start, end, currency=currency)
+            lines.append(
+                LineDraft(
+                    type=LineType.USAGE,
+                    description=str(charge),
+                    period_start=start,
+                    period_end=end,
+                    amount=rating.amount,
+                    quantity=rating.quantity,
+                    unit_price=rating.unit_price,
+                    plan=plan,
+                    charge=charge,
+                    tiers=_tiers(rating),
+                    cumulative_quantity=rating.quantity,
+                )
+            )
+    return lines
+
+
+def late_usage_lines(
+    subscription: Subscription, before: datetime, *, invoice: Invoice, now: datetime
+) -> list[LineDraft]:
+    """Usage of periods already invoiced that their invoices did not bill: for each usage line of
+    such an invoice, the period's usage rated now minus what was billed for it so far (the line
+    and any late-usage lines since), on the period's own plan."""
+    candidates = late_usage_invoices(subscription, before=before, now=now)
+    if not candidates:
+        return []
+    earlier_late = (
+        InvoiceLine.objects.filter(
+            original_invoice__in=candidates, type__in=(LineType.LATE_USAGE, LineType.CREDIT)
+        )
+        .exclude(invoice__status=InvoiceStatus.VOID)
+        .exclude(invoice=invoice)
+        .values("original_invoice", "charge")
+        .annotate(cumulative=Max("cumulative_quantity"), amount=Sum("amount"))
+    )
+    billed_late = {(row["original_invoice"], row["charge"]): row for row in earlier_late}
+    usage = InvoiceLine.objects.filter(invoice__in=candidates, type=LineType.USAGE).select_related(
+        "charge__meter", "plan", "invoice"
+    )
+    lines = []
+    for original in usage.order_by("invoice__period_start", "position"):
+        charge = original.charge
+        late = billed_late.get((original.invoice_id, charge.pk))
+        billed_quantity = late["cumulative"] if late else original.cumulative_quantity
+        billed_amount = original.amount + (late["amount"] if late else 0)
+        current = rate_charge(
+            charge,
+            subscription,
+            original.period_start,
+            original.period_end,
+            currency=original.invoice.currency,
+        )
+        difference = current.amount - billed_amount
+        if current.quantity == billed_quantity and not difference:
+            continue
+        label = f"{original.period_start:%Y-%m-%d} – {original.period_end:%Y-%m-%d}"
+        lines.append(
+            LineDraft(
+                type=LineType.CREDIT if difference < 0 else LineType.LATE_USAGE,
+                description=f"{charge} — late usage for {label}",
+                period_start=original.period_start,
+                period_end=original.period_end,
+                amount=difference,
+                quantity=current.quantity - billed_quantity,
+                unit_price=current.unit_price,
+                plan=original.plan,
+                charge=charge,
+                tiers=_tiers(current),
+                cumulative_quantity=current.quantity,
+                original_invoice=original.invoice,
+            )
+        )
+    return lines
+
+
+def late_usage_invoices(subscription: Subscription, *, before: datetime, now: datetime) -> list[Invoice]:
+    """The issued cycle invoices of periods before `before` that may miss usage: the one issued
+    within RACE_WINDOW (usage inserted while it was closed), and those whose periods received
+    events matched after the period ended."""
+    issued = Invoice.objects.filter(
+        subscription=subscription,
+        billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+        status__in=ISSUED_STATUSES,
+        period_end__lte=before,
+    )
+    recent = issued.filter(issued_at__gte=now - RACE_WINDOW)
+    span = late_event_span(subscription=subscription, before=before)
+    if span is not None:
+        first, last = span
+        recent = recent | issued.filter(period_end__gt=first, period_start__lte=last)
+    return list(recent.distinct().order_by("period_start"))
+
+
+# --- putting an invoice together ----------------------------------------------------------------
+
+
+def nominal_period(subscription: Subscription, moment: datetime) -> Period:
+    """The whole billing period containing `moment`, on the grid of the plan in effect then: fees
+    are prorated against it (a first period starting on the 15th, or a last one cut by a
+    cancellation, pays its share of the whole month).
+
+    A period cut short by a plan change to another interval lies before the new grid's anchor;
+    it is measured on a grid anchored at its own start.
+    """
+    phase = subscription.phases.filter(starts_at__lte=moment).order_by("-starts_at").first()
+    plan = phase.plan if phase else subscription.plan
+    grid = period_grid(subscription, plan)
+    if moment < subscription.period_anchor:
+        grid = PeriodGrid(
+            anchor=moment, timezone=subscription.timezone, interval=plan.interval,
+            interval_count=plan.interval_count, anniversary=grid.anniversary,
+        )  # fmt: skip
+    return grid.nominal_period_at(moment)
+
+
+def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[LineDraft]:
+    """The computed lines of an invoice, from the subscription's phases and usage as they are now."""
+    now = now or timezone.now()
+    subscription = invoice.subscription
+    currency = invoice.currency
+    if invoice.billing_reason == BillingReason.SUBSCRIPTION_START:
+        first = nominal_period(subscription, subscription.starts_at)
+        return fee_lines(subscription, first, FeeTiming.IN_ADVANCE, currency=currency)
+    period = Period(start=invoice.period_start, end=invoice.period_end)
+    nominal = nominal_period(subscription, period.start)
+    lines = [
+        *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency),
+        *_advance_true_up(subscription, nominal, invoice),
+        *usage_lines(subscription, period, currency=currency),
+        *late_usage_lines(subscription, period.start, invoice=invoice, now=now),
+    ]
+    if subscription.ends_at is None or subscription.ends_at > period.end:
+        following = nominal_period(subscription, nominal.end)
+        lines += fee_lines(subscription, following, FeeTiming.IN_ADVANCE, currency=currency)
+    return lines
+
+
+def invoice_set_total(invoice: Invoice) -> None:
+    invoice.total = invoice.lines.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    invoice.save(update_fields=["total", "updated_at"])
+
+
+def invoice_rebuild(*, invoice: Invoice, now: datetime | None = None) -> Invoice:
+    """Recompute an editable invoice's lines (manual adjustments stay) and its total.
+
+    Runs in the caller's transaction, with the invoice locked by the caller.
+    """
+    if invoice.status not in EDITABLE_STATUSES:
+        raise ValueError(f"a {invoice.status} invoice is frozen")
+    invoice.lines.filter(is_manual=False).delete()
+    drafts = compute_lines(invoice, now=now)
+    InvoiceLine.objects.bulk_create(
+        InvoiceLine(
+            invoice=invoice,
+            type=d.type,
+            description=d.description[:300],
+            plan=d.plan,
+            charge=d.charge,
+            meter_id=d.meter_id,
+            period_start=d.period_start,
+            period_end=d.period_end,
+            quantity=d.quantity,
+            unit_price=d.unit_price,
+            amount=d.amount,
+            tiers=d.tiers,
+            cumulative_quantity=d.cumulative_quantity,
+            original_invoice=d.original_invoice,
+            position=position,
+        )
+        for position, d in enumerate(drafts)
+    )
+    invoice_set_total(invoice)
+    return invoice
+
+
+def _invoice_for(subscription: Subscription, *, reason: str, period: Period) -> tuple[Invoice, bool]:
+    """The subscription's invoice for a billing point, created as a draft if missing.
+
+    The unique constraints decide between two racing creators: the loser reads the winner's row.
+    """
+    lookup = {"subscription": subscription, "billing_reason": reason}
+    if reason == BillingReason.SUBSCRIPTION_CYCLE:
+        lookup["period_start"] = period.start
+    existing = Invoice.objects.select_for_update().filter(**lookup).first()
+    if existing is not None:
+        return existing, False
+    try:
+        with transaction.atomic():
+            invoice = Invoice.objects.create(
+                project=subscription.project,
+                customer=subscription.customer,
+                currency=subscription.plan.currency,
+                period_end=period.end,
+                **{"period_start": period.start, **lookup},
+            )
+    except IntegrityError:
+        return Invoice.objects.select_for_update().get(**lookup), False
+    return invoice, True
+
+
+# --- the period close and draft refresh ---------------------------------------------------------
+
+
+@dataclass
+class CloseResult:
+    periods_closed: int = 0
+    finalized: int = 0
+    queued_for_review: int = 0
+    opened: int = 0
+
+    def add(self, other: "CloseResult") -> None:
+        for name in ("periods_closed", "finalized", "queued_for_review", "opened"):
+            setattr(self, name, getattr(self, name) + getattr(other, name))
+
+
+def _deliver(invoice: Invoice, result: CloseResult) -> None:
+    """Issue the invoice (auto-send) or hold it for review, as the customer or project says."""
+    if services.invoice_delivery_for(invoice) == InvoiceDelivery.REVIEW:
+        services.invoice_submit_for_review(invoice=invoice, actor=None)
+        result.queued_for_review += 1
+    else:
+        services.invoice_issue(invoice=invoice, actor=None)
+        result.finalized += 1
+
+
+def _billing_end(subscription: Subscription) -> datetime:
+    """When the current period's billing ends: its end, or the subscription's end if earlier."""
+    if subscription.ends_at is not None:
+        return min(subscription.current_period_end, subscription.ends_at)
+    return subscription.current_period_end
+
+
+def subscription_is_done(subscription: Subscription) -> bool:
+    return subscription.current_period_start >= subscription.current_period_end
+
+
+def subscription_close_periods(
+    *, subscription: Subscription, as_of: datetime, grace: timedelta
+) -> CloseResult:
+    """Bill everything due for one subscription up to `as_of`: the opening invoice once it has
+    started, then each period that ended before `as_of - grace`, one transaction each.
+
+    Safe to run twice, concurrently and after a crash: each step locks the subscription, re-reads
+    its state, and commits the invoice together with the subscription's advance to its next period.
+    """
+    result = CloseResult()
+    while True:
+        with transaction.atomic():
+            locked = (
+                Subscription.objects.select_for_update()
+                .select_related("plan", "project", "customer")
+                .get(pk=subscription.pk)
+            )
+            if locked.starts_at > as_of:
+                return result
+            step = CloseResult()
+            if not Invoice.objects.filter(
+                subscription=locked, billing_reason=BillingReason.SUBSCRIPTION_START
+            ).exists():
+                opening = Period(locked.starts_at, locked.starts_at)
+                invoice, created = _invoice_for(
+                    locked, reason=BillingReason.SUBSCRIPTION_START, period=opening
+                )
+                _recompute(invoice, created=created)
+                _deliver(invoice, step)
+                step.opened += 1
+            if subscription_is_done(locked) or _billing_end(locked) + grace > as_of:
+                result.add(step)
+                return result
+            period = Period(start=locked.current_period_start, end=_billing_end(locked))
+            if period.start >= period.end:  # canceled as it began: nothing was used
+                _advance(locked)
+                result.add(step)
+                continue
+            invoice, created = _invoice_for(locked, reason=BillingReason.SUBSCRIPTION_CYCLE, period=period)
+            if invoice.status == InvoiceStatus.DRAFT:
+                invoice.period_end = period.end
+                _recompute(invoice, created=created)
+                _deliver(invoice, step)
+            step.periods_closed += 1
+            _advance(locked)
+        result.add(step)
+
+
+def _advance(subscription: Subscription) -> None:
+    """Move the subscription to its next period, taking up a plan change scheduled for it; after
+    its last period, its current period becomes empty (nothing more to bill)."""
+    end = _billing_end(subscription)
+    if subscription.ends_at is not None and subscription.ends_at <= subscription.current_period_end:
+        subscription.current_period_start = subscription.current_period_end = end
+    else:
+        following = period_grid(subscription).period_after(
+            Period(start=subscription.current_period_start, end=subscription.current_period_end)
+        )
+        subscription.current_period_start, subscription.current_period_end = following.start, following.end
+        phase = (
+            SubscriptionPhase.objects.filter(subscription=subscription, starts_at__lte=following.start)
+            .order_by("-starts_at")
+            .first()
+        )
+        if phase is not None:
+            subscription.plan = phase.plan
+    subscription.save(update_fields=["current_period_start", "current_period_end", "plan", "updated_at"])
+
+
+def draft_refresh(*, subscription: Subscription, now: datetime | None = None) -> Invoice | None:
+    """Create or recompute the draft of the subscription's current period (its upcoming invoice)."""
+    now = now or timezone.now()
+    with transaction.atomic():
+        locked = (
+            Subscription.objects.select_for_update()
+            .select_related("plan", "project", "customer")
+            .get(pk=subscription.pk)
+        )
+        if locked.starts_at > now or subscription_is_done(locked):
+            return None
+        period = Period(start=locked.current_period_start, end=_billing_end(locked))
+        invoice, created = _invoice_for(locked, reason=BillingReason.SUBSCRIPTION_CYCLE, period=period)
+        if invoice.status not in EDITABLE_STATUSES:
+            return None
+        invoice.period_end = period.end
+        _recompute(invoice, created=created, now=now)
+    return invoice
+
+
+def _recompute(invoice: Invoice, *, created: bool, now: datetime | None = None) -> None:
+    """Rebuild the invoice and announce it: invoice.created when new, invoice.updated when its
+    total moved (usage arrived), nothing when it did not."""
+    previous_total = invoice.total
+    invoice_rebuild(invoice=invoice, now=now)
+    if created:
+        services.invoice_record(invoice, "invoice.created")
+    elif invoice.total != previous_total:
+        services.invoice_record(invoice, "invoice.updated")
+
+
+def invoice_preview(
+    *, subscription: Subscription, plan: Plan | None = None, period: Period | None = None
+) -> Invoice:
+    """What a period costs the subscription, computed now and saved nowhere: its fees (in advance
+    and in arrears) and its usage, on the subscription's own phases or, with `plan`, as if the
+    whole period had been on that plan. The unsaved invoice carries its lines in `preview_lines`.
+    """
+    period = period or Period(start=subscription.current_period_start, end=_billing_end(subscription))
+    spans = segments(subscription, period.start, period.end)
+    if plan is not None:
+        life = (
+            max(period.start, subscription.starts_at),
+            min(period.end, subscription.ends_at or period.end),
+        )
+        spans = [Segment(plan, *life, paused=False)] if life[0] < life[1] else []
+    currency = (plan or subscription.plan).currency
+    nominal = nominal_period(subscription, period.start)
+    lines = [
+        *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency, spans=spans),
+        *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency, spans=spans),
+        *usage_lines(subscription, period, currency=currency, spans=spans),
+    ]
+    invoice = Invoice(
+        project=subscription.project,
+        customer=subscription.customer,
+        subscription=subscription,
+        billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+        currency=currency,
+        period_start=period.start,
+        period_end=period.end,
+        total=lines_total(lines),
+    )
+    invoice.preview_lines = lines
+    return invoice
+
+
+def lines_total(lines: Iterable[LineDraft]) -> Decimal:
+    return sum((line.amount for line in lines), Decimal(0))
+
+
+# --- whole-project runs (the scheduled jobs) ----------------------------------------------------
+
+
+@dataclass
+class RunResult:
+    closed: CloseResult = field(default_factory=CloseResult)
+    subscriptions: int = 0
+    skipped: int = 0
+    failed: dict[str, str] = field(default_factory=dict)  # subscription id → reason
+
+
+def subscriptions_due(*, as_of: datetime, project_id: int | None = None) -> list[int]:
+    """Subscriptions with something to bill at `as_of`: an opening invoice not yet issued, or a
+    period that ended before `as_of` minus their project's grace period."""
+    from accounts.models import Project
+
+    opening = Invoice.objects.filter(
+        subscription=OuterRef("pk"), billing_reason=BillingReason.SUBSCRIPTION_START
+    )
+    started = Subscription.objects.filter(starts_at__lte=as_of)
+    if project_id is not None:
+        started = started.filter(project_id=project_id)
+    due: set[int] = set(started.filter(~Exists(opening)).values_list("pk", flat=True))
+    for project in Project.objects.filter(pk__in=started.values("project_id")):
+        cutoff = as_of - timedelta(hours=project.grace_period_hours)
+        ended = started.filter(project=project, current_period_start__lt=F("current_period_end")).filter(
+            Q(current_period_end__lte=cutoff) | Q(ends_at__lte=cutoff)
+        )
+        due.update(ended.values_list("pk", flat=True))
+    return sorted(due)
+
+
+def billing_close(
+    *, as_of: datetime, project_id: int | None = None, progress=None, dry_run: bool = False
+) -> RunResult:
+    """Close every due period (see subscription_close_periods). One subscription's failure is
+    recorded with its reason and does not stop the others."""
+    run = RunResult()
+    for subscription in Subscription.objects.filter(
+        pk__in=subscriptions_due(as_of=as_of, project_id=project_id)
+    ).select_related("project"):
+        run.subscriptions += 1
+        if not dry_run:
+            try:
+                closed = subscription_close_periods(
+                    subscription=subscription,
+                    as_of=as_of,
+                    grace=timedelta(hours=subscription.project.grace_period_hours),
+                )
+            except Exception as exc:  # reported per subscription; the run goes on
+                logger.exception("closing %s failed", subscription.public_id)
+                run.failed[subscription.public_id] = f"{type(exc).__name__}: {exc}"
+            else:
+                run.closed.add(closed)
+                if not (closed.periods_closed or closed.opened):
+                    run.skipped += 1
+        if progress is not None:
+            progress()
+    return run
+
+
+def drafts_refresh(*, project_id: int | None = None, now: datetime | None = None, progress=None) -> RunResult:
+    """Recompute the upcoming invoice of every running subscription."""
+    now = now or timezone.now()
+    run = RunResult()
+    running = Subscription.objects.filter(
+        starts_at__lte=now, current_period_start__lt=F("current_period_end")
+    )
+    if project_id is not None:
+        running = running.filter(project_id=project_id)
+    for subscription in running.order_by("pk"):
+        run.subscriptions += 1
+        try:
+            if draft_refresh(subscription=subscription, now=now) is None:
+                run.skipped += 1
+        except Exception as exc:  # reported per subscription; the run goes on
+            logger.exception("refreshing the draft of %s failed", subscription.public_id)
+            run.failed[subscription.public_id] = f"{type(exc).__name__}: {exc}"
+        if progress is not None:
+            progress()
+    return run

@@ -1,0 +1,241 @@
+"""Invoices, their lines, credit notes and the gap-free number sequences.
+
+Amounts are Decimals rounded to the currency's minor unit (at most 4 places: CLF), stored
+exactly; an invoice's total is the sum of its lines. Nothing here is deleted (PROTECT), and an
+invoice that has left draft/review is never changed again: corrections are credit notes or
+lines on a later invoice.
+"""
+
+from decimal import Decimal
+
+from django.conf import settings
+from django.db import models
+from django.db.models import Q
+
+from accounts.models import Project
+from billing_site.ids import PublicIdField
+from catalog.models import Charge, Customer, Plan
+from catalog.pricing import PRICE_DIGITS, PRICE_PLACES
+from meters.models import Meter
+from subscriptions.models import Subscription
+
+AMOUNT_DIGITS = 20
+AMOUNT_PLACES = 4  # the largest minor-unit exponent in ISO 4217 (CLF)
+QUANTITY_DIGITS = 38
+
+
+def _amount(**kwargs) -> models.DecimalField:
+    return models.DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES, **kwargs)
+
+
+class InvoiceStatus(models.TextChoices):
+    DRAFT = "draft", "Draft"
+    PENDING_REVIEW = "pending_review", "Pending review"
+    OPEN = "open", "Open"
+    PAID = "paid", "Paid"
+    VOID = "void", "Void"
+    UNCOLLECTIBLE = "uncollectible", "Uncollectible"
+
+
+# Statuses in which an invoice is still computed and may change.
+EDITABLE_STATUSES = frozenset({InvoiceStatus.DRAFT, InvoiceStatus.PENDING_REVIEW})
+# Statuses of an invoice that was issued to the customer (it has a number).
+ISSUED_STATUSES = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStatus.UNCOLLECTIBLE})
+
+
+class BillingReason(models.TextChoices):
+    SUBSCRIPTION_START = "subscription_start", "Start of the subscription (fees in advance)"
+    SUBSCRIPTION_CYCLE = "subscription_cycle", "End of a billing period"
+
+
+class Invoice(models.Model):
+    """One customer's bill at one billing point of one subscription.
+
+    `period_start`/`period_end` is the usage period the invoice closes ([start, start) for the
+    opening invoice issued when the subscription starts); lines carry their own periods (an
+    advance fee covers the next period). The number is assigned when the invoice leaves
+    draft/review, from the project's gap-free sequence.
+    """
+
+    public_id = PublicIdField(prefix="in")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
+    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="invoices")
+    billing_reason = models.CharField(max_length=20, choices=BillingReason.choices)
+    status = models.CharField(max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT)
+    currency = models.CharField(max_length=3)
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    number = models.CharField(max_length=40, null=True, blank=True)
+
+    total = _amount(default=Decimal(0))  # = the sum of the lines' amounts
+    amount_credited = _amount(default=Decimal(0))  # credit notes against what is due
+    amount_paid = _amount(default=Decimal(0))
+
+    issued_at = models.DateTimeField(null=True, blank=True)
+    due_at = models.DateTimeField(null=True, blank=True)
+    reviewed_at = models.DateTimeField(null=True, blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    voided_at = models.DateTimeField(null=True, blank=True)
+    void_reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            # Closing a period twice, or two closes racing, cannot bill it twice.
+            models.UniqueConstraint(
+                fields=["subscription", "period_start"],
+                condition=Q(billing_reason=BillingReason.SUBSCRIPTION_CYCLE),
+                name="invoice_one_per_period",
+            ),
+            models.UniqueConstraint(
+                fields=["subscription"],
+                condition=Q(billing_reason=BillingReason.SUBSCRIPTION_START),
+                name="invoice_one_opening",
+            ),
+            models.UniqueConstraint(fields=["project", "number"], name="invoice_number_unique"),
+        ]
+        indexes = [
+            models.Index(fields=["project", "status", "id"], name="invoice_project_status"),
+            models.Index(fields=["customer", "status"], name="invoice_customer_status"),
+        ]
+
+    def __str__(self) -> str:
+        return self.number or f"Draft {self.public_id}"
+
+    @property
+    def amount_due(self):
+        return max(self.total - self.amount_credited - self.amount_paid, 0)
+
+
+class LineType(models.TextChoices):
+    BASE_FEE = "base_fee", "Base fee"
+    FIXED_FEE = "fixed_fee", "Fixed fee"
+    USAGE = "usage", "Usage"
+    LATE_USAGE = "late_usage", "Late usage"
+    ADJUSTMENT = "adjustment", "Adjustment"
+    CREDIT = "credit", "Credit"
+
+
+class InvoiceLine(models.Model):
+    """One line of an invoice, rounded once. Computed lines are rebuilt while the invoice is a
+    draft or in review; manual lines (adjustments with a reason) are kept."""
+
+    public_id = PublicIdField(prefix="il")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
+    type = models.CharField(max_length=12, choices=LineType.choices)
+    description = models.CharField(max_length=300)
+    plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    charge = models.ForeignKey(Charge, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    meter = models.ForeignKey(Meter, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    period_start = models.DateTimeField()
+    period_end = models.DateTimeField()
+    quantity = models.DecimalField(
+        max_digits=QUANTITY_DIGITS, decimal_places=PRICE_PLACES, default=Decimal(0)
+    )
+    unit_price = models.DecimalField(
+        max_digits=PRICE_DIGITS, decimal_places=PRICE_PLACES, null=True, blank=True
+    )
+    amount = _amount()
+    # [{"tier", "units", "unit_price", "flat_fee", "amount"}] as decimal strings; amounts unrounded.
+    tiers = models.JSONField(default=list, blank=True)
+    # Usage lines: the period's total quantity billed up to with this line (late usage adds to it).
+    cumulative_quantity = models.DecimalField(
+        max_digits=QUANTITY_DIGITS, decimal_places=PRICE_PLACES, null=True, blank=True
+    )
+    # Late usage: the finalized invoice whose period the usage belongs to.
+    original_invoice = models.ForeignKey(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="late_lines"
+    )
+    is_manual = models.BooleanField(default=False)
+    reason = models.TextField(blank=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    position = models.PositiveIntegerField(default=Decimal(0))
+
+    class Meta:
+        ordering = ["position", "id"]
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class CreditNoteReason(models.TextChoices):
+    DUPLICATE = "duplicate", "Duplicate charge"
+    FRAUDULENT = "fraudulent", "Fraudulent"
+    ORDER_CHANGE = "order_change", "Order change"
+    PRODUCT_UNSATISFACTORY = "product_unsatisfactory", "Product unsatisfactory"
+    BILLING_ERROR = "billing_error", "Billing error"
+
+
+class CreditNote(models.Model):
+    """A correction of an issued invoice: it reduces what is due, and beyond that records a refund
+    owed to the customer. Numbered from its own gap-free sequence; never changed."""
+
+    public_id = PublicIdField(prefix="cn")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="credit_notes")
+    number = models.CharField(max_length=40)
+    reason = models.CharField(max_length=30, choices=CreditNoteReason.choices)
+    memo = models.TextField(blank=True)
+    amount = _amount()
+    amount_credited = _amount(help_text="The part that reduced what was due on the invoice.")
+    refund_owed = _amount(help_text="The part beyond what was due: money owed back to the customer.")
+    created_at = models.DateTimeField(auto_now_add=True)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+
+    class Meta:
+        ordering = ["-id"]
+        constraints = [
+            models.UniqueConstraint(fields=["project", "number"], name="credit_note_number_unique")
+        ]
+
+    def __str__(self) -> str:
+        return self.number
+
+
+class CreditNoteLine(models.Model):
+    credit_note = models.ForeignKey(CreditNote, on_delete=models.PROTECT, related_name="lines")
+    invoice_line = models.ForeignKey(
+        InvoiceLine, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    description = models.CharField(max_length=300)
+    amount = _amount()
+
+    def __str__(self) -> str:
+        return self.description
+
+
+class NumberSequence(models.Model):
+    """The last number handed out, per project and document kind. Taken under a row lock in the
+    transaction that issues the document, so numbers are gap-free: a rollback gives it back."""
+
+    class Kind(models.TextChoices):
+        INVOICE = "invoice"
+        CREDIT_NOTE = "credit_note"
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    kind = models.CharField(max_length=12, choices=Kind.choices)
+    last_number = models.PositiveBigIntegerField(default=Decimal(0))
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["project", "kind"], name="number_sequence_unique")]
+
+    def __str__(self) -> str:
+        return f"{self.project} {self.kind}: {self.last_number}"
+
+
+class PendingReviewInvoice(Invoice):
+    """The review queue in the admin: invoices held for approval."""
+
+    class Meta:
+        proxy = True
+        verbose_name = "invoice pending review"
+        verbose_name_plural = "pending review"

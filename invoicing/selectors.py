@@ -1,0 +1,22 @@
+from django.db.models import Prefetch, QuerySet
+
+from accounts.models import Project
+from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+
+
+def invoice_list(*, project: Project) -> QuerySet[Invoice]:
+    lines = InvoiceLine.objects.select_related("plan", "charge", "meter", "original_invoice", "invoice")
+    return (
+        Invoice.objects.filter(project=project)
+        .select_related("customer", "subscription", "project")
+        .prefetch_related(Prefetch("lines", queryset=lines))
+    )
+
+
+def credit_note_list(*, project: Project) -> QuerySet[CreditNote]:
+    lines = CreditNoteLine.objects.select_related("invoice_line", "credit_note__invoice")
+    return (
+        CreditNote.objects.filter(project=project)
+        .select_related("invoice")
+        .prefetch_related(Prefetch("lines", queryset=lines))
+    )

@@ -1,0 +1,369 @@
+"""Invoice state changes: numbering, finalization, review, voiding, adjustments, credit notes.
+
+What an invoice contains is computed in invoicing/billing.py; this module moves invoices through
+their lifecycle (DESIGN §3):
+
+    draft ──(period over, auto-send)──────────────► open ──► paid | void
+    draft ──(period over, review)──► pending_review ──approve──► open
+                                     pending_review ──reject───► void
+
+Every change runs in one transaction with its event and audit record.
+"""
+
+from datetime import timedelta
+from decimal import Decimal
+from typing import Any
+
+from django.db import transaction
+from django.db.models import Sum
+from django.utils import timezone
+
+from accounts.models import ApiKey
+from accounts.services import Actor, audit_record
+from billing_site.errors import InvalidInput, InvalidState
+from billing_site.money import round_money
+from catalog.pricing import to_decimal
+from invoicing.models import (
+    EDITABLE_STATUSES,
+    ISSUED_STATUSES,
+    CreditNote,
+    CreditNoteLine,
+    CreditNoteReason,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineType,
+    NumberSequence,
+)
+from webhooks.services import event_record
+
+MAX_REASON = 2000
+
+
+def number_next(*, project, kind: str) -> str:
+    """The next number of the project's sequence, e.g. ACME-000042 (invoices) or ACME-CN-000007.
+
+    Must run inside the transaction that issues the document: the sequence row stays locked until
+    it commits (so two issuers queue), and a rollback gives the number back (so there is no gap).
+    """
+    if not transaction.get_connection().in_atomic_block:
+        raise RuntimeError("number_next() must run inside the transaction that issues the document")
+    NumberSequence.objects.get_or_create(project=project, kind=kind)
+    sequence = NumberSequence.objects.select_for_update().get(project=project, kind=kind)
+    sequence.last_number += 1
+    sequence.save(update_fields=["last_number"])
+    middle = "-CN" if kind == NumberSequence.Kind.CREDIT_NOTE else ""
+    return f"{project.invoice_number_prefix}{middle}-{sequence.last_number:06d}"
+
+
+def _user(actor: Actor):
+    return None if actor is None or isinstance(actor, ApiKey) else actor
+
+
+def _locked(invoice: Invoice) -> Invoice:
+    return (
+        Invoice.objects.select_for_update()
+        .select_related("project", "customer", "subscription")
+        .get(pk=invoice.pk)
+    )
+
+
+def _record(invoice: Invoice, event_type: str, *, actor: Actor, changes: dict | None = None) -> None:
+    audit_record(
+        project=invoice.project, actor=actor, action=event_type, target=invoice, changes=changes or {}
+    )
+    event_record(project=invoice.project, type=event_type, obj=invoice)
+
+
+def invoice_record(invoice: Invoice, event_type: str) -> None:
+    """Announce a change the system made (draft created or repriced), without an audit entry."""
+    event_record(project=invoice.project, type=event_type, obj=invoice)
+
+
+def _refuse(invoice: Invoice, requested: str, message: str) -> InvalidState:
+    return InvalidState(message, current=invoice.status, requested=requested)
+
+
+def _reason(reason: str | None) -> str:
+    reason = (reason or "").strip()
+    if not reason:
+        raise InvalidInput(
+            "Give a reason; it is kept with the invoice.", code="reason_required", param="reason"
+        )
+    if len(reason) > MAX_REASON:
+        raise InvalidInput(f"At most {MAX_REASON} characters.", code="max_length", param="reason")
+    return reason
+
+
+def invoice_delivery_for(invoice: Invoice) -> str:
+    """`auto` or `review`: the customer's override, else the project's setting."""
+    return invoice.customer.invoice_delivery or invoice.project.invoice_delivery
+
+
+def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
+    """Number an invoice and make it open (due after the payment terms), or paid at once when it
+    is for nothing: a zero invoice is still issued, as the record of the period's usage.
+
+    Call inside the transaction that locked the invoice (period close, approval).
+    """
+    if invoice.status not in EDITABLE_STATUSES:
+        raise _refuse(invoice, InvoiceStatus.OPEN, f"A {invoice.status} invoice cannot be issued.")
+    now = timezone.now()
+    terms = invoice.subscription.payment_terms_days
+    terms = invoice.project.payment_terms_days if terms is None else terms
+    invoice.number = number_next(project=invoice.project, kind=NumberSequence.Kind.INVOICE)
+    invoice.issued_at, invoice.due_at = now, now + timedelta(days=terms)
+    invoice.status = InvoiceStatus.PAID if invoice.total == 0 else InvoiceStatus.OPEN
+    invoice.save()
+    _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number})
+    if invoice.status == InvoiceStatus.PAID:
+        event_record(project=invoice.project, type="invoice.paid", obj=invoice)
+    return invoice
+
+
+def invoice_submit_for_review(*, invoice: Invoice, actor: Actor) -> Invoice:
+    """Hold an invoice whose period is over for a person to approve or reject."""
+    if invoice.status != InvoiceStatus.DRAFT:
+        raise _refuse(
+            invoice, InvoiceStatus.PENDING_REVIEW, f"A {invoice.status} invoice cannot go to review."
+        )
+    invoice.status = InvoiceStatus.PENDING_REVIEW
+    invoice.save(update_fields=["status", "updated_at"])
+    _record(invoice, "invoice.pending_review", actor=actor)
+    return invoice
+
+
+def invoice_approve(*, invoice: Invoice, actor: Actor) -> Invoice:
+    """Approve an invoice in review: it is numbered and issued. Records who approved it."""
+    from invoicing.billing import invoice_rebuild  # deferred: billing imports this module
+
+    with transaction.atomic():
+        invoice = _locked(invoice)
+        if invoice.status != InvoiceStatus.PENDING_REVIEW:
+            raise _refuse(
+                invoice,
+                InvoiceStatus.OPEN,
+                f"Only an invoice pending review can be approved; this one is {invoice.status}.",
+            )
+        invoice_rebuild(invoice=invoice)  # usage that arrived during the review counts
+        invoice.reviewed_at, invoice.reviewed_by = timezone.now(), _user(actor)
+        return invoice_issue(invoice=invoice, actor=actor)
+
+
+def invoice_reject(*, invoice: Invoice, actor: Actor, reason: str) -> Invoice:
+    """Reject an invoice in review: it is void, with the reason, and never numbered."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        invoice = _locked(invoice)
+        if invoice.status != InvoiceStatus.PENDING_REVIEW:
+            raise _refuse(
+                invoice,
+                InvoiceStatus.VOID,
+                f"Only an invoice pending review can be rejected; this one is {invoice.status}.",
+            )
+        now = timezone.now()
+        invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, now, reason
+        invoice.reviewed_at, invoice.reviewed_by = now, _user(actor)
+        invoice.save()
+        _record(invoice, "invoice.voided", actor=actor, changes={"reason": reason, "rejected": True})
+    return invoice
+
+
+def invoice_void(*, invoice: Invoice, actor: Actor, reason: str) -> Invoice:
+    """Void an open invoice (nothing is owed any more). Paid invoices take a credit note instead."""
+    reason = _reason(reason)
+    with transaction.atomic():
+        invoice = _locked(invoice)
+        if invoice.status != InvoiceStatus.OPEN:
+            raise _refuse(
+                invoice,
+                InvoiceStatus.VOID,
+                f"Only an open invoice can be voided; this one is {invoice.status}"
+                + (" (issue a credit note instead)." if invoice.status == InvoiceStatus.PAID else "."),
+            )
+        invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, timezone.now(), reason
+        invoice.save()
+        _record(invoice, "invoice.voided", actor=actor, changes={"reason": reason})
+    return invoice
+
+
+def invoice_add_adjustment(
+    *, invoice: Invoice, actor: Actor, amount: Any, description: str, reason: str
+) -> InvoiceLine:
+    """Add a manual line to a draft or an invoice in review: a charge (positive amount) or a
+    credit (negative). Kept when the invoice is recomputed; the reason is recorded."""
+    from invoicing.billing import invoice_set_total  # deferred: billing imports this module
+
+    reason = _reason(reason)
+    description = (description or "").strip()
+    if not description:
+        raise InvalidInput(
+            "Describe the line as the customer will read it.", code="required", param="description"
+        )
+    with transaction.atomic():
+        invoice = _locked(invoice)
+        if invoice.status not in EDITABLE_STATUSES:
+            raise _refuse(
+                invoice, "adjustment", f"A {invoice.status} invoice cannot change; issue a credit note."
+            )
+        value = to_decimal(amount, param="amount")
+        rounded = round_money(value, invoice.currency)
+        if rounded != value:
+            raise InvalidInput(
+                f"{invoice.currency} amounts have at most {-rounded.as_tuple().exponent} decimal places.",
+                code="too_many_decimal_places",
+                param="amount",
+            )
+        if rounded == 0:
+            raise InvalidInput(
+                "An adjustment of nothing changes nothing.", code="zero_amount", param="amount"
+            )
+        line = InvoiceLine.objects.create(
+            invoice=invoice,
+            type=LineType.ADJUSTMENT if rounded > 0 else LineType.CREDIT,
+            description=description[:300],
+            period_start=invoice.period_start,
+            period_end=invoice.period_end,
+            quantity=Decimal(1),
+            unit_price=rounded,
+            amount=rounded,
+            is_manual=True,
+            reason=reason,
+            created_by=_user(actor),
+            position=10_000 + invoice.lines.count(),
+        )
+        invoice_set_total(invoice)
+        _record(
+            invoice,
+            "invoice.updated",
+            actor=actor,
+            changes={"adjustment": str(rounded), "description": description, "reason": reason},
+        )
+    return line
+
+
+def credit_note_create(
+    *,
+    invoice: Invoice,
+    actor: Actor,
+    reason: str,
+    memo: str = "",
+    lines: list[dict[str, Any]] | None = None,
+    amount: Decimal | None = None,
+) -> CreditNote:
+    """Credit an issued invoice: whole (neither `lines` nor `amount`), per line
+    (`[{"line": InvoiceLine, "amount"}]`, the amount defaulting to the whole line), or by an
+    `amount` not tied to a line.
+
+    The credit first reduces what is still due; any excess (on a paid invoice) is recorded as a
+    refund owed to the customer. A line is never credited beyond its amount, nor an invoice
+    beyond its total. An open invoice credited down to nothing due is paid.
+    """
+    if reason not in CreditNoteReason.values:
+        raise InvalidInput(
+            f"reason is one of {', '.join(CreditNoteReason.values)}.", code="invalid_choice", param="reason"
+        )
+    with transaction.atomic():
+        invoice = _locked(invoice)
+        if invoice.status not in ISSUED_STATUSES:
+            raise _refuse(
+                invoice,
+                "credit_note",
+                f"Only an issued invoice can be credited; this one is {invoice.status}.",
+            )
+        credited_by_line = _credited_by_line(invoice)
+        items = _credit_items(invoice, lines, amount, credited_by_line)
+        amount = sum((item["amount"] for item in items), Decimal(0))
+        already = invoice.credit_notes.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+        if amount <= 0:
+            raise InvalidInput("Nothing is left to credit on this invoice.", code="nothing_to_credit")
+        if already + amount > invoice.total:
+            raise InvalidInput(
+                f"This would credit {already + amount} of a {invoice.total} invoice.",
+                code="credit_exceeds_total",
+            )
+        reduces_due = min(amount, invoice.amount_due)
+        note = CreditNote.objects.create(
+            project=invoice.project,
+            invoice=invoice,
+            reason=reason,
+            memo=memo,
+            amount=amount,
+            amount_credited=reduces_due,
+            refund_owed=amount - reduces_due,
+            created_by=_user(actor),
+            number=number_next(project=invoice.project, kind=NumberSequence.Kind.CREDIT_NOTE),
+        )
+        CreditNoteLine.objects.bulk_create(
+            CreditNoteLine(
+                credit_note=note,
+                invoice_line=item["line"],
+                description=item["description"],
+                amount=item["amount"],
+            )
+            for item in items
+        )
+        invoice.amount_credited += reduces_due
+        if invoice.status == InvoiceStatus.OPEN and invoice.amount_due == 0:
+            invoice.status = InvoiceStatus.PAID
+        invoice.save()
+        audit_record(
+            project=invoice.project,
+            actor=actor,
+            action="credit_note.created",
+            target=note,
+            changes={"invoice": invoice.public_id, "amount": str(amount), "reason": reason},
+        )
+        event_record(project=invoice.project, type="credit_note.created", obj=note)
+        event_record(project=invoice.project, type="invoice.updated", obj=invoice)
+        if invoice.status == InvoiceStatus.PAID and reduces_due and invoice.amount_paid == 0:
+            event_record(project=invoice.project, type="invoice.paid", obj=invoice)
+    return note
+
+
+def _credited_by_line(invoice: Invoice) -> dict[int, Decimal]:
+    rows = (
+        CreditNoteLine.objects.filter(credit_note__invoice=invoice, invoice_line__isnull=False)
+        .values("invoice_line")
+        .annotate(total=Sum("amount"))
+    )
+    return {row["invoice_line"]: row["total"] for row in rows}
+
+
+def _credit_items(
+    invoice: Invoice, lines, amount: Decimal | None, credited_by_line: dict[int, Decimal]
+) -> list[dict[str, Any]]:
+    if lines and amount is not None:
+        raise InvalidInput("Give lines or an amount, not both.", code="lines_or_amount", param="amount")
+    if not lines:
+        description = f"Credit for invoice {invoice.number}"
+        if amount is None:
+            already = invoice.credit_notes.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+            return [{"line": None, "description": description, "amount": invoice.total - already}]
+        return [
+            {"line": None, "description": description, "amount": _credit_amount(invoice, amount, "amount")}
+        ]
+    items = []
+    for index, item in enumerate(lines):
+        line: InvoiceLine = item["line"]
+        if line.invoice_id != invoice.pk:
+            raise InvalidInput(
+                "This line is not on the invoice.", code="unknown_line", param=f"lines[{index}].line"
+            )
+        amount = _credit_amount(invoice, item.get("amount", line.amount), f"lines[{index}].amount")
+        left = line.amount - credited_by_line.get(line.pk, Decimal(0))
+        if amount > left:
+            raise InvalidInput(
+                f"Only {left} of this line is left to credit.",
+                code="credit_exceeds_line",
+                param=f"lines[{index}].amount",
+            )
+        items.append({"line": line, "description": line.description, "amount": amount})
+    return items
+
+
+def _credit_amount(invoice: Invoice, value: Any, param: str) -> Decimal:
+    amount = to_decimal(value, param=param)
+    if round_money(amount, invoice.currency) != amount or amount <= 0:
+        raise InvalidInput("A positive amount in the invoice's currency.", code="invalid_amount", param=param)
+    return amount

@@ -1,0 +1,131 @@
+from datetime import UTC, datetime
+from decimal import Decimal
+
+import pytest
+import time_machine
+from django.urls import reverse
+
+from accounts.models import AuditLogEntry, Role
+from invoicing.billing import billing_close
+from invoicing.models import Invoice, InvoiceStatus, LineType
+from tests.accounts.factories import MembershipFactory
+from tests.catalog.factories import CustomerFactory, make_plan, subscribe
+
+pytestmark = pytest.mark.django_db
+
+FEB_1 = datetime(2026, 2, 1, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def held(project):
+    """Two subscriptions' invoices held for review."""
+    project.invoice_delivery = "review"
+    project.save()
+    plan = make_plan(project, name="Pro", base_fee="49")
+    with time_machine.travel(FEB_1, tick=False):
+        for name in ("Initech", "Globex"):
+            subscribe(
+                CustomerFactory(project=project, name=name), plan, starts_at=datetime(2026, 1, 1, tzinfo=UTC)
+            )
+        billing_close(as_of=FEB_1)
+    return Invoice.objects.filter(status=InvoiceStatus.PENDING_REVIEW).order_by("id")
+
+
+def _login(client, project, role):
+    user = MembershipFactory(project=project, role=role).user
+    client.force_login(user)
+    return user
+
+
+def test_the_queue_lists_what_awaits_approval_with_the_change_vs_the_previous_invoice(client, project, held):
+    _login(client, project, Role.BILLING_ADMIN)
+
+    page = client.get(reverse("admin:invoicing_pendingreviewinvoice_changelist"))
+
+    assert page.status_code == 200
+    content = page.content.decode()
+    assert content.count("49.00 USD") == 4  # 2 opening + 2 cycle invoices
+    assert ("Initech" in content, "Globex" in content) == (True, True)
+    assert ("first" in content, "+0.00 (+0 %)" in content) == (True, True)
+
+
+def test_a_billing_admin_adjusts_then_approves(client, project, held):
+    user = _login(client, project, Role.BILLING_ADMIN)
+    invoice = held[1]
+    url = reverse("admin:invoicing_invoice_change", args=[invoice.pk])
+
+    page = client.get(url)
+    client.post(reverse("admin:invoicing_invoice_adjust", args=[invoice.pk]),
+                {"description": "Onboarding workshop", "amount": "150.00", "reason": "Sold on the call of 20 January"})  # fmt: skip
+    client.post(reverse("admin:invoicing_invoice_approve", args=[invoice.pk]))
+
+    assert b"Approve and issue" in page.content
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.number, invoice.total, invoice.reviewed_by) == (
+        InvoiceStatus.OPEN, "ACME-000001", Decimal("199.00"), user,
+    )  # fmt: skip
+    adjustment = invoice.lines.get(type=LineType.ADJUSTMENT)
+    assert (adjustment.created_by, adjustment.reason) == (user, "Sold on the call of 20 January")
+    by_user = AuditLogEntry.objects.filter(object_id=invoice.public_id, actor_user=user).order_by("id")
+    assert list(by_user.values_list("action", flat=True)) == ["invoice.updated", "invoice.finalized"]
+    assert b"Approve and issue" not in client.get(url).content  # issued: read-only now
+
+
+def test_reject_needs_a_reason(client, project, held):
+    _login(client, project, Role.BILLING_ADMIN)
+    invoice = held[0]
+
+    empty = client.post(reverse("admin:invoicing_invoice_reject", args=[invoice.pk]), {"reason": ""})
+    client.post(
+        reverse("admin:invoicing_invoice_reject", args=[invoice.pk]),
+        {"reason": "Customer churned in December"},
+    )
+
+    assert b"This field is required" in empty.content
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.number, invoice.void_reason) == (
+        InvoiceStatus.VOID,
+        None,
+        "Customer churned in December",
+    )
+
+
+def test_bulk_approve_and_bulk_reject(client, project, held):
+    _login(client, project, Role.OWNER)
+    changelist = reverse("admin:invoicing_pendingreviewinvoice_changelist")
+    first, second, third, fourth = held
+
+    client.post(changelist, {"action": "approve_selected", "_selected_action": [first.pk, second.pk]})
+    confirm = client.post(
+        changelist, {"action": "reject_selected", "_selected_action": [third.pk, fourth.pk]}
+    )
+    client.post(
+        changelist,
+        {"action": "reject_selected", "_selected_action": [third.pk, fourth.pk], "reason": "Duplicate run"},
+    )
+
+    assert b"Reject these invoices?" in confirm.content
+    statuses = dict(Invoice.objects.values_list("pk", "status"))
+    assert [statuses[i.pk] for i in held] == ["open", "open", "void", "void"]
+
+
+def test_a_viewer_sees_the_queue_but_cannot_act(client, project, held):
+    _login(client, project, Role.VIEWER)
+    invoice = held[0]
+
+    page = client.get(reverse("admin:invoicing_invoice_change", args=[invoice.pk]))
+    approve = client.post(reverse("admin:invoicing_invoice_approve", args=[invoice.pk]))
+    client.post(reverse("admin:invoicing_pendingreviewinvoice_changelist"),
+                {"action": "approve_selected", "_selected_action": [invoice.pk]})  # fmt: skip
+
+    assert page.status_code == 200
+    assert b"Approve and issue" not in page.content
+    assert approve.status_code == 403
+    assert Invoice.objects.get(pk=invoice.pk).status == InvoiceStatus.PENDING_REVIEW
+
+
+def test_staff_of_another_project_cannot_see_the_invoice(client, project, other_project, held):
+    _login(client, other_project, Role.OWNER)
+
+    assert client.get(reverse("admin:invoicing_invoice_change", args=[held[0].pk])).status_code == 302
+    assert client.post(reverse("admin:invoicing_invoice_approve", args=[held[0].pk])).status_code == 404
