@@ -8,9 +8,9 @@ class InvoicingConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from invoicing.api.serializers import CreditNoteSerializer, InvoiceSerializer
+        from invoicing.api.serializers import CreditNoteSerializer, invoice_payload
         from invoicing.models import CreditNote, Invoice
         from webhooks import payloads
 
-        payloads.register(Invoice, lambda invoice: InvoiceSerializer(invoice).data)
+        payloads.register(Invoice, invoice_payload)
         payloads.register(CreditNote, lambda note: CreditNoteSerializer(note).data)

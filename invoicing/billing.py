@@ -28,7 +28,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, Max, OuterRef, Q, Sum
+from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q, Sum
 from django.utils import timezone
 
 from accounts.models import InvoiceDelivery
@@ -96,13 +96,39 @@ class Segment:
 # --- phases as segments of a period ------------------------------------------------------------
 
 
+def _phases(subscription: Subscription) -> list[SubscriptionPhase]:
+    """The subscription's phases in time order: from the prefetch of a locked subscription
+    (billing_subscription_locked) when there is one, else one query."""
+    return list(subscription.phases.all())
+
+
+def _plan_at(subscription: Subscription, moment: datetime) -> Plan | None:
+    """The plan of the last phase started by `moment`."""
+    started = [phase for phase in _phases(subscription) if phase.starts_at <= moment]
+    return started[-1].plan if started else None
+
+
+def billing_subscription_locked(pk: int) -> Subscription:
+    """Lock a subscription for billing, with everything rating reads about it loaded at once: its
+    phases, their plans, the plans' charges and meters. Rating a period then costs the usage
+    queries and little else; the prefetch is as fresh as the lock, which every phase change takes.
+    """
+    charges = Prefetch("plan__charges", queryset=Charge.objects.select_related("meter"))
+    phases = SubscriptionPhase.objects.select_related("plan").prefetch_related(charges)
+    return (
+        Subscription.objects.select_for_update()
+        .select_related("plan", "project", "customer")
+        .prefetch_related(Prefetch("phases", queryset=phases))
+        .get(pk=pk)
+    )
+
+
 def segments(subscription: Subscription, start: datetime, end: datetime) -> list[Segment]:
     """The subscription's phases clipped to [start, end) and to its own life."""
     life_end = subscription.ends_at or end
     start, end = max(start, subscription.starts_at), min(end, life_end)
     found = []
-    phases = subscription.phases.select_related("plan").filter(starts_at__lt=end)
-    for phase in phases.filter(Q(ends_at__isnull=True) | Q(ends_at__gt=start)).order_by("starts_at"):
+    for phase in _phases(subscription):
         seg_start, seg_end = max(phase.starts_at, start), min(phase.ends_at or end, end)
         if seg_start < seg_end:
             found.append(Segment(phase.plan, seg_start, seg_end, phase.paused))
@@ -390,8 +416,7 @@ def nominal_period(subscription: Subscription, moment: datetime) -> Period:
     A period cut short by a plan change to another interval lies before the new grid's anchor;
     it is measured on a grid anchored at its own start.
     """
-    phase = subscription.phases.filter(starts_at__lte=moment).order_by("-starts_at").first()
-    plan = phase.plan if phase else subscription.plan
+    plan = _plan_at(subscription, moment) or subscription.plan
     grid = period_grid(subscription, plan)
     if moment < subscription.period_anchor:
         grid = PeriodGrid(
@@ -534,11 +559,7 @@ def subscription_close_periods(
     result = CloseResult()
     while True:
         with transaction.atomic():
-            locked = (
-                Subscription.objects.select_for_update()
-                .select_related("plan", "project", "customer")
-                .get(pk=subscription.pk)
-            )
+            locked = billing_subscription_locked(subscription.pk)
             if locked.starts_at > as_of:
                 return result
             step = CloseResult()
@@ -567,7 +588,9 @@ def subscription_close_periods(
                 _deliver(invoice, step)
             step.periods_closed += 1
             _advance(locked)
-        result.add(step)
+            result.add(step)
+            if subscription_is_done(locked) or _billing_end(locked) + grace > as_of:
+                return result  # nothing more due: no need to lock it again to find out
 
 
 def _advance(subscription: Subscription) -> None:
@@ -581,13 +604,7 @@ def _advance(subscription: Subscription) -> None:
             Period(start=subscription.current_period_start, end=subscription.current_period_end)
         )
         subscription.current_period_start, subscription.current_period_end = following.start, following.end
-        phase = (
-            SubscriptionPhase.objects.filter(subscription=subscription, starts_at__lte=following.start)
-            .order_by("-starts_at")
-            .first()
-        )
-        if phase is not None:
-            subscription.plan = phase.plan
+        subscription.plan = _plan_at(subscription, following.start) or subscription.plan
     subscription.save(update_fields=["current_period_start", "current_period_end", "plan", "updated_at"])
 
 
@@ -595,11 +612,7 @@ def draft_refresh(*, subscription: Subscription, now: datetime | None = None) ->
     """Create or recompute the draft of the subscription's current period (its upcoming invoice)."""
     now = now or timezone.now()
     with transaction.atomic():
-        locked = (
-            Subscription.objects.select_for_update()
-            .select_related("plan", "project", "customer")
-            .get(pk=subscription.pk)
-        )
+        locked = billing_subscription_locked(subscription.pk)
         if locked.starts_at > now or subscription_is_done(locked):
             return None
         period = Period(start=locked.current_period_start, end=_billing_end(locked))

@@ -4,12 +4,17 @@ from accounts.models import Project
 from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
 
 
+def invoice_lines_prefetch() -> Prefetch:
+    """An invoice's lines with what the API shows of them (plan, charge, meter, original invoice)."""
+    lines = InvoiceLine.objects.select_related("plan", "charge", "meter", "original_invoice")
+    return Prefetch("lines", queryset=lines)
+
+
 def invoice_list(*, project: Project) -> QuerySet[Invoice]:
-    lines = InvoiceLine.objects.select_related("plan", "charge", "meter", "original_invoice", "invoice")
     return (
         Invoice.objects.filter(project=project)
         .select_related("customer", "subscription", "project")
-        .prefetch_related(Prefetch("lines", queryset=lines))
+        .prefetch_related(invoice_lines_prefetch())
     )
 
 

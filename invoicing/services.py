@@ -14,7 +14,7 @@ from datetime import timedelta
 from decimal import Decimal
 from typing import Any
 
-from django.db import transaction
+from django.db import connection, transaction
 from django.db.models import Sum
 from django.utils import timezone
 
@@ -38,6 +38,11 @@ from invoicing.models import (
 from webhooks.services import event_record
 
 MAX_REASON = 2000
+_NUMBER_NEXT = """
+    INSERT INTO invoicing_numbersequence (project_id, kind, last_number) VALUES (%s, %s, 1)
+    ON CONFLICT (project_id, kind) DO UPDATE SET last_number = invoicing_numbersequence.last_number + 1
+    RETURNING last_number
+"""
 
 
 def number_next(*, project, kind: str) -> str:
@@ -48,12 +53,12 @@ def number_next(*, project, kind: str) -> str:
     """
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("number_next() must run inside the transaction that issues the document")
-    NumberSequence.objects.get_or_create(project=project, kind=kind)
-    sequence = NumberSequence.objects.select_for_update().get(project=project, kind=kind)
-    sequence.last_number += 1
-    sequence.save(update_fields=["last_number"])
+    # One statement creates the row or increments it, and locks it (PostgreSQL and SQLite alike).
+    with connection.cursor() as cursor:
+        cursor.execute(_NUMBER_NEXT, [project.pk, kind])
+        (number,) = cursor.fetchone()
     middle = "-CN" if kind == NumberSequence.Kind.CREDIT_NOTE else ""
-    return f"{project.invoice_number_prefix}{middle}-{sequence.last_number:06d}"
+    return f"{project.invoice_number_prefix}{middle}-{number:06d}"
 
 
 def _user(actor: Actor):

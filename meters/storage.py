@@ -77,7 +77,7 @@ _ROLLUP_UPSERT = """
         last_matched_at = excluded.last_matched_at
 """
 
-_COLUMNS = (
+EVENT_COLUMNS = (
     "public_id, project_id, customer_external_id, meter_code, value, timestamp, properties, "
     "idempotency_key, received_at, customer_id, meter_id, subscription_id, unmatched_reason, matched_at"
 )
@@ -95,7 +95,7 @@ WITH input AS MATERIALIZED (
     ORDER BY position
 ),
 inserted AS (
-    INSERT INTO {EVENT_TABLE} (id, {_COLUMNS})
+    INSERT INTO {EVENT_TABLE} (id, {EVENT_COLUMNS})
     SELECT id, public_id, %s, customer_external_id, meter_code, value, ts, properties, idempotency_key,
            %s, customer_id, meter_id, subscription_id, unmatched_reason,
            CASE WHEN subscription_id IS NULL THEN NULL ELSE %s::timestamptz END
@@ -224,7 +224,7 @@ def _insert_sqlite(project_id: int, received_at: datetime, rows: list[EventRow])
     values = ", ".join(["(%s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s, %s)"] * len(rows))
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {EVENT_TABLE} ({_COLUMNS}) VALUES {values} "  # noqa: S608 - placeholders only
+            f"INSERT INTO {EVENT_TABLE} ({EVENT_COLUMNS}) VALUES {values} "  # noqa: S608 - placeholders only
             "ON CONFLICT (project_id, idempotency_key) DO NOTHING RETURNING id, public_id, subscription_id",
             params,
         )
