@@ -23,7 +23,6 @@ each phase, to show what limits it.
 
 import argparse
 import http.client
-import io
 import json
 import multiprocessing
 import os
@@ -36,6 +35,8 @@ from urllib.parse import urlparse
 
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
+
+from support import copy_events, copy_lines, drop_database, recreate_database  # noqa: E402
 
 BATCH = 1000
 TARGETS = {
@@ -65,27 +66,6 @@ def _arguments() -> argparse.Namespace:
 
 
 # --- database and server --------------------------------------------------------------------------
-
-
-def _admin_connection(url: str):
-    import psycopg
-
-    parsed = urlparse(url)
-    return psycopg.connect(parsed._replace(path="/postgres").geturl(), autocommit=True)
-
-
-def _recreate_database(url: str) -> None:
-    name = urlparse(url).path.lstrip("/")
-    assert name.startswith("billable_bench"), "refusing to drop a database not named billable_bench*"
-    with _admin_connection(url) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.execute(f'CREATE DATABASE "{name}"')
-
-
-def _drop_database(url: str) -> None:
-    name = urlparse(url).path.lstrip("/")
-    with _admin_connection(url) as admin:
-        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 def _environment(url: str) -> dict[str, str]:
@@ -291,7 +271,7 @@ def main() -> None:
     env = _environment(url)
     os.environ.update(env)
     print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    _recreate_database(url)
+    recreate_database(url)
     subprocess.run(
         [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True
     )
@@ -437,7 +417,7 @@ def main() -> None:
     _summary(figures, args.events)
     if not args.keep:
         connections.close_all()
-        _drop_database(url)
+        drop_database(url)
 
 
 def _batch_phase(args, headers, meter_cpu: "CpuMeter", label: str) -> float:
@@ -460,47 +440,28 @@ def _copy_baseline(connection, project, customer, meter, subscription, batches, 
     from billing_site.ids import new_public_ids
 
     received = now.isoformat()
-    buffer = io.StringIO()
+    rows = []
     for body in batches:
         events = json.loads(body)
         for public_id, event in zip(new_public_ids("evt", len(events)), events, strict=True):
-            buffer.write(
-                "\t".join(
-                    (
-                        public_id,
-                        str(project.pk),
-                        event["customer"],
-                        event["meter"],
-                        str(event["value"]),
-                        event["timestamp"],
-                        json.dumps(event["properties"]),
-                        event["idempotency_key"],
-                        received,
-                        str(customer.pk),
-                        str(meter.pk),
-                        str(subscription.pk),
-                        "",
-                        received,
-                    )
+            rows.append(
+                (
+                    public_id, project.pk, event["customer"], event["meter"], event["value"],
+                    event["timestamp"], event["properties"], event["idempotency_key"], received,
+                    customer.pk, meter.pk, subscription.pk, "", received,
                 )
-                + "\n"
-            )
-    data = buffer.getvalue()
-    columns = (
-        "public_id, project_id, customer_external_id, meter_code, value, timestamp, properties, "
-        "idempotency_key, received_at, customer_id, meter_id, subscription_id, unmatched_reason, matched_at"
-    )
+            )  # fmt: skip
+    data = copy_lines(rows)
     connection.ensure_connection()
     raw = connection.connection
     started = time.perf_counter()
-    with raw.cursor() as cursor, cursor.copy(f"COPY meters_usageevent ({columns}) FROM STDIN") as copy:
-        copy.write(data)
+    copy_events(raw, [data])
     raw.commit()
     elapsed = time.perf_counter() - started
     with raw.cursor() as cursor:
         cursor.execute("TRUNCATE meters_usageevent")
     raw.commit()
-    return sum(1 for _ in io.StringIO(data)) / elapsed
+    return len(rows) / elapsed
 
 
 def _summary(figures: dict, events: int) -> None:
