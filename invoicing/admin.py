@@ -259,69 +259,73 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
             "Approved and issued.",
         )
 
-    def reject_view(self, request, pk):
+    def _form_view(self, request, pk, form_class, act, *, success: str, title: str, button: str):
+        """An action that asks for a form first (reason, amount…): `act(invoice, cleaned_data)`."""
         invoice = self._invoice(request, pk)
-        form = ReasonForm(request.POST or None)
+        form = form_class(request.POST or None)
         if request.method == "POST" and form.is_valid():
-            reason = form.cleaned_data["reason"]
-            return self._run(
-                request,
-                invoice,
-                lambda: services.invoice_reject(invoice=invoice, actor=request.user, reason=reason),
-                "Rejected: the invoice is void.",
-            )
-        return self._form_page(request, invoice, form, f"Reject {invoice}", "Reject")
+            return self._run(request, invoice, lambda: act(invoice, form.cleaned_data), success)
+        return self._form_page(request, invoice, form, title.format(invoice=invoice), button)
+
+    def reject_view(self, request, pk):
+        return self._form_view(
+            request,
+            pk,
+            ReasonForm,
+            lambda invoice, data: services.invoice_reject(
+                invoice=invoice, actor=request.user, reason=data["reason"]
+            ),
+            success="Rejected: the invoice is void.",
+            title="Reject {invoice}",
+            button="Reject",
+        )
 
     def void_view(self, request, pk):
-        invoice = self._invoice(request, pk)
-        form = ReasonForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            reason = form.cleaned_data["reason"]
-            return self._run(
-                request,
-                invoice,
-                lambda: services.invoice_void(invoice=invoice, actor=request.user, reason=reason),
-                "Voided.",
-            )
-        return self._form_page(request, invoice, form, f"Void {invoice}", "Void invoice")
+        return self._form_view(
+            request,
+            pk,
+            ReasonForm,
+            lambda invoice, data: services.invoice_void(
+                invoice=invoice, actor=request.user, reason=data["reason"]
+            ),
+            success="Voided.",
+            title="Void {invoice}",
+            button="Void invoice",
+        )
 
     def adjust_view(self, request, pk):
-        invoice = self._invoice(request, pk)
-        form = AdjustmentForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            return self._run(
-                request,
-                invoice,
-                lambda: services.invoice_add_adjustment(
-                    invoice=invoice,
-                    actor=request.user,
-                    amount=data["amount"],
-                    description=data["description"],
-                    reason=data["reason"],
-                ),
-                "Adjustment added.",
-            )
-        return self._form_page(request, invoice, form, f"Add an adjustment to {invoice}", "Add adjustment")
+        return self._form_view(
+            request,
+            pk,
+            AdjustmentForm,
+            lambda invoice, data: services.invoice_add_adjustment(
+                invoice=invoice,
+                actor=request.user,
+                amount=data["amount"],
+                description=data["description"],
+                reason=data["reason"],
+            ),
+            success="Adjustment added.",
+            title="Add an adjustment to {invoice}",
+            button="Add adjustment",
+        )
 
     def credit_view(self, request, pk):
-        invoice = self._invoice(request, pk)
-        form = CreditNoteForm(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            data = form.cleaned_data
-            return self._run(
-                request,
-                invoice,
-                lambda: services.credit_note_create(
-                    invoice=invoice,
-                    actor=request.user,
-                    reason=data["reason"],
-                    memo=data["memo"],
-                    amount=data["amount"],
-                ),
-                "Credit note issued.",
-            )
-        return self._form_page(request, invoice, form, f"Credit {invoice}", "Issue credit note")
+        return self._form_view(
+            request,
+            pk,
+            CreditNoteForm,
+            lambda invoice, data: services.credit_note_create(
+                invoice=invoice,
+                actor=request.user,
+                reason=data["reason"],
+                memo=data["memo"],
+                amount=data["amount"],
+            ),
+            success="Credit note issued.",
+            title="Credit {invoice}",
+            button="Issue credit note",
+        )
 
     @admin.action(description="Approve selected invoices", permissions=["act"])
     def approve_selected(self, request, queryset):
