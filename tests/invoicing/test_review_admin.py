@@ -90,6 +90,30 @@ def test_reject_needs_a_reason(client, project, held):
     )
 
 
+def test_void_and_credit_from_the_invoice_page(client, project, held):
+    _login(client, project, Role.BILLING_ADMIN)
+    first, second, *_ = list(held)
+    client.post(reverse("admin:invoicing_invoice_approve", args=[first.pk]))
+    client.post(reverse("admin:invoicing_invoice_approve", args=[second.pk]))
+
+    no_reason = client.post(reverse("admin:invoicing_invoice_void", args=[first.pk]), {"reason": ""})
+    client.post(
+        reverse("admin:invoicing_invoice_void", args=[first.pk]), {"reason": "Sent to the wrong company"}
+    )
+    client.post(
+        reverse("admin:invoicing_invoice_credit", args=[second.pk]),
+        {"reason": "billing_error", "amount": "10.00", "memo": "Goodwill"},
+    )
+
+    assert b"This field is required" in no_reason.content
+    first.refresh_from_db()
+    second.refresh_from_db()
+    assert (first.status, first.void_reason) == (InvoiceStatus.VOID, "Sent to the wrong company")
+    note = second.credit_notes.get()
+    assert (note.reason, note.memo, note.amount) == ("billing_error", "Goodwill", Decimal("10.00"))
+    assert second.amount_due == Decimal("39.00")
+
+
 def test_bulk_approve_and_bulk_reject(client, project, held):
     _login(client, project, Role.OWNER)
     changelist = reverse("admin:invoicing_pendingreviewinvoice_changelist")
