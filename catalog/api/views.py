@@ -5,7 +5,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from billing_site.api.actions import ArchiveDeleteMixin
-from billing_site.api.filters import ArchivedFilterSet, CreatedFilterSet
+from billing_site.api.filters import ArchivedFilterSet, CreatedFilterSet, CustomerRefFilter
 from billing_site.api.views import ListRetrieveViewSet, ServiceViewSet
 from catalog import selectors, services
 from catalog.api.serializers import (
@@ -148,7 +148,7 @@ class CustomerViewSet(ServiceViewSet):
 
 
 class ContractFilter(CreatedFilterSet):
-    customer = django_filters.CharFilter(field_name="customer__public_id")
+    customer = CustomerRefFilter()
 
     class Meta:
         model = Contract

@@ -5,7 +5,7 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api.filters import CreatedFilterSet
+from billing_site.api.filters import CreatedFilterSet, CustomerRefFilter
 from billing_site.api.views import ListRetrieveViewSet
 from billing_site.errors import InvalidInput
 from billing_site.money import from_minor_units
@@ -25,7 +25,7 @@ from subscriptions.services import period_grid
 
 
 class InvoiceFilter(CreatedFilterSet):
-    customer = django_filters.CharFilter(field_name="customer__public_id", help_text="A customer ID.")
+    customer = CustomerRefFilter()
     subscription = django_filters.CharFilter(
         field_name="subscription__public_id", help_text="A subscription ID."
     )
@@ -165,7 +165,7 @@ class InvoicePreviewView(APIView):
 
 class CreditNoteFilter(CreatedFilterSet):
     invoice = django_filters.CharFilter(field_name="invoice__public_id")
-    customer = django_filters.CharFilter(field_name="invoice__customer__public_id")
+    customer = CustomerRefFilter("invoice__customer")
 
     class Meta:
         model = CreditNote

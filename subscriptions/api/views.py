@@ -1,6 +1,6 @@
 import django_filters
 
-from billing_site.api.filters import CreatedFilterSet
+from billing_site.api.filters import CreatedFilterSet, CustomerRefFilter
 from billing_site.api.views import ServiceViewSet
 from subscriptions import selectors, services
 from subscriptions.api.serializers import (
@@ -12,7 +12,7 @@ from subscriptions.models import Status, Subscription
 
 
 class SubscriptionFilter(CreatedFilterSet):
-    customer = django_filters.CharFilter(field_name="customer__public_id", help_text="A customer ID.")
+    customer = CustomerRefFilter()
     plan = django_filters.CharFilter(field_name="plan__public_id", help_text="A plan version ID.")
     status = django_filters.MultipleChoiceFilter(field_name="current_status", choices=Status.choices)
 

@@ -280,6 +280,23 @@ def test_drafts_show_the_upcoming_invoice_priced_and_follow_usage(api, clock, cu
     assert events == ["invoice.created", "invoice.updated"]
 
 
+def test_invoices_filter_by_customer_id_or_external_id_within_the_project(
+    api, clock, customer, hybrid, other_project
+):
+    subscribe(customer, hybrid, starts_at=FEB_1)
+    namesake = CustomerFactory(project=other_project, external_id=customer.external_id)
+    subscribe(namesake, make_plan(other_project, base_fee="10"), starts_at=FEB_1)
+    billing_close(as_of=FEB_1)
+
+    by_id = api.get(f"/v1/invoices?customer={customer.public_id}").json()["results"]
+    by_external_id = api.get(f"/v1/invoices?customer={customer.external_id}").json()["results"]
+    unknown = api.get("/v1/invoices?customer=nobody").json()["results"]
+
+    assert [invoice["customer"] for invoice in by_external_id] == [customer.public_id]
+    assert by_external_id == by_id
+    assert unknown == []
+
+
 def test_late_usage_is_billed_once_on_the_next_invoice_at_the_old_plans_price(
     api, clock, customer, hybrid, project, meter
 ):
