@@ -23,7 +23,6 @@ Targets (issue 5): close ≤ 60 s, and ≤ 3× the raw GROUP BY (the best of the
 
 import argparse
 import os
-import subprocess
 import sys
 import time
 from datetime import UTC, datetime, timedelta
@@ -33,7 +32,7 @@ from pathlib import Path
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from support import copy_events, copy_lines, drop_database, recreate_database  # noqa: E402
+from support import copy_events, copy_lines, drop_database, fresh_django  # noqa: E402
 
 TARGET_SECONDS = 60
 TARGET_RATIO = 3
@@ -81,17 +80,8 @@ def main() -> None:
         "LOG_LEVEL": "WARNING",
         "DATA_DIR": str(BASE_DIR / "var" / "bench"),
     }
-    os.environ.update(env)
     total_events = args.customers * args.events_per_customer
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    recreate_database(url)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True
-    )
-    os.environ["DJANGO_SETTINGS_MODULE"] = "billing_site.settings"
-    import django
-
-    django.setup()
+    fresh_django(url, env)
     from django.db import connection, connections
     from django.utils import timezone
 

@@ -36,7 +36,7 @@ from urllib.parse import urlparse
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
-from support import copy_events, copy_lines, drop_database, recreate_database  # noqa: E402
+from support import copy_events, copy_lines, drop_database, fresh_django  # noqa: E402
 
 BATCH = 1000
 TARGETS = {
@@ -269,17 +269,7 @@ def main() -> None:
     url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/billable_bench_ingest")
     database = urlparse(url).path.lstrip("/")
     env = _environment(url)
-    os.environ.update(env)
-    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
-    recreate_database(url)
-    subprocess.run(
-        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True
-    )
-
-    os.environ["DJANGO_SETTINGS_MODULE"] = "billing_site.settings"
-    import django
-
-    django.setup()
+    fresh_django(url, env)
     from django.db import connection, connections
     from django.utils import timezone
 

@@ -2,8 +2,14 @@
 
 import io
 import json
+import os
+import subprocess
+import sys
 from collections.abc import Iterable
+from pathlib import Path
 from urllib.parse import urlparse
+
+BASE_DIR = Path(__file__).resolve().parent.parent
 
 
 def _admin_connection(url: str):
@@ -25,6 +31,21 @@ def drop_database(url: str) -> None:
     name = urlparse(url).path.lstrip("/")
     with _admin_connection(url) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def fresh_django(url: str, env: dict[str, str]) -> None:
+    """Print the machine's state, recreate the benchmark's database, migrate it and set Django up
+    in this process against it (`env` becomes this process's environment too)."""
+    os.environ.update(env)
+    print(f"machine: {os.cpu_count()} CPUs, load average {os.getloadavg()[0]:.2f} at start")
+    recreate_database(url)
+    subprocess.run(
+        [sys.executable, "manage.py", "migrate", "--noinput", "-v0"], cwd=BASE_DIR, env=env, check=True
+    )
+    os.environ["DJANGO_SETTINGS_MODULE"] = "billing_site.settings"
+    import django
+
+    django.setup()
 
 
 def copy_lines(rows: Iterable[tuple]) -> str:
