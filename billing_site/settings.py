@@ -15,15 +15,23 @@ from django.core.exceptions import ImproperlyConfigured
 BASE_DIR = Path(__file__).resolve().parent.parent
 
 _TRUE = {"1", "true", "yes", "on"}
-_FALSE = {"0", "false", "no", "off", ""}
+_FALSE = {"0", "false", "no", "off"}
+
+
+def _env(name: str) -> str | None:
+    """The variable's value; None when it is unset or blank (`DATABASE_URL= make run` means the
+    default, not an empty URL)."""
+    raw = os.environ.get(name)
+    return raw if raw is not None and raw.strip() else None
 
 
 def env_str(name: str, default: str) -> str:
-    return os.environ.get(name, default)
+    raw = _env(name)
+    return default if raw is None else raw
 
 
 def env_bool(name: str, default: bool) -> bool:
-    raw = os.environ.get(name)
+    raw = _env(name)
     if raw is None:
         return default
     value = raw.strip().lower()
@@ -31,12 +39,12 @@ def env_bool(name: str, default: bool) -> bool:
         return True
     if value in _FALSE:
         return False
-    raise ImproperlyConfigured(f"{name} must be one of {sorted(_TRUE | _FALSE - {''})}, not {raw!r}")
+    raise ImproperlyConfigured(f"{name} must be one of {sorted(_TRUE | _FALSE)}, not {raw!r}")
 
 
 def env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    if raw is None or raw.strip() == "":
+    raw = _env(name)
+    if raw is None:
         return default
     try:
         return int(raw)
@@ -45,7 +53,7 @@ def env_int(name: str, default: int) -> int:
 
 
 def env_list(name: str, default: list[str]) -> list[str]:
-    raw = os.environ.get(name)
+    raw = _env(name)
     if raw is None:
         return default
     return [item.strip() for item in raw.split(",") if item.strip()]

@@ -1,6 +1,4 @@
 import django_filters
-from django.core.validators import EMPTY_VALUES
-from django.db.models import Q
 
 
 class CreatedFilterSet(django_filters.FilterSet):
@@ -23,19 +21,3 @@ class ArchivedFilterSet(CreatedFilterSet):
     def filter_queryset(self, queryset):
         archived = bool(self.form.cleaned_data.get("archived"))
         return super().filter_queryset(queryset).filter(archived_at__isnull=not archived)
-
-
-class CustomerRefFilter(django_filters.CharFilter):
-    """`?customer=`: the customer's ID (`cus_…`) or your own external_id, as in the customer
-    routes. `field_name` is the path to the customer (`customer`, `invoice__customer`)."""
-
-    def __init__(self, field_name: str = "customer", **kwargs) -> None:
-        kwargs.setdefault("help_text", "The customer's ID (cus_…) or your own external_id.")
-        super().__init__(field_name=field_name, **kwargs)
-
-    def filter(self, qs, value):
-        if value in EMPTY_VALUES:
-            return qs
-        return qs.filter(
-            Q(**{f"{self.field_name}__public_id": value}) | Q(**{f"{self.field_name}__external_id": value})
-        )

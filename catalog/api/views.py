@@ -5,9 +5,10 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from billing_site.api.actions import ArchiveDeleteMixin
-from billing_site.api.filters import ArchivedFilterSet, CreatedFilterSet, CustomerRefFilter
+from billing_site.api.filters import ArchivedFilterSet, CreatedFilterSet
 from billing_site.api.views import ListRetrieveViewSet, ServiceViewSet
 from catalog import selectors, services
+from catalog.api.filters import CustomerRefFilter
 from catalog.api.serializers import (
     BillableItemSerializer,
     ContractSerializer,

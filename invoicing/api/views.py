@@ -5,10 +5,11 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api.filters import CreatedFilterSet, CustomerRefFilter
+from billing_site.api.filters import CreatedFilterSet
 from billing_site.api.views import ListRetrieveViewSet
 from billing_site.errors import InvalidInput
 from billing_site.money import from_minor_units
+from catalog.api.filters import CustomerRefFilter
 from invoicing import selectors, services
 from invoicing.api.serializers import (
     AdjustmentSerializer,

@@ -1,7 +1,8 @@
 import django_filters
 
-from billing_site.api.filters import CreatedFilterSet, CustomerRefFilter
+from billing_site.api.filters import CreatedFilterSet
 from billing_site.api.views import ServiceViewSet
+from catalog.api.filters import CustomerRefFilter
 from subscriptions import selectors, services
 from subscriptions.api.serializers import (
     SubscriptionCreateSerializer,

@@ -7,7 +7,7 @@ from django.core.exceptions import ImproperlyConfigured
 
 from billing_site.ids import new_public_id
 from billing_site.money import from_minor_units, is_currency, round_money, to_minor_units
-from billing_site.settings import env_bool, env_int, env_list
+from billing_site.settings import env_bool, env_int, env_list, env_str
 
 
 @pytest.mark.parametrize(
@@ -60,6 +60,16 @@ def test_env_helpers(monkeypatch):
     assert env_bool("X_UNSET", True) is True
     assert env_int("X_INT", 0) == 42
     assert env_list("X_LIST", []) == ["a", "b", "c"]
+
+
+@pytest.mark.parametrize("blank", ["", "  "])
+def test_a_blank_variable_means_the_default(monkeypatch, blank):
+    monkeypatch.setenv("X_BLANK", blank)
+
+    assert env_str("X_BLANK", "sqlite:///default") == "sqlite:///default"
+    assert env_bool("X_BLANK", True) is True
+    assert env_int("X_BLANK", 7) == 7
+    assert env_list("X_BLANK", ["localhost"]) == ["localhost"]
 
 
 @pytest.mark.parametrize(("helper", "value"), [(env_bool, "maybe"), (env_int, "4x")])

@@ -286,6 +286,10 @@ def test_invoices_filter_by_customer_id_or_external_id_within_the_project(
     subscribe(customer, hybrid, starts_at=FEB_1)
     namesake = CustomerFactory(project=other_project, external_id=customer.external_id)
     subscribe(namesake, make_plan(other_project, base_fee="10"), starts_at=FEB_1)
+    # Another customer whose external_id is the first one's ID: the ID wins, as in the routes.
+    subscribe(
+        CustomerFactory(project=customer.project, external_id=customer.public_id), hybrid, starts_at=FEB_1
+    )
     billing_close(as_of=FEB_1)
 
     by_id = api.get(f"/v1/invoices?customer={customer.public_id}").json()["results"]
