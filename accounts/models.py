@@ -1,9 +1,9 @@
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator, RegexValidator
+from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 
 from billing_site.ids import PublicIdField
-from billing_site.validators import validate_currency, validate_timezone
+from billing_site.validators import PatternValidator, validate_currency, validate_timezone
 
 
 class Scope(models.TextChoices):
@@ -35,6 +35,9 @@ class PaymentProcessor(models.TextChoices):
     MANUAL = "manual", "Manual (own processor)"
 
 
+MAX_PAYMENT_TERMS_DAYS = 365
+
+
 class Project(models.Model):
     """The tenant. Every other row belongs to exactly one project; no query crosses projects."""
 
@@ -63,11 +66,13 @@ class Project(models.Model):
         validators=[MaxValueValidator(24 * 31)],
         help_text="How long after a period ends late usage may still land on its invoice.",
     )
-    payment_terms_days = models.PositiveIntegerField(default=30, validators=[MaxValueValidator(365)])
+    payment_terms_days = models.PositiveIntegerField(
+        default=30, validators=[MaxValueValidator(MAX_PAYMENT_TERMS_DAYS)]
+    )
     invoice_number_prefix = models.CharField(
         max_length=20,
         default="INV",
-        validators=[RegexValidator(r"^[A-Z0-9][A-Z0-9-]*$", "Capital letters, digits and dashes.")],
+        validators=[PatternValidator(r"^[A-Z0-9][A-Z0-9-]*$", "Capital letters, digits and dashes.")],
     )
 
     sender_name = models.CharField(max_length=200, blank=True)
@@ -78,7 +83,7 @@ class Project(models.Model):
     accent_color = models.CharField(
         max_length=7,
         default="#1f6feb",
-        validators=[RegexValidator(r"^#[0-9a-fA-F]{6}$", "A colour like #1f6feb.")],
+        validators=[PatternValidator(r"^#[0-9a-fA-F]{6}$", "A colour like #1f6feb.")],
     )
     footer_text = models.TextField(blank=True)
     invoice_template = models.TextField(blank=True, help_text="Optional HTML template override.")

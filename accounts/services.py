@@ -8,7 +8,7 @@ from django.utils import timezone
 
 from accounts.models import ALL_SCOPES, ApiKey, AuditLogEntry, Membership, Project, Role
 from accounts.selectors import hash_secret
-from billing_site.errors import InvalidInput
+from billing_site.errors import InvalidInput, Unprocessable
 from billing_site.validators import check, validate_currency, validate_timezone
 
 Actor = AbstractBaseUser | ApiKey | None
@@ -111,7 +111,7 @@ def api_key_create(*, project: Project, name: str, scopes: list[str], actor: Act
     if not scopes:
         raise InvalidInput("A key needs at least one scope.", code="invalid_scope", param="scopes")
     if isinstance(actor, ApiKey) and not set(scopes) <= set(actor.scopes):
-        raise InvalidInput(
+        raise Unprocessable(
             "A key can only grant scopes it holds itself.", code="scope_not_held", param="scopes"
         )
     secret = "bk_" + secrets.token_urlsafe(32)

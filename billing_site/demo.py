@@ -92,7 +92,7 @@ def _demo_catalog(project: Project) -> None:
             project=project,
             external_id=external_id,
             name=name,
-            email=f"billing@{external_id}.example",
+            email=f"billing@{name.split()[0].lower()}.example",
             actor=None,
         )
         subscription_create(project=project, customer=customer, plan=plan, starts_at=month_start, actor=None)

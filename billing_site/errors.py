@@ -29,7 +29,16 @@ class DomainError(Exception):
 
 
 class InvalidInput(DomainError):
-    """The request is well-formed but a value is not acceptable (400)."""
+    """A value does not have the shape the API documents (400): a wrong type, format, length or
+    choice. The OpenAPI schema states every such rule, so a request it allows never gets this."""
+
+
+class Unprocessable(DomainError):
+    """The request has the documented shape but cannot be carried out (422): it names an object
+    that does not exist or cannot be used, breaks a rule between fields, or a limit no schema can
+    state (docs/api.md, "400 or 422")."""
+
+    status = 422
 
 
 class NotFound(DomainError):

@@ -1,9 +1,10 @@
 """The API gateway: what every `/v1/` request goes through before and after its view.
 
-In order: the body is decoded (gzip) and capped; the API key is looked up once; the key's rate
-limit is counted (outside any transaction, so a counter row is never held locked for the length
-of a request); and for POST/PATCH with an `Idempotency-Key`, the key is claimed and the view runs
-in one transaction with the storing of its response.
+In order: a chunked body is read in full (any path); text that cannot be stored (NUL) is refused
+in the path and query; the body is decoded (gzip) and capped; the API key is looked up once; the
+key's rate limit is counted (outside any transaction, so a counter row is never held locked for
+the length of a request); and for POST/PATCH with an `Idempotency-Key` to a route that takes the
+method, the key is claimed and the view runs in one transaction with the storing of its response.
 """
 
 import io
@@ -12,7 +13,7 @@ import zlib
 from django.conf import settings
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.urls import Resolver404, resolve
+from django.urls import Resolver404, ResolverMatch, resolve
 from rest_framework.exceptions import AuthenticationFailed
 
 from billing_site import idempotency
@@ -29,9 +30,12 @@ class ApiGatewayMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        problem = _read_chunked_body(request)
+        if problem is not None:
+            return problem
         if not request.path_info.startswith("/v1/"):
             return self.get_response(request)
-        problem = _decode_body(request)
+        problem = _refuse_nul(request) or _decode_body(request)
         if problem is not None:
             return problem
         try:
@@ -51,7 +55,7 @@ class ApiGatewayMiddleware:
                 headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
             )
         key = request.headers.get("Idempotency-Key")
-        if key is not None and request.method in IDEMPOTENT_METHODS:
+        if key is not None and request.method in IDEMPOTENT_METHODS and _route_takes_method(request):
             response = self._idempotent(request, api_key.project, key)
         else:
             response = self.get_response(request)
@@ -101,11 +105,70 @@ class ApiGatewayMiddleware:
         return response
 
 
+def _route(request: HttpRequest) -> ResolverMatch | None:
+    """The request's route, resolved once for the gateway (None for an unknown path)."""
+    if not hasattr(request, "_gateway_route"):
+        try:
+            request._gateway_route = resolve(request.path_info)
+        except Resolver404:
+            request._gateway_route = None
+    return request._gateway_route
+
+
 def _view_class(request: HttpRequest) -> type | None:
-    try:
-        return getattr(resolve(request.path_info).func, "cls", None)
-    except Resolver404:
+    route = _route(request)
+    return getattr(route.func, "cls", None) if route is not None else None
+
+
+def _route_takes_method(request: HttpRequest) -> bool:
+    """Whether the route has a handler for the method. Only then is an Idempotency-Key claimed: a
+    PATCH to a POST-only route is 405 whatever key it carries."""
+    route = _route(request)
+    if route is None:
+        return False
+    method = request.method.lower()
+    actions = getattr(route.func, "actions", None)  # a viewset route: method → action
+    if actions is not None:
+        return method in actions
+    view_class = getattr(route.func, "cls", None)
+    return view_class is not None and method in view_class.http_method_names and hasattr(view_class, method)
+
+
+def _read_chunked_body(request: HttpRequest) -> HttpResponse | None:
+    """Read a body sent with `Transfer-Encoding: chunked` (no Content-Length), so it is never
+    taken for an empty one: Django reads exactly Content-Length bytes, which is none.
+
+    A server that decodes chunked bodies says so with `wsgi.input_terminated` (gunicorn does):
+    the input then ends where the body ends. Without it, the body cannot be read safely and the
+    request is refused with 411, asking for a Content-Length.
+    """
+    if "chunked" not in request.META.get("HTTP_TRANSFER_ENCODING", "").lower():
         return None
+    if not request.META.get("wsgi.input_terminated"):
+        return error_response(
+            411,
+            "length_required",
+            "This server cannot read a chunked body here; send the body with a Content-Length.",
+        )
+    limit = settings.API_MAX_BODY_BYTES
+    body = request.META["wsgi.input"].read(limit + 1)
+    if len(body) > limit:
+        return error_response(
+            413, "request_too_large", f"The request body is larger than {limit} bytes (after decompression)."
+        )
+    request._body = body
+    request._stream = io.BytesIO(body)
+    request.META["CONTENT_LENGTH"] = str(len(body))
+    return None
+
+
+def _refuse_nul(request: HttpRequest) -> HttpResponse | None:
+    """NUL can be sent percent-encoded (%00) but not stored or searched for: refused in the path
+    and the query string of every API request."""
+    query = request.GET.lists()
+    if "\x00" in request.path or any("\x00" in key + "".join(values) for key, values in query):
+        return error_response(400, "invalid_characters", "The path or query contains a NUL (%00) character.")
+    return None
 
 
 def _rate_limit_scope(request: HttpRequest) -> str:

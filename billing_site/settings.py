@@ -224,6 +224,9 @@ SPECTACULAR_SETTINGS = {
         "POST and PATCH accept an `Idempotency-Key` header."
     ),
     "VERSION": "1",
+    # 3.1: its schemas are JSON Schema 2020-12, the dialect JSON-valued fields are validated with
+    # (billing_site.api.fields.SchemaJSONField), so the document and the validation are one.
+    "OAS_VERSION": "3.1.0",
     "SERVE_INCLUDE_SCHEMA": False,
     "SWAGGER_UI_DIST": "SIDECAR",
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",

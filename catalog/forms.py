@@ -5,7 +5,7 @@ from typing import Any
 from django import forms
 from django.core.exceptions import ValidationError
 
-from billing_site.errors import InvalidInput
+from billing_site.errors import DomainError
 from billing_site.money import decimal_string
 from catalog.models import MAX_CONTRACT_BYTES, Contract
 from catalog.pricing import PRICING_FIELDS, clean_pricing
@@ -86,7 +86,7 @@ class PricedItemForm(forms.ModelForm):
         item = {name: cleaned.get(name) for name in PRICING_FIELDS if name in cleaned}
         try:
             normalized = clean_pricing(item)
-        except InvalidInput as exc:
+        except DomainError as exc:
             field = field_of(exc.param)
             error = ValidationError(exc.message, code=exc.code)
             raise ValidationError({field if field in self.fields else None: error}) from None

@@ -1,7 +1,7 @@
 from decimal import Decimal
 
 from django.conf import settings
-from django.core.validators import FileExtensionValidator, MinValueValidator
+from django.core.validators import FileExtensionValidator, MaxValueValidator, MinValueValidator
 from django.db import models
 
 from accounts.models import InvoiceDelivery, Project
@@ -9,6 +9,11 @@ from billing_site.ids import PublicIdField
 from billing_site.validators import validate_currency, validate_timezone
 from catalog.pricing import PRICE_DIGITS, PRICE_PLACES, FeeTiming, PricedItem
 from meters.models import code_validator
+
+# Bounds on a plan's cadence and trial (Stripe's are similar): beyond them, period arithmetic would
+# leave the supported date range (billing_site.moments) for no plan anyone sells.
+MAX_INTERVAL_COUNT = 365
+MAX_TRIAL_DAYS = 730
 
 
 class Interval(models.TextChoices):
@@ -64,8 +69,10 @@ class Plan(models.Model):
     description = models.TextField(blank=True)
     currency = models.CharField(max_length=3, validators=[validate_currency])
     interval = models.CharField(max_length=10, choices=Interval.choices, default=Interval.MONTH)
-    interval_count = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
-    trial_days = models.PositiveIntegerField(default=0)
+    interval_count = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_INTERVAL_COUNT)]
+    )
+    trial_days = models.PositiveIntegerField(default=0, validators=[MaxValueValidator(MAX_TRIAL_DAYS)])
     bill_usage_during_trial = models.BooleanField(
         default=True, help_text="Usage during a trial is billed unless this is off."
     )
@@ -171,7 +178,9 @@ class Contract(models.Model):
 
     currency = models.CharField(max_length=3, validators=[validate_currency])
     interval = models.CharField(max_length=10, choices=Interval.choices, default=Interval.MONTH)
-    interval_count = models.PositiveIntegerField(default=1, validators=[MinValueValidator(1)])
+    interval_count = models.PositiveIntegerField(
+        default=1, validators=[MinValueValidator(1), MaxValueValidator(MAX_INTERVAL_COUNT)]
+    )
     billing_anchor = models.CharField(
         max_length=12, choices=BillingAnchor.choices, default=BillingAnchor.CALENDAR
     )

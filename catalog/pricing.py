@@ -8,16 +8,17 @@ Tiers are a list of {"up_to", "unit_price", "flat_fee"} with decimal strings. `u
 the last tier is open-ended (`up_to: null`), so tiers are contiguous by construction.
 """
 
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 from django.db import models
 
-from billing_site.errors import InvalidInput
-from billing_site.money import decimal_string
+from billing_site.errors import InvalidInput, Unprocessable
+from billing_site.money import DecimalError, decimal_from_json, decimal_string
 
 PRICE_DIGITS = 28
 PRICE_PLACES = 12
+PERCENTAGE_PLACES = 6
 MAX_PERCENTAGE = Decimal(100)
 
 
@@ -77,7 +78,9 @@ class PricedItem(models.Model):
     package_rounding = models.CharField(
         max_length=4, choices=PackageRounding.choices, default=PackageRounding.UP
     )
-    percentage_rate = models.DecimalField(max_digits=9, decimal_places=6, null=True, blank=True)
+    percentage_rate = models.DecimalField(
+        max_digits=9, decimal_places=PERCENTAGE_PLACES, null=True, blank=True
+    )
     fixed_fee_per_event = _price_field(null=True, blank=True)
     min_fee_per_event = _price_field(null=True, blank=True)
     max_fee_per_event = _price_field(null=True, blank=True)
@@ -109,27 +112,20 @@ PRICING_FIELDS = [
 ]
 
 
-def to_decimal(value: Any, *, param: str, allow_none: bool = False) -> Decimal | None:
-    """A JSON number or decimal string as an exact Decimal with at most 12 places."""
+def to_decimal(
+    value: Any, *, param: str, allow_none: bool = False, places: int = PRICE_PLACES, signed: bool = True
+) -> Decimal | None:
+    """A JSON number or decimal string as an exact Decimal (billing_site.money.decimal_from_json)."""
     if value is None or value == "":
         if allow_none:
             return None
         raise InvalidInput("A number is required.", code="required", param=param)
-    if isinstance(value, bool) or not isinstance(value, int | str | Decimal | float):
-        raise InvalidInput("Must be a number or a decimal string.", code="invalid_decimal", param=param)
     try:
-        number = Decimal(str(value))
-    except InvalidOperation:
-        raise InvalidInput(f"{value!r} is not a number.", code="invalid_decimal", param=param) from None
-    if not number.is_finite():
-        raise InvalidInput("Must be a finite number.", code="invalid_decimal", param=param)
-    if -number.as_tuple().exponent > PRICE_PLACES:
-        raise InvalidInput(
-            f"At most {PRICE_PLACES} decimal places.", code="too_many_decimal_places", param=param
+        return decimal_from_json(
+            value, integer_digits=PRICE_DIGITS - PRICE_PLACES, places=places, signed=signed
         )
-    if number.adjusted() >= PRICE_DIGITS - PRICE_PLACES:
-        raise InvalidInput("Number too large.", code="number_too_large", param=param)
-    return number
+    except DecimalError as error:
+        raise InvalidInput(error.message, code=error.code, param=param) from None
 
 
 def _non_negative(value: Decimal | None, *, param: str) -> None:
@@ -139,7 +135,7 @@ def _non_negative(value: Decimal | None, *, param: str) -> None:
 
 def clean_tiers(raw: Any, *, param: str = "tiers") -> list[dict[str, str | None]]:
     if not isinstance(raw, list) or not raw:
-        raise InvalidInput("This pricing model needs at least one tier.", code="tiers_required", param=param)
+        raise Unprocessable("This pricing model needs at least one tier.", code="tiers_required", param=param)
     cleaned: list[dict[str, str | None]] = []
     previous: Decimal | None = Decimal(0)
     for index, tier in enumerate(raw):
@@ -152,14 +148,14 @@ def clean_tiers(raw: Any, *, param: str = "tiers") -> list[dict[str, str | None]
                 f"Unknown tier field(s): {', '.join(sorted(unknown))}.", code="unknown_field", param=at
             )
         if previous is None:
-            raise InvalidInput(
+            raise Unprocessable(
                 "Only the last tier may be open-ended (up_to: null); tiers must be contiguous.",
                 code="tiers_not_contiguous",
                 param=f"{param}[{index - 1}].up_to",
             )
         up_to = to_decimal(tier.get("up_to"), param=f"{at}.up_to", allow_none=True)
         if up_to is not None and up_to <= previous:
-            raise InvalidInput(
+            raise Unprocessable(
                 "Tier bounds must be strictly ascending and above zero.",
                 code="tiers_not_ascending",
                 param=f"{at}.up_to",
@@ -177,7 +173,7 @@ def clean_tiers(raw: Any, *, param: str = "tiers") -> list[dict[str, str | None]
         )
         previous = up_to
     if previous is not None:
-        raise InvalidInput(
+        raise Unprocessable(
             "The last tier must be open-ended (up_to: null).",
             code="last_tier_not_open_ended",
             param=f"{param}[{len(raw) - 1}].up_to",
@@ -222,26 +218,27 @@ def clean_pricing(item: dict[str, Any], *, param: str = "") -> dict[str, Any]:
         "min_fee_per_event",
         "max_fee_per_event",
     ):
-        cleaned[name] = to_decimal(item.get(name), param=at(name), allow_none=True)
+        places = PERCENTAGE_PLACES if name == "percentage_rate" else PRICE_PLACES
+        cleaned[name] = to_decimal(item.get(name), param=at(name), allow_none=True, places=places)
         _non_negative(cleaned[name], param=at(name))
 
     if kind == ChargeKind.FIXED:
         if item.get("meter") is not None:
-            raise InvalidInput("A fixed fee has no meter.", code="meter_not_allowed", param=at("meter"))
+            raise Unprocessable("A fixed fee has no meter.", code="meter_not_allowed", param=at("meter"))
         cleaned.update(pricing_model=PricingModel.PER_UNIT, tiers=[])
         return cleaned
 
     if item.get("meter") is None:
-        raise InvalidInput("A usage charge needs a meter.", code="meter_required", param=at("meter"))
+        raise Unprocessable("A usage charge needs a meter.", code="meter_required", param=at("meter"))
     cleaned["timing"] = FeeTiming.IN_ARREARS  # usage is only known once the period is over
     if model in TIERED_MODELS:
         cleaned["tiers"] = clean_tiers(item.get("tiers"), param=at("tiers"))
     elif item.get("tiers"):
-        raise InvalidInput(f"{model} pricing takes no tiers.", code="tiers_not_allowed", param=at("tiers"))
+        raise Unprocessable(f"{model} pricing takes no tiers.", code="tiers_not_allowed", param=at("tiers"))
     else:
         cleaned["tiers"] = []
     if model == PricingModel.PACKAGE and (cleaned["package_size"] is None or cleaned["package_size"] <= 0):
-        raise InvalidInput(
+        raise Unprocessable(
             "A package size must be a positive number of units.",
             code="package_size_not_positive",
             param=at("package_size"),
@@ -249,20 +246,20 @@ def clean_pricing(item: dict[str, Any], *, param: str = "") -> dict[str, Any]:
     if model == PricingModel.PERCENTAGE:
         rate = cleaned["percentage_rate"]
         if rate is None or not 0 <= rate <= MAX_PERCENTAGE:
-            raise InvalidInput(
+            raise Unprocessable(
                 "A percentage rate must be between 0 and 100.",
                 code="percentage_out_of_range",
                 param=at("percentage_rate"),
             )
         if cleaned["free_units"] != cleaned["free_units"].to_integral_value():
-            raise InvalidInput(
+            raise Unprocessable(
                 "For percentage pricing, free units are a whole number of free events.",
                 code="free_units_not_integer",
                 param=at("free_units"),
             )
         low, high = cleaned["min_fee_per_event"], cleaned["max_fee_per_event"]
         if low is not None and high is not None and low > high:
-            raise InvalidInput(
+            raise Unprocessable(
                 "The per-event minimum exceeds the maximum.",
                 code="min_above_max",
                 param=at("min_fee_per_event"),

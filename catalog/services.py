@@ -3,16 +3,26 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from babel import Locale
+from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max, ProtectedError
 from django.utils import timezone
 
 from accounts.models import ApiKey, InvoiceDelivery, Project
 from accounts.services import Actor, audit_record
-from billing_site.errors import Conflict, InvalidInput, InvalidState
-from billing_site.validators import check, validate_currency, validate_timezone
-from catalog.models import Charge, Contract, ContractStatus, Customer, Interval, Plan, Product
+from billing_site.errors import Conflict, InvalidInput, InvalidState, Unprocessable
+from billing_site.validators import check, countries, validate_currency, validate_timezone
+from catalog.models import (
+    MAX_INTERVAL_COUNT,
+    MAX_TRIAL_DAYS,
+    Charge,
+    Contract,
+    ContractStatus,
+    Customer,
+    Interval,
+    Plan,
+    Product,
+)
 from catalog.pricing import PRICING_FIELDS, FeeTiming, clean_pricing, to_decimal
 from catalog.selectors import plan_in_use
 from meters.models import Meter
@@ -117,7 +127,7 @@ def _resolve_meter(project: Project, value: Any, *, param: str) -> Meter | None:
         Meter.objects.filter(project=project).filter(models.Q(code=value) | models.Q(public_id=value)).first()
     )
     if meter is None:
-        raise InvalidInput(f"No meter '{value}' in this project.", code="unknown_meter", param=param)
+        raise Unprocessable(f"No meter '{value}' in this project.", code="unknown_meter", param=param)
     return meter
 
 
@@ -147,11 +157,23 @@ def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, An
             code="invalid_interval",
             param="interval",
         )
-    if "interval_count" in fields and (
-        not isinstance(fields["interval_count"], int) or fields["interval_count"] < 1
+    count = fields.get("interval_count", 1)
+    if isinstance(count, bool) or not isinstance(count, int) or not 1 <= count <= MAX_INTERVAL_COUNT:
+        raise InvalidInput(
+            f"interval_count is a whole number from 1 to {MAX_INTERVAL_COUNT}.",
+            code="invalid_interval",
+            param="interval_count",
+        )
+    trial_days = fields.get("trial_days", 0)
+    if (
+        isinstance(trial_days, bool)
+        or not isinstance(trial_days, int)
+        or not 0 <= trial_days <= MAX_TRIAL_DAYS
     ):
         raise InvalidInput(
-            "interval_count is a whole number of at least 1.", code="invalid_interval", param="interval_count"
+            f"trial_days is a whole number from 0 to {MAX_TRIAL_DAYS}.",
+            code="invalid_trial",
+            param="trial_days",
         )
     if "base_fee" in fields:
         cleaned["base_fee"] = to_decimal(fields["base_fee"], param="base_fee")
@@ -169,7 +191,7 @@ def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, An
         cleaned["charges"] = clean_charges(project, fields["charges"])
         meters = [c["meter"].pk for c in cleaned["charges"] if c["meter"] is not None]
         if len(meters) != len(set(meters)):
-            raise InvalidInput("A plan prices each meter once.", code="duplicate_meter", param="charges")
+            raise Unprocessable("A plan prices each meter once.", code="duplicate_meter", param="charges")
     return cleaned
 
 
@@ -205,6 +227,7 @@ def plan_create(
             "currency": currency or project.currency,
             "interval": interval,
             "interval_count": interval_count,
+            "trial_days": trial_days,
             "base_fee": base_fee,
             "base_fee_timing": base_fee_timing,
             "entitlements": entitlements or {},
@@ -220,7 +243,6 @@ def plan_create(
                 code=code,
                 name=name,
                 description=description,
-                trial_days=trial_days,
                 bill_usage_during_trial=bill_usage_during_trial,
                 is_private=is_private,
                 **fields,
@@ -246,7 +268,7 @@ def plan_update(*, plan: Plan, changes: dict[str, Any], actor: Actor) -> Plan:
     if unknown:
         raise InvalidInput(f"Unknown field(s): {', '.join(sorted(unknown))}.", code="unknown_field")
     if plan.archived_at is not None:
-        raise InvalidInput("An archived plan cannot change.", code="plan_archived")
+        raise Unprocessable("An archived plan cannot change.", code="plan_archived")
     if Plan.objects.filter(previous_version=plan).exists():
         raise Conflict(
             "This is not the latest version of the plan; change the latest.", code="plan_superseded"
@@ -348,16 +370,14 @@ def _clean_address(raw: Any) -> dict[str, str]:
             code="unknown_field",
             param="billing_address",
         )
-    address = {name: str(raw[name]).strip() for name in ADDRESS_FIELDS if raw.get(name)}
+    address = {name: str(raw[name]) for name in ADDRESS_FIELDS if raw.get(name)}
     country = address.get("country")
-    if country is not None:
-        if country.upper() not in Locale("en").territories or not country.isalpha() or len(country) != 2:
-            raise InvalidInput(
-                f"'{country}' is not an ISO 3166 country code (e.g. US, DE).",
-                code="invalid_country",
-                param="billing_address.country",
-            )
-        address["country"] = country.upper()
+    if country is not None and country not in countries():
+        raise InvalidInput(
+            f"'{country}' is not an ISO 3166 country code, upper case (e.g. US, DE).",
+            code="invalid_country",
+            param="billing_address.country",
+        )
     return address
 
 
@@ -377,8 +397,10 @@ def _clean_customer_fields(fields: dict[str, Any]) -> dict[str, Any]:
         )
     if "metadata" in fields and not isinstance(fields["metadata"], dict):
         raise InvalidInput("Metadata is an object.", code="invalid_metadata", param="metadata")
-    if "external_id" in fields and not str(fields["external_id"] or "").strip():
+    if "external_id" in fields and not fields["external_id"]:
         raise InvalidInput("external_id cannot be empty.", code="blank", param="external_id")
+    if fields.get("email"):
+        check(validate_email, fields["email"], param="email")
     return cleaned
 
 

@@ -20,7 +20,7 @@ from django.utils import timezone
 
 from accounts.models import ApiKey
 from accounts.services import Actor, audit_record
-from billing_site.errors import InvalidInput, InvalidState
+from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import round_money
 from catalog.pricing import to_decimal
 from invoicing.models import (
@@ -92,7 +92,7 @@ def _refuse(invoice: Invoice, requested: str, message: str) -> InvalidState:
 def _reason(reason: str | None) -> str:
     reason = (reason or "").strip()
     if not reason:
-        raise InvalidInput(
+        raise Unprocessable(
             "Give a reason; it is kept with the invoice.", code="reason_required", param="reason"
         )
     if len(reason) > MAX_REASON:
@@ -202,7 +202,7 @@ def invoice_add_adjustment(
     reason = _reason(reason)
     description = (description or "").strip()
     if not description:
-        raise InvalidInput(
+        raise Unprocessable(
             "Describe the line as the customer will read it.", code="required", param="description"
         )
     with transaction.atomic():
@@ -220,7 +220,7 @@ def invoice_add_adjustment(
                 param="amount",
             )
         if rounded == 0:
-            raise InvalidInput(
+            raise Unprocessable(
                 "An adjustment of nothing changes nothing.", code="zero_amount", param="amount"
             )
         line = InvoiceLine.objects.create(
@@ -281,9 +281,9 @@ def credit_note_create(
         amount = sum((item["amount"] for item in items), Decimal(0))
         already = invoice.credit_notes.aggregate(total=Sum("amount"))["total"] or Decimal(0)
         if amount <= 0:
-            raise InvalidInput("Nothing is left to credit on this invoice.", code="nothing_to_credit")
+            raise Unprocessable("Nothing is left to credit on this invoice.", code="nothing_to_credit")
         if already + amount > invoice.total:
-            raise InvalidInput(
+            raise Unprocessable(
                 f"This would credit {already + amount} of a {invoice.total} invoice.",
                 code="credit_exceeds_total",
             )
@@ -339,7 +339,7 @@ def _credit_items(
     invoice: Invoice, lines, amount: Decimal | None, credited_by_line: dict[int, Decimal]
 ) -> list[dict[str, Any]]:
     if lines and amount is not None:
-        raise InvalidInput("Give lines or an amount, not both.", code="lines_or_amount", param="amount")
+        raise Unprocessable("Give lines or an amount, not both.", code="lines_or_amount", param="amount")
     if not lines:
         description = f"Credit for invoice {invoice.number}"
         if amount is None:
@@ -352,13 +352,13 @@ def _credit_items(
     for index, item in enumerate(lines):
         line: InvoiceLine = item["line"]
         if line.invoice_id != invoice.pk:
-            raise InvalidInput(
+            raise Unprocessable(
                 "This line is not on the invoice.", code="unknown_line", param=f"lines[{index}].line"
             )
         amount = _credit_amount(invoice, item.get("amount", line.amount), f"lines[{index}].amount")
         left = line.amount - credited_by_line.get(line.pk, Decimal(0))
         if amount > left:
-            raise InvalidInput(
+            raise Unprocessable(
                 f"Only {left} of this line is left to credit.",
                 code="credit_exceeds_line",
                 param=f"lines[{index}].amount",

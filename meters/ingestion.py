@@ -8,12 +8,13 @@ customers and meters for the whole batch afterwards.
 import json
 import re
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import datetime, timedelta
 from decimal import ROUND_HALF_EVEN, Context, Decimal
 from typing import Any
 
 import orjson
 
+from billing_site.moments import MomentError, moment_parse
 from meters.models import VALUE_DIGITS, VALUE_PLACES
 
 MAX_EVENTS = 1000
@@ -30,7 +31,25 @@ _WIDE = Context(prec=VALUE_DIGITS + 10, rounding=ROUND_HALF_EVEN)
 
 METER_FIELDS = ("meter", "event_name")
 VALUE_FIELDS = ("value", "units", "quantity")
-_DECIMAL_STRING = re.compile(r"[+-]?(?:\d+\.?\d*|\.\d+)(?:[eE][+-]?\d+)?")
+# A value as a decimal string; its digits are then checked against VALUE_DIGITS and VALUE_PLACES.
+VALUE_TEXT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
+_DECIMAL_STRING = re.compile(VALUE_TEXT_PATTERN)
+
+# What a rejection says about the request, when it decides the status of one that stored nothing:
+# the event does not have the documented shape (400), or it has, and cannot be taken (422: it
+# depends on the meter, the project's settings, the clock, or a limit the schema cannot state).
+SEMANTIC_REJECTIONS = frozenset(
+    {
+        "value_out_of_range",
+        "timestamp_in_future",
+        "properties_too_large",
+        "idempotency_key_required",
+        "missing_meter",
+        "ambiguous_meter",
+        "value_not_integer",
+        "negative_value",
+    }
+)
 EMPTY_PROPERTIES = "{}"
 
 
@@ -73,8 +92,9 @@ def parse_json(body: bytes) -> Any:
     return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
-def events_from_body(body: bytes) -> list[Any]:
-    """The raw events of a request body: one event object, a list, or {"events": [...]}."""
+def events_from_body(body: bytes) -> tuple[list[Any], bool]:
+    """The raw events of a request body (one event object, a list, or {"events": [...]}), and
+    whether it was the one event object."""
     try:
         data = parse_json(body)
     except (ValueError, RecursionError):  # invalid JSON or UTF-8, NaN/Infinity, absurd nesting
@@ -82,11 +102,14 @@ def events_from_body(body: bytes) -> list[Any]:
             400, "invalid_json", "The body is not valid JSON (UTF-8, without NaN or Infinity)."
         ) from None
     if isinstance(data, dict) and "events" in data:
+        others = sorted(set(data) - {"events"})
+        if others:
+            raise BodyError(400, "unknown_field", f"Unknown field '{others[0]}' beside events.")
         data = data["events"]
         if not isinstance(data, list):
             raise BodyError(400, "invalid_body", '"events" must be a list of events.')
     elif isinstance(data, dict):
-        data = [data]
+        return [data], True
     elif not isinstance(data, list):
         raise BodyError(400, "invalid_body", 'Send an event object, a list of events, or {"events": [...]}.')
     if not data:
@@ -95,7 +118,7 @@ def events_from_body(body: bytes) -> list[Any]:
         raise BodyError(
             413, "too_many_events", f"At most {MAX_EVENTS} events per request; this one has {len(data)}."
         )
-    return data
+    return data, False
 
 
 @dataclass(slots=True)
@@ -185,32 +208,43 @@ def _properties_too_deep(value: Any, depth: int) -> bool:
     return depth > MAX_PROPERTIES_DEPTH or any(_properties_too_deep(child, depth + 1) for child in children)
 
 
-def serialize_properties(raw: Any) -> str | None:
-    """The properties as stored JSON, or None when they are not acceptable."""
-    if raw is None:
-        return EMPTY_PROPERTIES
-    if type(raw) is not dict:
-        return None
+# What serialize_properties answers instead of the JSON text when it cannot store the properties.
+UNSTORABLE = "unstorable"  # NUL or a lone surrogate in a key or a value
+TOO_LARGE = "too_large"  # nested too deep, or too many bytes
+
+
+def serialize_properties(raw: dict | None) -> str:
+    """The properties (an object, or None for none) as stored JSON, or UNSTORABLE or TOO_LARGE."""
     if not raw:
         return EMPTY_PROPERTIES
     for item in raw.values():
         if type(item) in (dict, list) and _properties_too_deep(item, 2):
-            return None
+            return TOO_LARGE
     try:
         text = orjson.dumps(raw)
     except (orjson.JSONEncodeError, TypeError):  # lone surrogates; only JSON types come from a body
-        return None
+        return UNSTORABLE
     # orjson writes non-finite floats as null; the parsers above never produce them.
-    if len(text) > MAX_PROPERTIES_BYTES or b"\\u0000" in text:
-        return None
+    if b"\\u0000" in text:
+        return UNSTORABLE
+    if len(text) > MAX_PROPERTIES_BYTES:
+        return TOO_LARGE
     return text.decode()
 
 
-def _first_present(event: dict, names: tuple[str, ...]) -> tuple[str, Any]:
-    for name in names:
-        if name in event:
-            return name, event[name]
-    return names[0], None
+def _one_of(event: dict, names: tuple[str, ...], at: str, index: int) -> tuple[str, Any] | Rejection:
+    """The field given under one of its names (None when absent or null), or a rejection when
+    the event gives it twice: neither value may be dropped in silence."""
+    given = [name for name in names if event.get(name) is not None]
+    if len(given) > 1:
+        return Rejection(
+            index,
+            "conflicting_fields",
+            f"{' and '.join(given)} name the same field; send one.",
+            f"{at}.{given[1]}",
+        )
+    name = given[0] if given else names[0]
+    return name, event.get(name)
 
 
 def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> ParsedEvent | Rejection:
@@ -232,7 +266,10 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
             f"{at}.customer",
         )
 
-    meter_name, meter = _first_present(raw, METER_FIELDS)
+    named = _one_of(raw, METER_FIELDS, at, index)
+    if type(named) is Rejection:
+        return named
+    meter_name, meter = named
     if meter is not None and _text(meter, MAX_METER_LENGTH) is None:
         return Rejection(
             index,
@@ -241,7 +278,10 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
             f"{at}.{meter_name}",
         )
 
-    value_name, raw_value = _first_present(raw, VALUE_FIELDS)
+    named = _one_of(raw, VALUE_FIELDS, at, index)
+    if type(named) is Rejection:
+        return named
+    value_name, raw_value = named
     if raw_value is None:
         return Rejection(index, "missing_value", "value (or units, quantity) is required.", f"{at}.value")
     value, outcome = parse_value(raw_value)
@@ -258,14 +298,11 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
     if raw_timestamp is None:
         timestamp = now
     else:
-        timestamp = _parse_timestamp(raw_timestamp)
-        if timestamp is None:
-            return Rejection(
-                index,
-                "invalid_timestamp",
-                "timestamp must be an ISO 8601 date and time, e.g. 2024-07-15T11:30:00Z.",
-                f"{at}.timestamp",
-            )
+        try:
+            timestamp = moment_parse(raw_timestamp)
+        except MomentError as error:
+            code = "invalid_timestamp" if error.code == "invalid_datetime" else error.code
+            return Rejection(index, code, f"timestamp: {error.message}", f"{at}.timestamp")
         if timestamp > now + FUTURE_TOLERANCE:
             return Rejection(
                 index,
@@ -274,15 +311,19 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
                 f"{at}.timestamp",
             )
 
-    properties = serialize_properties(raw.get("properties"))
-    if properties is None:
-        return Rejection(
-            index,
-            "invalid_properties",
-            f"properties must be a JSON object nested at most {MAX_PROPERTIES_DEPTH} levels deep, "
-            f"at most {MAX_PROPERTIES_BYTES} bytes serialized, without NUL characters.",
-            f"{at}.properties",
+    raw_properties = raw.get("properties")
+    if raw_properties is not None and type(raw_properties) is not dict:
+        return Rejection(index, "invalid_properties", "properties must be a JSON object.", f"{at}.properties")
+    properties = serialize_properties(raw_properties)
+    if properties in (UNSTORABLE, TOO_LARGE):
+        message = (
+            "properties may not hold NUL or lone surrogate characters."
+            if properties is UNSTORABLE
+            else f"properties must be nested at most {MAX_PROPERTIES_DEPTH} levels deep and be at most "
+            f"{MAX_PROPERTIES_BYTES} bytes serialized."
         )
+        code = "invalid_properties" if properties is UNSTORABLE else "properties_too_large"
+        return Rejection(index, code, message, f"{at}.properties")
 
     key = raw.get("idempotency_key")
     if key is None:
@@ -313,13 +354,3 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
         properties=properties,
         idempotency_key=key,
     )
-
-
-def _parse_timestamp(raw: Any) -> datetime | None:
-    if type(raw) is not str or len(raw) > 64:
-        return None
-    try:
-        moment = datetime.fromisoformat(raw)
-        return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
-    except (ValueError, OverflowError):
-        return None

@@ -1,11 +1,11 @@
-from django.core.validators import RegexValidator
 from django.db import models
 from django.db.models import Q
 
 from accounts.models import Project
 from billing_site.ids import PublicIdField
+from billing_site.validators import PatternValidator
 
-code_validator = RegexValidator(
+code_validator = PatternValidator(
     r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,99}$",
     "Letters, digits and _ . : - (starting with a letter or digit).",
     "invalid_code",

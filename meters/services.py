@@ -11,7 +11,7 @@ from django_q.tasks import async_task
 
 from accounts.models import Project
 from accounts.services import Actor, audit_record
-from billing_site.errors import Conflict, InvalidInput
+from billing_site.errors import Conflict, InvalidInput, Unprocessable
 from billing_site.ids import new_public_ids
 from catalog.models import Customer
 from catalog.pricing import ChargeKind
@@ -31,13 +31,15 @@ AGGREGATION_FIELDS = frozenset({"aggregation", "property", "filters"})
 
 
 def _clean_property_name(value: Any, *, param: str) -> str:
-    if not isinstance(value, str) or not value.strip() or len(value) > MAX_PROPERTY_LENGTH:
+    """A property name as events carry it: any non-empty string (taken as is: " region" is a key of
+    its own) of at most MAX_PROPERTY_LENGTH characters."""
+    if not isinstance(value, str) or not value or len(value) > MAX_PROPERTY_LENGTH:
         raise InvalidInput(
             f"A property name is a non-empty string of at most {MAX_PROPERTY_LENGTH} characters.",
             code="invalid_property",
             param=param,
         )
-    return value.strip()
+    return value
 
 
 def _is_number(value: Any) -> bool:
@@ -115,7 +117,7 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
 
 def _check_property_needed(meter: Meter) -> None:
     if meter.aggregation == Aggregation.UNIQUE_COUNT and not meter.property:
-        raise InvalidInput(
+        raise Unprocessable(
             "unique_count counts distinct values of a property: name it.",
             code="property_required",
             param="property",
@@ -164,6 +166,17 @@ def meter_update(*, meter: Meter, changes: dict[str, Any], actor: Actor) -> Mete
     """Change a meter. What it aggregates (aggregation, property, filters) is fixed once usage has
     been recorded for it, because that usage may already be billed; create a new meter instead."""
     changes = _clean(changes)
+    try:
+        return _meter_update(meter, changes, actor=actor)
+    except IntegrityError:
+        raise Conflict(
+            f"A meter with code '{changes.get('code')}' already exists.",
+            code="meter_code_taken",
+            param="code",
+        ) from None
+
+
+def _meter_update(meter: Meter, changes: dict[str, Any], *, actor: Actor) -> Meter:
     with transaction.atomic():
         meter = Meter.objects.select_for_update().get(pk=meter.pk)
         changed = {name: value for name, value in changes.items() if getattr(meter, name) != value}

@@ -1,8 +1,9 @@
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Case, Q, Value, When
 from django.utils import timezone
 
-from accounts.models import Project
+from accounts.models import MAX_PAYMENT_TERMS_DAYS, Project
 from billing_site.ids import PublicIdField
 from catalog.models import BillingAnchor, Customer, Plan
 
@@ -62,7 +63,12 @@ class Subscription(models.Model):
     paused_at = models.DateTimeField(null=True, blank=True)
 
     external_reference = models.CharField(max_length=255, blank=True)
-    payment_terms_days = models.PositiveIntegerField(null=True, blank=True, help_text="Blank: the project's.")
+    payment_terms_days = models.PositiveIntegerField(
+        null=True,
+        blank=True,
+        validators=[MaxValueValidator(MAX_PAYMENT_TERMS_DAYS)],
+        help_text="Blank: the project's.",
+    )
     metadata = models.JSONField(default=dict, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -12,7 +12,8 @@ from django_q.tasks import async_task
 
 from accounts.models import Project
 from accounts.services import Actor, audit_record
-from billing_site.errors import Conflict, InvalidInput, InvalidState
+from billing_site.errors import Conflict, InvalidInput, InvalidState, Unprocessable
+from billing_site.moments import MomentError, moment_check
 from catalog.models import BillingAnchor, Customer, Plan
 from catalog.pricing import PRICING_FIELDS, to_decimal
 from catalog.services import clean_charges, plan_create, plan_update
@@ -44,15 +45,24 @@ def _local_days_later(moment: datetime, days: int, tz: str) -> datetime:
     return local.replace(tzinfo=zone).astimezone(moment.tzinfo)
 
 
+def _in_range(moment: datetime, *, param: str) -> datetime:
+    """The moment in UTC, if billing can handle it (billing_site.moments); the API checks first,
+    this guards the other callers (contracts accepted in the admin)."""
+    try:
+        return moment_check(moment)
+    except MomentError as error:
+        raise InvalidInput(error.message, code=error.code, param=param) from None
+
+
 def _check_plan_usable(plan: Plan, customer: Customer, *, param: str = "plan") -> None:
     if plan.archived_at is not None:
-        raise InvalidInput("This plan is archived.", code="plan_archived", param=param)
+        raise Unprocessable("This plan is archived.", code="plan_archived", param=param)
     if Plan.objects.filter(previous_version=plan).exists():
-        raise InvalidInput(
+        raise Unprocessable(
             "This plan has a newer version; subscribe to the latest.", code="plan_superseded", param=param
         )
     if plan.currency != customer.currency:
-        raise InvalidInput(
+        raise Unprocessable(
             f"The plan is priced in {plan.currency} but the customer is billed in {customer.currency}.",
             code="currency_mismatch",
             param=param,
@@ -95,9 +105,11 @@ def subscription_create(
     plan's `trial_days`, counted in local calendar days.
     """
     _check_plan_usable(plan, customer)
-    starts_at = starts_at or timezone.now()
+    starts_at = _in_range(starts_at or timezone.now(), param="starts_at")
+    if ends_at is not None:
+        ends_at = _in_range(ends_at, param="ends_at")
     if ends_at is not None and ends_at <= starts_at:
-        raise InvalidInput("ends_at must be after starts_at.", code="ends_before_start", param="ends_at")
+        raise Unprocessable("ends_at must be after starts_at.", code="ends_before_start", param="ends_at")
     trial_days = plan.trial_days if trial_days is None else trial_days
     if trial_days < 0:
         raise InvalidInput("trial_days cannot be negative.", code="min_value", param="trial_days")
@@ -263,7 +275,7 @@ def subscription_change_plan(
             raise _refuse(subscription, "plan_change", f"A {status} subscription cannot change plan.")
         _check_plan_usable(plan, subscription.customer)
         if plan.pk == subscription.plan_id and change_at == CHANGE_NOW:
-            raise InvalidInput("The subscription is already on this plan.", code="same_plan", param="plan")
+            raise Unprocessable("The subscription is already on this plan.", code="same_plan", param="plan")
         old_plan = subscription.plan
         if change_at == CHANGE_AT_PERIOD_END:
             at = subscription.current_period_end
@@ -326,7 +338,7 @@ def subscription_override_prices(
             None,
         )
         if slot is None and replacement["meter"] is not None:
-            raise InvalidInput(
+            raise Unprocessable(
                 "The plan has no charge for this meter.",
                 code="unknown_charge",
                 param=f"price_overrides.charges[{index}].meter",
@@ -381,9 +393,9 @@ def subscription_update_terms(
         if subscription.status in (Status.CANCELED, Status.ENDED):
             raise _refuse(subscription, "update", f"A {subscription.status} subscription cannot change.")
         if "ends_at" in changes:
-            ends_at = changes["ends_at"]
+            ends_at = changes["ends_at"] and _in_range(changes["ends_at"], param="ends_at")
             if ends_at is not None and ends_at <= max(timezone.now(), subscription.starts_at):
-                raise InvalidInput(
+                raise Unprocessable(
                     "ends_at must be in the future and after the start.",
                     code="ends_before_start",
                     param="ends_at",

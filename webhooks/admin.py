@@ -5,7 +5,7 @@ from django.utils.html import format_html
 
 from accounts.admin import OWNER_ONLY
 from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScopedAdmin, ReadOnlyAdminMixin
-from billing_site.errors import DomainError, InvalidInput
+from billing_site.errors import DomainError
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 from webhooks.signing import iso_timestamp
@@ -83,7 +83,7 @@ class WebhookEndpointForm(forms.ModelForm):
             return cleaned
         try:
             cleaned.update(services.webhook_endpoint_clean(project=project, fields=fields))
-        except InvalidInput as refused:
+        except DomainError as refused:
             field = (refused.param or "").split("[")[0]
             self.add_error(field if field in self.fields else None, refused.message)
         return cleaned

@@ -24,7 +24,7 @@ from django_q.tasks import async_task
 from accounts.models import Project
 from accounts.selectors import project_owners
 from accounts.services import Actor, audit_record
-from billing_site.errors import InvalidInput, InvalidState
+from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from webhooks import retries, selectors, signing, transport
 from webhooks.models import (
     Delivery,
@@ -119,7 +119,8 @@ def webhook_endpoint_clean(*, project: Project, fields: dict[str, Any]) -> dict[
         try:
             transport.url_check(url, allow_private=project.allow_private_webhook_urls)
         except transport.UrlRefused as refused:
-            raise InvalidInput(refused.message, code=refused.code, param="url") from None
+            # A string of the documented length that cannot be used as a destination: 422.
+            raise Unprocessable(refused.message, code=refused.code, param="url") from None
         cleaned["url"] = url
     if "description" in fields:
         cleaned["description"] = str(fields["description"] or "").strip()
@@ -137,9 +138,9 @@ def _clean_event_types(value: Any) -> list[str]:
         raise InvalidInput(
             f"At most {MAX_EVENT_TYPES} event types.", code="too_many_event_types", param="event_types"
         )
-    types = [item.strip() for item in value]
+    types = list(value)
     for index, event_type in enumerate(types):
-        if not EVENT_TYPE_PATTERN.match(event_type):
+        if not EVENT_TYPE_PATTERN.fullmatch(event_type):
             raise InvalidInput(
                 f"'{event_type}' is not an event type ('invoice.paid') or a family ('invoice.*').",
                 code="invalid_event_type",

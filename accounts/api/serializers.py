@@ -20,7 +20,10 @@ class ApiKeySerializer(serializers.ModelSerializer):
 class ApiKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     name = serializers.CharField(max_length=200)
     scopes = serializers.ListField(
-        child=serializers.ChoiceField(choices=ALL_SCOPES), allow_empty=False, default=lambda: list(ALL_SCOPES)
+        child=serializers.ChoiceField(choices=ALL_SCOPES),
+        allow_empty=False,
+        default=lambda: list(ALL_SCOPES),
+        help_text="Default: every scope. Only scopes the calling key holds can be granted (else 422).",
     )
 
 

@@ -30,8 +30,12 @@ ERROR_TYPES = {
     405: "invalid_request",
     406: "invalid_request",
     409: "conflict",
+    411: "invalid_request",
     413: "invalid_request",
+    414: "invalid_request",
     415: "invalid_request",
+    417: "invalid_request",
+    431: "invalid_request",
     422: "invalid_state",
     429: "rate_limit_error",
 }
@@ -56,9 +60,10 @@ def envelope(
     param: str | None = None,
     extra: dict[str, Any] | None = None,
     errors: list[dict[str, Any]] | None = None,
+    type: str | None = None,
 ) -> dict[str, Any]:
     error: dict[str, Any] = {
-        "type": ERROR_TYPES.get(status, "api_error"),
+        "type": type or ERROR_TYPES.get(status, "api_error"),
         "code": code,
         "message": message,
         "param": param,
@@ -125,7 +130,14 @@ def exception_handler(exc: Exception, context: dict) -> Response | None:
     """
     if isinstance(exc, DomainError):
         return Response(
-            envelope(status=exc.status, code=exc.code, message=exc.message, param=exc.param, extra=exc.extra),
+            envelope(
+                status=exc.status,
+                type=exc.type,
+                code=exc.code,
+                message=exc.message,
+                param=exc.param,
+                extra=exc.extra,
+            ),
             status=exc.status,
         )
     if isinstance(exc, DjangoValidationError):

@@ -3,6 +3,10 @@ the error envelope on each error status, the Idempotency-Key header on writes, a
 rate-limit headers."""
 
 from drf_spectacular.openapi import AutoSchema as BaseAutoSchema
+from drf_spectacular.plumbing import force_instance
+from rest_framework import serializers
+
+from billing_site.api.fields import RejectUnknownFieldsMixin
 
 ERROR_SCHEMA = {
     "type": "object",
@@ -55,14 +59,20 @@ ERROR_SCHEMA = {
 }
 
 _ERRORS = {
-    "400": "Invalid request (see `error.code` and `error.param`).",
+    "400": "The request does not have the documented shape (see `error.code` and `error.param`).",
     "401": "Missing, invalid or revoked API key.",
     "403": "The API key lacks the scope this operation needs.",
     "404": "No such object in this project.",
-    "409": "Idempotency-Key reused with another body or still in flight, or a conflicting write.",
+    "409": "Idempotency-Key reused with another body or still in flight, or a conflicting write "
+    "(a code or external ID already taken, an object still in use).",
+    "411": "A chunked body the server cannot read: send a Content-Length.",
     "413": "Request body too large.",
-    "422": "The object's state does not allow this operation.",
+    "415": "The body is not JSON, or its Content-Encoding is not gzip.",
+    "422": "The request has the documented shape but cannot be carried out: it names an object that "
+    "does not exist or cannot be used, breaks a rule between fields, or the object's state does not "
+    "allow it (`error.code` says which).",
     "429": "Rate limited; retry after `Retry-After` seconds.",
+    "431": "A request header, or all of them together, is too large.",
 }
 
 _RATE_LIMIT_HEADERS = {
@@ -73,7 +83,20 @@ _RATE_LIMIT_HEADERS = {
 
 
 class AutoSchema(BaseAutoSchema):
-    """Documents a ServiceViewSet's write serializers as its request bodies."""
+    """Documents a ServiceViewSet's write serializers as its request bodies, and states that a
+    request body refusing unknown fields (RejectUnknownFieldsMixin) takes no other properties."""
+
+    def _map_serializer_field(self, field, direction, bypass_extensions=False):
+        schema = super()._map_serializer_field(field, direction, bypass_extensions)
+        if isinstance(field, serializers.ListField | serializers.ListSerializer) and not field.allow_empty:
+            schema.setdefault("minItems", 1)
+        return schema
+
+    def _map_basic_serializer(self, serializer, direction):
+        schema = super()._map_basic_serializer(serializer, direction)
+        if direction == "request" and isinstance(force_instance(serializer), RejectUnknownFieldsMixin):
+            schema["additionalProperties"] = False
+        return schema
 
     def get_request_serializer(self):
         attribute = {"create": "create_serializer_class", "partial_update": "update_serializer_class"}.get(
@@ -91,13 +114,28 @@ IDEMPOTENCY_HEADER = {
     "name": "Idempotency-Key",
     "in": "header",
     "required": False,
-    "schema": {"type": "string", "maxLength": 255},
+    "schema": {"type": "string", "minLength": 1, "maxLength": 255},
     "description": (
         "Makes a retry safe: the first response is stored for 24 h and replayed with "
         "`Idempotent-Replayed: true`. The same key with another body answers 409 "
         "`idempotency_key_reused`; while the first request runs, 409 `idempotency_key_in_use`."
     ),
 }
+
+
+def _error_statuses(method: str, path: str, operation: dict) -> list[str]:
+    """Every error status the operation can answer (docs/api.md, "Errors")."""
+    statuses = ["400", "401", "403", "429", "431"]
+    if "{" in path:
+        statuses.append("404")
+    if method in {"post", "patch"}:
+        statuses += ["409", "411", "413", "415", "422"]
+        operation.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
+    if method == "delete":
+        statuses.append("409")  # still in use: archive it instead
+    if any(parameter.get("name") == "cursor" for parameter in operation.get("parameters", [])):
+        statuses.append("422")  # a cursor this list did not hand out
+    return statuses
 
 
 def add_conventions(result, generator, request, public):
@@ -117,16 +155,11 @@ def add_conventions(result, generator, request, public):
                     for name, scopes in requirement.items()
                 ]
             responses = operation.setdefault("responses", {})
-            statuses = ["400", "401", "403", "429"]
-            if "{" in path:
-                statuses.append("404")
-            if method in {"post", "patch"}:
-                statuses += ["409", "413"]
-                operation.setdefault("parameters", []).append(IDEMPOTENCY_HEADER)
-            if method in {"post", "patch", "delete"} and "{" in path:
-                statuses.append("422")
-            for status in statuses:
-                responses.setdefault(status, {"description": _ERRORS[status], "content": error_ref})
+            for status in _error_statuses(method, path, operation):
+                responses.setdefault(status, {"description": _ERRORS[status]})
+            for status, response in responses.items():
+                if status[0] in "45":  # errors a view declares itself answer in the envelope too
+                    response.setdefault("content", error_ref)
             for status, response in responses.items():
                 if status.startswith("2"):
                     response.setdefault("headers", {}).update(

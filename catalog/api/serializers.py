@@ -2,12 +2,18 @@ from rest_framework import serializers
 
 from accounts.models import InvoiceDelivery
 from billing_site.api.fields import (
+    METADATA_SCHEMA,
+    CountryField,
+    CurrencyField,
     DecimalStringField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
+    SchemaJSONField,
+    TimezoneField,
 )
 from billing_site.money import decimal_string
-from catalog.models import Contract, Customer, Interval, Plan, Product
+from catalog.api.schemas import CHARGES_SCHEMA, ENTITLEMENTS_SCHEMA, price_schema
+from catalog.models import MAX_INTERVAL_COUNT, MAX_TRIAL_DAYS, Contract, Customer, Interval, Plan, Product
 from catalog.pricing import ChargeKind, FeeTiming, PackageRounding, PricingModel
 from meters.models import code_validator
 
@@ -29,7 +35,8 @@ class TierSerializer(serializers.Serializer):
 
 
 class PricingSerializer(serializers.Serializer):
-    """The pricing of a charge or contract line (decimal strings in the plan's currency)."""
+    """The pricing of a charge or contract line, as the API shows it (decimal strings in the
+    plan's currency). Requests send charges as catalog.api.schemas.CHARGE_SCHEMA describes."""
 
     kind = serializers.ChoiceField(choices=ChargeKind.choices, default=ChargeKind.USAGE)
     name = serializers.CharField(required=False, allow_blank=True)
@@ -54,13 +61,6 @@ class PricingSerializer(serializers.Serializer):
         data["meter"] = instance.meter.code if instance.meter_id else None
         return data
 
-    def to_internal_value(self, data):
-        # Pricing is validated in one place (catalog.pricing.clean_pricing) with precise codes;
-        # here only the shape is checked, and the given fields are passed on as sent.
-        if not isinstance(data, dict):
-            raise serializers.ValidationError("Each charge is an object.", code="invalid")
-        return data
-
 
 class ChargeSerializer(PricingSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
@@ -70,7 +70,7 @@ class PlanSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
     product = serializers.CharField(source="product.public_id", read_only=True)
     previous_version = serializers.CharField(
-        source="previous_version.public_id", read_only=True, default=None
+        source="previous_version.public_id", read_only=True, default=None, allow_null=True
     )
     superseded = serializers.SerializerMethodField(help_text="A newer version of this plan exists.")
     base_fee = DecimalStringField()
@@ -112,16 +112,18 @@ class PlanWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     product = PublicIdRelatedField(model=Product)
     code = serializers.CharField(max_length=100, validators=[code_validator])
     name = serializers.CharField(max_length=200)
-    description = serializers.CharField(required=False, allow_blank=True)
-    currency = serializers.CharField(required=False, help_text="ISO 4217; defaults to the project's.")
+    description = serializers.CharField(required=False, allow_blank=True, max_length=2000)
+    currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the project's.")
     interval = serializers.ChoiceField(choices=Interval.choices, required=False)
-    interval_count = serializers.IntegerField(required=False)
-    trial_days = serializers.IntegerField(required=False, min_value=0)
+    interval_count = serializers.IntegerField(required=False, min_value=1, max_value=MAX_INTERVAL_COUNT)
+    trial_days = serializers.IntegerField(required=False, min_value=0, max_value=MAX_TRIAL_DAYS)
     bill_usage_during_trial = serializers.BooleanField(required=False)
-    base_fee = DecimalStringField(required=False)
+    base_fee = SchemaJSONField(
+        schema=price_schema(description="Per period, in the plan's currency."), required=False
+    )
     base_fee_timing = serializers.ChoiceField(choices=FeeTiming.choices, required=False)
-    entitlements = serializers.JSONField(required=False)
-    charges = PricingSerializer(many=True, required=False)
+    entitlements = SchemaJSONField(schema=ENTITLEMENTS_SCHEMA, required=False)
+    charges = SchemaJSONField(schema=CHARGES_SCHEMA, required=False)
 
 
 class PlanUpdateSerializer(PlanWriteSerializer):
@@ -134,12 +136,12 @@ class PlanUpdateSerializer(PlanWriteSerializer):
 
 
 class AddressSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    line1 = serializers.CharField(required=False, allow_blank=True)
-    line2 = serializers.CharField(required=False, allow_blank=True)
-    city = serializers.CharField(required=False, allow_blank=True)
-    state = serializers.CharField(required=False, allow_blank=True)
-    postal_code = serializers.CharField(required=False, allow_blank=True)
-    country = serializers.CharField(required=False, allow_blank=True, help_text="ISO 3166 alpha-2, e.g. DE.")
+    line1 = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    line2 = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    city = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    state = serializers.CharField(required=False, allow_blank=True, max_length=200)
+    postal_code = serializers.CharField(required=False, allow_blank=True, max_length=20)
+    country = CountryField(required=False, allow_blank=True, help_text="ISO 3166 alpha-2, upper case: DE.")
 
 
 class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
@@ -150,12 +152,12 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         help_text="Your own ID for the customer; usage events name it. Defaults to id.",
     )
     billing_address = AddressSerializer(required=False)
-    currency = serializers.CharField(required=False, help_text="ISO 4217; defaults to the project's.")
-    timezone = serializers.CharField(required=False, help_text="IANA; defaults to the project's.")
+    currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the project's.")
+    timezone = TimezoneField(required=False, help_text="IANA; defaults to the project's.")
     invoice_delivery = serializers.ChoiceField(
         choices=[*InvoiceDelivery.choices, ("", "The project's setting")], required=False, allow_blank=True
     )
-    metadata = serializers.JSONField(required=False)
+    metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
 
     class Meta:
         model = Customer

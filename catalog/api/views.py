@@ -1,5 +1,5 @@
 import django_filters
-from drf_spectacular.utils import extend_schema
+from drf_spectacular.utils import extend_schema, inline_serializer
 from rest_framework.decorators import action
 from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
@@ -140,7 +140,10 @@ class CustomerViewSet(ServiceViewSet):
         services.customer_delete(customer=self.get_object(), actor=request.auth)
         return Response(status=204)
 
-    @extend_schema(summary="Billable items", responses=BillableItemSerializer(many=True))
+    @extend_schema(
+        summary="Billable items",
+        responses=inline_serializer("BillableItemList", {"results": BillableItemSerializer(many=True)}),
+    )
     @action(detail=True, methods=["get"], pagination_class=None, filterset_class=None)
     def items(self, request, id=None):
         """The base fees, fixed fees and metered charges of the customer's active subscriptions."""

@@ -5,6 +5,7 @@ from rest_framework import serializers
 from billing_site.api.fields import (
     MONEY_SCHEMA,
     DecimalStringField,
+    MomentField,
     MoneyField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
@@ -119,16 +120,27 @@ class ReasonSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     reason = serializers.CharField(max_length=2000)
 
 
+# Amounts in minor units the API takes: below 10^15 (ten trillion dollars, a quadrillion yen).
+MAX_MINOR_UNITS = 10**15 - 1
+
+
 class AdjustmentSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    amount = serializers.IntegerField(help_text="Minor units; negative for a credit.")
+    amount = serializers.IntegerField(
+        min_value=-MAX_MINOR_UNITS,
+        max_value=MAX_MINOR_UNITS,
+        help_text="Minor units; negative for a credit; not 0 (422).",
+    )
     description = serializers.CharField(max_length=300, help_text="As the customer reads it.")
     reason = serializers.CharField(max_length=2000, help_text="Why; kept in the audit trail.")
 
 
 class CreditNoteLineInputSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    line = serializers.CharField(help_text="An invoice line ID (il_…).")
+    line = serializers.CharField(max_length=40, help_text="An invoice line ID (il_…).")
     amount = serializers.IntegerField(
-        required=False, min_value=1, help_text="Minor units; default the whole line."
+        required=False,
+        min_value=1,
+        max_value=MAX_MINOR_UNITS,
+        help_text="Minor units; default the whole line.",
     )
 
 
@@ -139,6 +151,7 @@ class CreditNoteCreateSerializer(RejectUnknownFieldsMixin, serializers.Serialize
     amount = serializers.IntegerField(
         required=False,
         min_value=1,
+        max_value=MAX_MINOR_UNITS,
         help_text="Minor units, not tied to a line. Omit both to credit the whole invoice.",
     )
 
@@ -183,7 +196,7 @@ class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
     plan = PublicIdRelatedField(
         model=Plan, required=False, help_text="Price the period as if the subscription had been on this plan."
     )
-    period_start = serializers.DateTimeField(
+    period_start = MomentField(
         required=False, help_text="Any moment in the period to price (default: the current period)."
     )
 

@@ -5,9 +5,9 @@ from rest_framework.decorators import action
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api.filters import CreatedFilterSet
+from billing_site.api.filters import CreatedFilterSet, MomentFilter
 from billing_site.api.views import ListRetrieveViewSet
-from billing_site.errors import InvalidInput
+from billing_site.errors import Unprocessable
 from billing_site.money import from_minor_units
 from catalog.api.filters import CustomerRefFilter
 from invoicing import selectors, services
@@ -31,8 +31,8 @@ class InvoiceFilter(CreatedFilterSet):
         field_name="subscription__public_id", help_text="A subscription ID."
     )
     status = django_filters.MultipleChoiceFilter(choices=InvoiceStatus.choices)
-    period_start_after = django_filters.IsoDateTimeFilter(field_name="period_start", lookup_expr="gte")
-    period_start_before = django_filters.IsoDateTimeFilter(field_name="period_start", lookup_expr="lt")
+    period_start_after = MomentFilter(field_name="period_start", lookup_expr="gte")
+    period_start_before = MomentFilter(field_name="period_start", lookup_expr="lt")
 
     class Meta:
         model = Invoice
@@ -116,7 +116,7 @@ class InvoiceViewSet(ListRetrieveViewSet):
             for index, item in enumerate(data["lines"]):
                 line = by_id.get(item["line"])
                 if line is None:
-                    raise InvalidInput(
+                    raise Unprocessable(
                         f"No line '{item['line']}' on this invoice.",
                         code="unknown_line",
                         param=f"lines[{index}].line",
@@ -156,7 +156,7 @@ class InvoicePreviewView(APIView):
         period = None
         if "period_start" in data:
             if data["period_start"] < subscription.period_anchor:
-                raise InvalidInput(
+                raise Unprocessable(
                     "The subscription had not started then.", code="before_start", param="period_start"
                 )
             period = period_grid(subscription).period_at(data["period_start"])

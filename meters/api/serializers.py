@@ -2,8 +2,22 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from billing_site.api.fields import RejectUnknownFieldsMixin
-from meters.models import Aggregation, Meter, code_validator
+from billing_site.api.fields import MomentField, RejectUnknownFieldsMixin, SchemaJSONField
+from billing_site.moments import MOMENT_PATTERN, RANGE_TEXT
+from meters.ingestion import (
+    MAX_CUSTOMER_LENGTH,
+    MAX_EVENTS,
+    MAX_INTEGER_DIGITS,
+    MAX_KEY_LENGTH,
+    MAX_METER_LENGTH,
+    MAX_PROPERTIES_BYTES,
+    MAX_PROPERTIES_DEPTH,
+    METER_FIELDS,
+    VALUE_FIELDS,
+    VALUE_TEXT_PATTERN,
+)
+from meters.models import VALUE_PLACES, Aggregation, FilterOperator, Meter, code_validator
+from meters.services import MAX_GROUP_BY, MAX_PROPERTY_LENGTH
 from subscriptions.api.serializers import PeriodSerializer
 
 
@@ -29,16 +43,60 @@ class MeterSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+PROPERTY_NAME_SCHEMA = {"type": "string", "minLength": 1, "maxLength": MAX_PROPERTY_LENGTH}
+_FILTER_VALUE = {"oneOf": [{"type": "string", "maxLength": 200}, {"type": "number"}]}
+FILTERS_SCHEMA = {
+    "type": "array",
+    "maxItems": 20,
+    "description": "Events must match every filter: `in` / `not_in` a list of `values`; `eq` / `neq` "
+    "a `value`; `gt`, `gte`, `lt`, `lte` a number `value`.",
+    "example": [{"property": "region", "operator": "in", "values": ["eu"]}],
+    "items": {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["property", "operator"],
+        "properties": {
+            "property": PROPERTY_NAME_SCHEMA,
+            "operator": {"enum": FilterOperator.values, "x-error-code": "invalid_operator"},
+            "value": _FILTER_VALUE,
+            "values": {"type": "array", "minItems": 1, "maxItems": 100, "items": _FILTER_VALUE},
+        },
+        "x-error-code": "invalid_filter",
+        "x-error-message": "`in` and `not_in` take `values` (a list); `eq` and `neq` a `value`; "
+        "`gt`, `gte`, `lt` and `lte` a number `value`.",
+        "oneOf": [
+            {"properties": {"operator": {"enum": ["in", "not_in"]}}, "required": ["values"]},
+            {"properties": {"operator": {"enum": ["eq", "neq"]}}, "required": ["value"]},
+            {
+                "properties": {"operator": {"enum": ["gt", "gte", "lt", "lte"]}, "value": {"type": "number"}},
+                "required": ["value"],
+            },
+        ],
+    },
+}
+GROUP_BY_SCHEMA = {
+    "type": "array",
+    "maxItems": MAX_GROUP_BY,
+    "uniqueItems": True,
+    "items": PROPERTY_NAME_SCHEMA,
+    "description": "Event properties usage can be broken down by.",
+    "example": ["project", "region"],
+}
+
+
 class MeterWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     code = serializers.CharField(max_length=100, validators=[code_validator])
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
     aggregation = serializers.ChoiceField(choices=Aggregation.choices, required=False)
-    property = serializers.CharField(max_length=100, required=False, allow_blank=True)
-    filters = serializers.JSONField(
-        required=False, help_text='[{"property": "region", "operator": "in", "values": ["eu"]}]'
+    property = serializers.CharField(
+        max_length=MAX_PROPERTY_LENGTH,
+        required=False,
+        allow_blank=True,
+        help_text="The event property aggregated; blank: the event's value.",
     )
-    group_by = serializers.JSONField(required=False, help_text='["project", "region"]')
+    filters = SchemaJSONField(schema=FILTERS_SCHEMA, required=False)
+    group_by = SchemaJSONField(schema=GROUP_BY_SCHEMA, required=False)
     whole_numbers_only = serializers.BooleanField(required=False)
     allow_negative = serializers.BooleanField(required=False)
 
@@ -72,50 +130,84 @@ class UsageIngestResponseSerializer(serializers.Serializer):
     rejected = serializers.IntegerField()
 
 
+_VALUE_SCHEMA = {
+    "oneOf": [{"type": "number"}, {"type": "string", "pattern": VALUE_TEXT_PATTERN}],
+    "description": f"The quantity: |value| < 10^{MAX_INTEGER_DIGITS}, at most {VALUE_PLACES} decimal places "
+    f"(else 422 value_out_of_range). A decimal string is exact; a JSON number with a fraction is "
+    f"rounded to {VALUE_PLACES} places.",
+}
 _EVENT_PROPERTIES = {
-    "customer": {"type": "string", "maxLength": 255, "description": "The customer's external_id."},
-    "meter": {
+    "customer": {
         "type": "string",
-        "maxLength": 100,
+        "minLength": 1,
+        "maxLength": MAX_CUSTOMER_LENGTH,
+        "description": "The customer's external_id.",
+    },
+    "meter": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_METER_LENGTH,
         "description": "The meter's code (alias: event_name). May be left out when the customer's "
         "subscriptions price exactly one meter.",
     },
-    "event_name": {"type": "string", "description": "Alias of meter."},
-    "value": {
-        "oneOf": [
-            {"type": "number"},
-            {"type": "string", "pattern": r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$"},
-        ],
-        "description": "The quantity (aliases: units, quantity): |value| < 10^20, up to 12 decimal "
-        "places. A decimal string is exact; a JSON number with a fraction is rounded to 12 places.",
+    "event_name": {
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_METER_LENGTH,
+        "description": "Alias of meter.",
     },
-    "units": {"oneOf": [{"type": "number"}, {"type": "string"}], "description": "Alias of value."},
-    "quantity": {"oneOf": [{"type": "number"}, {"type": "string"}], "description": "Alias of value."},
+    "value": {
+        **_VALUE_SCHEMA,
+        "description": "The quantity (aliases: units, quantity). " + _VALUE_SCHEMA["description"],
+    },
+    "units": {**_VALUE_SCHEMA, "description": "Alias of value."},
+    "quantity": {**_VALUE_SCHEMA, "description": "Alias of value."},
     "timestamp": {
-        "type": "string",
+        "type": ["string", "null"],
         "format": "date-time",
-        "description": "When the usage happened (ISO 8601; default: when received). At most 5 minutes ahead.",
+        "pattern": MOMENT_PATTERN,
+        "description": f"When the usage happened (ISO 8601, converted to UTC; default: when received); "
+        f"{RANGE_TEXT}. More than 5 minutes ahead is 422 timestamp_in_future.",
     },
     "properties": {
-        "type": "object",
-        "description": "Free-form; meters filter and group by them. At most 5 levels deep and 8 KiB.",
+        "type": ["object", "null"],
+        "description": f"Free-form; meters filter and group by them. At most {MAX_PROPERTIES_DEPTH} levels "
+        f"deep and {MAX_PROPERTIES_BYTES} bytes serialized (else 422 properties_too_large).",
     },
     "idempotency_key": {
-        "type": "string",
-        "maxLength": 255,
+        "type": ["string", "null"],
+        "minLength": 1,
+        "maxLength": MAX_KEY_LENGTH,
         "description": "Deduplicates permanently within the project: a repeat is reported as duplicate.",
     },
 }
-USAGE_EVENT_SCHEMA = {"type": "object", "required": ["customer"], "properties": _EVENT_PROPERTIES}
+# Two names for one field (value and units, meter and event_name) are refused: `conflicting_fields`.
+_ONE_NAME_EACH = [
+    {"required": [first, second]}
+    for names in (METER_FIELDS, VALUE_FIELDS)
+    for position, first in enumerate(names)
+    for second in names[position + 1 :]
+]
+USAGE_EVENT_SCHEMA = {
+    "type": "object",
+    "required": ["customer"],
+    "properties": _EVENT_PROPERTIES,
+    # An object with `events` is the list form, not an event.
+    "not": {"anyOf": [*_ONE_NAME_EACH, {"required": ["events"]}]},
+}
+# In a list, each element is checked on its own and reported in `results` (partial success), so a
+# list may hold anything: an element that is not a valid event is rejected there, not the request.
+_BATCH_ITEMS = {"anyOf": [USAGE_EVENT_SCHEMA, {}]}
 USAGE_REQUEST_SCHEMA = {
     "oneOf": [
         USAGE_EVENT_SCHEMA,
-        {"type": "array", "items": USAGE_EVENT_SCHEMA, "minItems": 1, "maxItems": 1000},
+        {"type": "array", "items": _BATCH_ITEMS, "minItems": 1, "maxItems": MAX_EVENTS},
         {
             "type": "object",
             "required": ["events"],
+            "additionalProperties": False,
             "properties": {
-                "events": {"type": "array", "items": USAGE_EVENT_SCHEMA, "minItems": 1, "maxItems": 1000}
+                "events": {"type": "array", "items": _BATCH_ITEMS, "minItems": 1, "maxItems": MAX_EVENTS}
             },
         },
     ]
@@ -164,7 +256,7 @@ class UsageSummaryQuery(serializers.Serializer):
     """The query parameters of GET /v1/usage/summary (`from` is declared in get_fields: it is a
     Python keyword)."""
 
-    to = serializers.DateTimeField(help_text="End of the window (exclusive), ISO 8601.")
+    to = MomentField(help_text="End of the window (exclusive), ISO 8601.")
     customer = serializers.CharField(
         required=False, help_text="Only this customer: its ID (cus_…) or external_id."
     )
@@ -180,7 +272,7 @@ class UsageSummaryQuery(serializers.Serializer):
 
     def get_fields(self):
         fields = super().get_fields()
-        fields["from"] = serializers.DateTimeField(help_text="Start of the window (inclusive), ISO 8601.")
+        fields["from"] = MomentField(help_text="Start of the window (inclusive), ISO 8601.")
         return fields
 
 

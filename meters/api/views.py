@@ -1,7 +1,7 @@
 import orjson
 from django.http import HttpResponse
 from django.utils import timezone
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
 from rest_framework.exceptions import NotFound
 from rest_framework.request import Request
 from rest_framework.response import Response
@@ -12,7 +12,7 @@ from billing_site.api.actions import ArchiveDeleteMixin
 from billing_site.api.errors import envelope
 from billing_site.api.filters import ArchivedFilterSet
 from billing_site.api.views import ServiceViewSet
-from billing_site.errors import InvalidInput
+from billing_site.errors import InvalidInput, Unprocessable
 from billing_site.ratelimit import INGEST
 from catalog.selectors import customer_by_reference
 from meters import selectors, services
@@ -27,7 +27,7 @@ from meters.api.serializers import (
     UsageSummarySerializer,
     format_quantity,
 )
-from meters.ingestion import BodyError, events_from_body
+from meters.ingestion import SEMANTIC_REJECTIONS, BodyError, events_from_body
 from meters.models import Meter
 from meters.services import clean_group_by
 
@@ -84,8 +84,11 @@ class UsageIngestView(APIView):
             "once), `unmatched` (stored, billed once its customer, meter or subscription exists; "
             "`code` says which is missing) or `rejected` (`code` and `param` say why). Valid events "
             "are stored even when others are rejected (200). When every event is rejected nothing is "
-            "stored and the answer is 400 with the first rejection in `error`, plus `results`. A body "
-            "that cannot be read is 400 `invalid_json`, `invalid_body` or `no_events`."
+            "stored, and the answer holds the first rejection in `error`, plus `results`: for one event "
+            "object, 400 when it does not have the documented shape and 422 when it has but cannot be "
+            "taken (the meter refuses the value, the timestamp is in the future, …); for a list, whose "
+            "elements are each checked on their own, 422. A body that cannot be read is 400 "
+            "`invalid_json`, `invalid_body`, `unknown_field` or `no_events`."
         ),
         request={"application/json": USAGE_REQUEST_SCHEMA},
         responses={200: UsageIngestResponseSerializer},
@@ -102,7 +105,7 @@ class UsageIngestView(APIView):
                 415,
             )
         try:
-            events = events_from_body(request.body)
+            events, single = events_from_body(request.body)
         except BodyError as error:
             return _json_response(
                 envelope(status=error.status, code=error.code, message=error.message), error.status
@@ -117,8 +120,15 @@ class UsageIngestView(APIView):
         }
         if outcome.all_rejected:  # nothing stored: the first fault is the error
             first = outcome.results[0]
-            error = envelope(status=400, code=first["code"], message=first["message"], param=first["param"])
-            return _json_response({**error, **body}, 400)
+            status = 400 if single and first["code"] not in SEMANTIC_REJECTIONS else 422
+            error = envelope(
+                status=status,
+                type="invalid_request",
+                code=first["code"],
+                message=first["message"],
+                param=first["param"],
+            )
+            return _json_response({**error, **body}, status)
         return _json_response(body, 200)
 
 
@@ -171,7 +181,13 @@ class UsageSummaryView(APIView):
             "chargeback reports."
         ),
         parameters=[UsageSummaryQuery],
-        responses={200: UsageSummarySerializer},
+        responses={
+            200: UsageSummarySerializer,
+            422: OpenApiResponse(
+                description="An unknown customer or meter, `to` not after `from`, too many buckets, or "
+                "too many `group_by` dimensions."
+            ),
+        },
         tags=["usage"],
     )
     def get(self, request: Request) -> Response:
@@ -181,23 +197,26 @@ class UsageSummaryView(APIView):
         project = request.auth.project
         start, end, granularity = options["from"], options["to"], options["granularity"]
         if end <= start:
-            raise InvalidInput("to must be after from.", code="invalid_window", param="to")
+            raise Unprocessable("to must be after from.", code="invalid_window", param="to")
         if (end - start) / GRANULARITY_STEPS[granularity] > MAX_BUCKETS:
-            raise InvalidInput(
+            raise Unprocessable(
                 f"At most {MAX_BUCKETS:,} {granularity} buckets: narrow the window or use day.",
                 code="too_many_buckets",
                 param="granularity",
             )
         dimensions = [name.strip() for name in options.get("group_by", "").split(",") if name.strip()]
         by_customer = "customer" in dimensions
-        properties = clean_group_by(
-            [name.removeprefix("properties.") for name in dimensions if name not in ("customer", "meter")]
-        )
+        try:
+            properties = clean_group_by(
+                [name.removeprefix("properties.") for name in dimensions if name not in ("customer", "meter")]
+            )
+        except InvalidInput as error:  # the parameter is one string: its shape was right
+            raise Unprocessable(error.message, code=error.code, param="group_by") from None
         customer = None
         if "customer" in options:
             customer = customer_by_reference(project=project, reference=options["customer"])
             if customer is None:
-                raise InvalidInput(
+                raise Unprocessable(
                     "No such customer in this project.", code="unknown_customer", param="customer"
                 )
         meters = selectors.meter_list(project=project).order_by("code")
@@ -206,7 +225,7 @@ class UsageSummaryView(APIView):
             meters = list(meters.filter(code__in=codes))
             missing = codes - {meter.code for meter in meters}
             if missing:
-                raise InvalidInput(
+                raise Unprocessable(
                     f"No such meter: {', '.join(sorted(missing))}.", code="unknown_meter", param="meter"
                 )
         groups = selectors.usage_summary(

@@ -2,8 +2,17 @@ from django.utils import timezone
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
-from billing_site.api.fields import PublicIdRelatedField, RejectUnknownFieldsMixin
-from catalog.models import BillingAnchor, Customer, Plan
+from accounts.models import MAX_PAYMENT_TERMS_DAYS
+from billing_site.api.fields import (
+    METADATA_SCHEMA,
+    MomentField,
+    PublicIdRelatedField,
+    RejectUnknownFieldsMixin,
+    SchemaJSONField,
+)
+from billing_site.errors import Unprocessable
+from catalog.api.schemas import CHARGES_SCHEMA, price_schema
+from catalog.models import MAX_TRIAL_DAYS, BillingAnchor, Customer, Plan
 from subscriptions.models import Status, Subscription
 from subscriptions.services import CHANGE_AT_PERIOD_END, CHANGE_NOW
 
@@ -75,16 +84,34 @@ class SubscriptionSerializer(serializers.ModelSerializer):
         return {"plan": future[0].plan.public_id, "effective_at": future[0].starts_at}
 
 
+PRICE_OVERRIDES_SCHEMA = {
+    "type": "object",
+    "additionalProperties": False,
+    "minProperties": 1,
+    "properties": {
+        "base_fee": price_schema(description="The base fee per period."),
+        "charges": {
+            **CHARGES_SCHEMA,
+            "description": "Charges replacing the plan's charge for the same meter.",
+        },
+    },
+}
+
+
 class SubscriptionCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     customer = PublicIdRelatedField(model=Customer, help_text="The customer's ID (cus_…).")
     plan = PublicIdRelatedField(model=Plan, help_text="The plan version's ID (plan_…).")
-    starts_at = serializers.DateTimeField(required=False, help_text="Default now; may be in the future.")
-    ends_at = serializers.DateTimeField(required=False, allow_null=True)
-    trial_days = serializers.IntegerField(required=False, min_value=0, help_text="Default: the plan's.")
+    starts_at = MomentField(required=False, help_text="Default now; may be in the future.")
+    ends_at = MomentField(required=False, allow_null=True)
+    trial_days = serializers.IntegerField(
+        required=False, min_value=0, max_value=MAX_TRIAL_DAYS, help_text="Default: the plan's."
+    )
     billing_anchor = serializers.ChoiceField(choices=BillingAnchor.choices, required=False)
     external_reference = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    payment_terms_days = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    metadata = serializers.JSONField(required=False)
+    payment_terms_days = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_PAYMENT_TERMS_DAYS
+    )
+    metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
 
 
 class SubscriptionUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -105,25 +132,31 @@ class SubscriptionUpdateSerializer(RejectUnknownFieldsMixin, serializers.Seriali
         default=CHANGE_NOW,
         help_text="now: prorate the base fee by time. period_end: switch when the current period ends.",
     )
-    price_overrides = serializers.JSONField(
+    price_overrides = SchemaJSONField(
+        schema=PRICE_OVERRIDES_SCHEMA,
         required=False,
         help_text='Own prices for this subscription: {"base_fee": "40", "charges": [{"meter": …}]}.',
     )
-    ends_at = serializers.DateTimeField(required=False, allow_null=True)
+    ends_at = MomentField(required=False, allow_null=True)
     external_reference = serializers.CharField(required=False, allow_blank=True, max_length=255)
-    payment_terms_days = serializers.IntegerField(required=False, allow_null=True, min_value=0)
-    metadata = serializers.JSONField(required=False)
+    payment_terms_days = serializers.IntegerField(
+        required=False, allow_null=True, min_value=0, max_value=MAX_PAYMENT_TERMS_DAYS
+    )
+    metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
 
     def validate(self, attrs):
+        # Rules between fields, which the schema cannot state: 422, not 400.
         changes = [name for name in ("status", "plan", "price_overrides") if name in attrs]
         if "cancel_at_period_end" in attrs and "status" not in attrs:
             changes.append("cancel_at_period_end")
         if len(changes) > 1:
-            raise serializers.ValidationError(
+            raise Unprocessable(
                 f"One change per request: {', '.join(changes)} given.", code="one_change_per_request"
             )
         if attrs.get("cancel_at_period_end") and attrs.get("status") not in (None, Status.CANCELED):
-            raise serializers.ValidationError(
-                {"cancel_at_period_end": "Goes with status=canceled."}, code="invalid"
+            raise Unprocessable(
+                "cancel_at_period_end goes with status=canceled.",
+                code="cancel_at_period_end_without_cancel",
+                param="cancel_at_period_end",
             )
         return attrs

@@ -38,7 +38,7 @@ def test_a_key_cannot_grant_scopes_it_lacks(project):
 
     response = client.post("/v1/api-keys", {"name": "escalate", "scopes": ["usage:write"]}, format="json")
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert response.json()["error"]["code"] == "scope_not_held"
     assert response.json()["error"]["param"] == "scopes"
     assert ApiKey.objects.count() == keys_before

@@ -6,7 +6,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts.models import Role
-from billing_site.errors import InvalidInput, InvalidState
+from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from catalog.models import Contract, ContractLine, ContractStatus, Customer, Plan
 from catalog.services import contract_accept
 from subscriptions.models import Subscription
@@ -98,7 +98,7 @@ def test_a_failure_midway_leaves_nothing_made(contract, project):
     contract.save()
     before = _counts()
 
-    with pytest.raises(InvalidInput) as failure:
+    with pytest.raises(Unprocessable) as failure:
         contract_accept(contract=contract, actor=None)
 
     assert failure.value.code == "currency_mismatch"

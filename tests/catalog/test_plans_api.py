@@ -128,48 +128,63 @@ def test_fixed_fees_and_base_fee(api, product):
     ]
 
 
+# Shapes the schema states are 400 (with the schema's codes); rules it cannot state are 422.
 INVALID = [
     ("tiers not ascending", {"pricing_model": "graduated", "tiers": [{"up_to": 100, "unit_price": 1}, {"up_to": 50, "unit_price": 1}, {"up_to": None, "unit_price": 1}]},
-     "tiers_not_ascending", "charges[0].tiers[1].up_to"),
+     422, "tiers_not_ascending", "charges[0].tiers[1].up_to"),
     ("tiers not contiguous", {"pricing_model": "volume", "tiers": [{"up_to": None, "unit_price": 1}, {"up_to": 50, "unit_price": 1}]},
-     "tiers_not_contiguous", "charges[0].tiers[0].up_to"),
+     422, "tiers_not_contiguous", "charges[0].tiers[0].up_to"),
     ("last tier bounded", {"pricing_model": "graduated", "tiers": [{"up_to": 100, "unit_price": 1}]},
-     "last_tier_not_open_ended", "charges[0].tiers[0].up_to"),
-    ("no tiers", {"pricing_model": "stairstep"}, "tiers_required", "charges[0].tiers"),
+     422, "last_tier_not_open_ended", "charges[0].tiers[0].up_to"),
+    ("no tiers", {"pricing_model": "stairstep"}, 422, "tiers_required", "charges[0].tiers"),
     ("zero first bound", {"pricing_model": "graduated", "tiers": [{"up_to": 0, "unit_price": 1}, {"up_to": None, "unit_price": 1}]},
-     "tiers_not_ascending", "charges[0].tiers[0].up_to"),
+     422, "tiers_not_ascending", "charges[0].tiers[0].up_to"),
     ("package size zero", {"pricing_model": "package", "unit_price": 5, "package_size": 0},
-     "package_size_not_positive", "charges[0].package_size"),
-    ("package size missing", {"pricing_model": "package", "unit_price": 5}, "package_size_not_positive", "charges[0].package_size"),
+     422, "package_size_not_positive", "charges[0].package_size"),
+    ("package size missing", {"pricing_model": "package", "unit_price": 5}, 422, "package_size_not_positive", "charges[0].package_size"),
     ("percentage over 100", {"pricing_model": "percentage", "percentage_rate": "100.5"},
-     "percentage_out_of_range", "charges[0].percentage_rate"),
-    ("percentage below 0", {"pricing_model": "percentage", "percentage_rate": "-1"}, "negative_amount", "charges[0].percentage_rate"),
+     422, "percentage_out_of_range", "charges[0].percentage_rate"),
+    ("percentage over 100 as a number", {"pricing_model": "percentage", "percentage_rate": 100.5},
+     400, "invalid_decimal", "charges[0].percentage_rate"),
+    ("percentage below 0", {"pricing_model": "percentage", "percentage_rate": "-1"}, 400, "invalid_decimal", "charges[0].percentage_rate"),
     ("min above max", {"pricing_model": "percentage", "percentage_rate": "1", "min_fee_per_event": 5, "max_fee_per_event": 1},
-     "min_above_max", "charges[0].min_fee_per_event"),
+     422, "min_above_max", "charges[0].min_fee_per_event"),
     ("fractional free events", {"pricing_model": "percentage", "percentage_rate": "1", "free_units": "2.5"},
-     "free_units_not_integer", "charges[0].free_units"),
-    ("13 decimal places", {"unit_price": "0.0000000000001"}, "too_many_decimal_places", "charges[0].unit_price"),
-    ("not a number", {"unit_price": "cheap"}, "invalid_decimal", "charges[0].unit_price"),
-    ("negative price", {"unit_price": "-1"}, "negative_amount", "charges[0].unit_price"),
-    ("unknown meter", {"meter": "nope"}, "unknown_meter", "charges[0].meter"),
-    ("no meter", {"meter": None}, "meter_required", "charges[0].meter"),
-    ("tiers on per_unit", {"tiers": [{"up_to": None, "unit_price": 1}]}, "tiers_not_allowed", "charges[0].tiers"),
-    ("unknown model", {"pricing_model": "auction"}, "invalid_pricing_model", "charges[0].pricing_model"),
+     422, "free_units_not_integer", "charges[0].free_units"),
+    ("13 decimal places", {"unit_price": "0.0000000000001"}, 400, "invalid_decimal", "charges[0].unit_price"),
+    ("an exponent", {"unit_price": "1e-3"}, 400, "invalid_decimal", "charges[0].unit_price"),
+    ("not a number", {"unit_price": "cheap"}, 400, "invalid_decimal", "charges[0].unit_price"),
+    ("negative price", {"unit_price": "-1"}, 400, "invalid_decimal", "charges[0].unit_price"),
+    ("unknown field", {"unit_prize": "1"}, 400, "unknown_field", "charges[0].unit_prize"),
+    ("unknown meter", {"meter": "nope"}, 422, "unknown_meter", "charges[0].meter"),
+    ("no meter", {"meter": None}, 422, "meter_required", "charges[0].meter"),
+    ("tiers on per_unit", {"tiers": [{"up_to": None, "unit_price": 1}]}, 422, "tiers_not_allowed", "charges[0].tiers"),
+    ("unknown model", {"pricing_model": "auction"}, 400, "invalid_pricing_model", "charges[0].pricing_model"),
 ]  # fmt: skip
 
 
-@pytest.mark.parametrize(("case", "charge", "code", "param"), INVALID, ids=[case[0] for case in INVALID])
+@pytest.mark.parametrize(
+    ("case", "charge", "status", "code", "param"), INVALID, ids=[case[0] for case in INVALID]
+)
 def test_each_invalid_charge_has_its_own_code_and_creates_nothing(
-    api, product, meter, case, charge, code, param
+    api, product, meter, case, charge, status, code, param
 ):
     response = api.post(
         "/v1/plans", _plan(product, charges=[{"meter": "api_calls", **charge}]), format="json"
     )
 
-    assert response.status_code == 400
+    assert response.status_code == status
     assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (code, param)
     assert not Plan.objects.exists()
     assert not Charge.objects.exists()
+
+
+def test_a_json_number_is_read_as_the_decimal_it_prints_as(api, product, meter):
+    charge = {"meter": "api_calls", "unit_price": 0.1 + 0.2, "free_units": 5e-13}
+
+    body = api.post("/v1/plans", _plan(product, charges=[charge]), format="json").json()
+
+    assert (body["charges"][0]["unit_price"], body["charges"][0]["free_units"]) == ("0.3", "0")
 
 
 @pytest.mark.parametrize(
@@ -177,8 +192,10 @@ def test_each_invalid_charge_has_its_own_code_and_creates_nothing(
     [
         ({"currency": "EURO"}, "invalid_currency", "currency"),
         ({"currency": "DEM"}, "invalid_currency", "currency"),
-        ({"interval_count": 0}, "invalid_interval", "interval_count"),
-        ({"base_fee": "-5"}, "negative_amount", "base_fee"),
+        ({"interval_count": 0}, "min_value", "interval_count"),
+        ({"interval_count": 366}, "max_value", "interval_count"),
+        ({"trial_days": 731}, "max_value", "trial_days"),
+        ({"base_fee": "-5"}, "invalid_decimal", "base_fee"),
         ({"interval": "fortnight"}, "invalid_choice", "interval"),
     ],
 )
@@ -293,33 +310,50 @@ def test_products_and_meters_crud(api):
 
 
 @pytest.mark.parametrize(
-    ("body", "code", "param"),
+    ("body", "status", "code", "param"),
     [
-        ({"code": "x", "aggregation": "unique_count"}, "property_required", "property"),
+        ({"code": "x", "aggregation": "unique_count"}, 422, "property_required", "property"),
         (
             {"code": "x", "filters": [{"property": "a", "operator": "like", "value": "b"}]},
+            400,
             "invalid_operator",
             "filters[0].operator",
         ),
         (
             {"code": "x", "filters": [{"property": "a", "operator": "gt", "value": "b"}]},
-            "invalid_filter_value",
-            "filters[0].value",
+            400,
+            "invalid_filter",
+            "filters[0]",
         ),
         (
             {"code": "x", "filters": [{"property": "a", "operator": "in", "values": []}]},
-            "invalid_filter_values",
+            400,
+            "min_items",
             "filters[0].values",
         ),
-        ({"code": "x", "group_by": ["a", "a"]}, "invalid_group_by", "group_by"),
-        ({"code": "bad code!"}, "invalid_code", "code"),
+        (
+            {"code": "x", "filters": [{"property": "", "operator": "eq", "value": 1}]},
+            400,
+            "min_length",
+            "filters[0].property",
+        ),
+        ({"code": "x", "group_by": ["a", "a"]}, 400, "duplicate_item", "group_by"),
+        ({"code": "x", "group_by": None}, 400, "null", "group_by"),
+        ({"code": "x", "group_by": "a"}, 400, "invalid_type", "group_by"),
+        (
+            {"code": "x", "filters": [{"property": "a\u0000", "operator": "eq", "value": 1}]},
+            400,
+            "invalid_characters",
+            "filters[0].property",
+        ),
+        ({"code": "bad code!"}, 400, "invalid_code", "code"),
     ],
 )
-def test_invalid_meters_are_refused(api, body, code, param):
+def test_invalid_meters_are_refused(api, body, status, code, param):
     response = api.post("/v1/meters", body, format="json")
 
     assert (response.status_code, response.json()["error"]["code"], response.json()["error"]["param"]) == (
-        400,
+        status,
         code,
         param,
     )

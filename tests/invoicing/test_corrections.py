@@ -87,22 +87,22 @@ def test_a_full_credit_settles_an_open_invoice(api, project):
 
 
 @pytest.mark.parametrize(
-    ("body", "code"),
+    ("body", "status", "code"),
     [
-        ({"reason": "whim"}, "invalid_choice"),
-        ({"reason": "duplicate", "amount": 10001}, "credit_exceeds_total"),
-        ({"reason": "duplicate", "lines": [{"line": "il_nope"}]}, "unknown_line"),
-        ({"reason": "duplicate", "lines": [{"line": "LINE", "amount": 10001}]}, "credit_exceeds_line"),
+        ({"reason": "whim"}, 400, "invalid_choice"),
+        ({"reason": "duplicate", "amount": 10001}, 422, "credit_exceeds_total"),
+        ({"reason": "duplicate", "lines": [{"line": "il_nope"}]}, 422, "unknown_line"),
+        ({"reason": "duplicate", "lines": [{"line": "LINE", "amount": 10001}]}, 422, "credit_exceeds_line"),
     ],
 )
-def test_impossible_credits_are_refused_and_change_nothing(api, project, body, code):
+def test_impossible_credits_are_refused_and_change_nothing(api, project, body, status, code):
     invoice = issued_invoice(project, total="100.00")
     if "lines" in body and body["lines"][0]["line"] == "LINE":
         body["lines"][0]["line"] = invoice.lines.get().public_id
 
     response = _post(api, invoice, "credit-notes", body)
 
-    assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
     assert not CreditNote.objects.exists()
     assert Invoice.objects.get(pk=invoice.pk).amount_credited == 0
 

@@ -142,81 +142,58 @@ def test_properties_are_stored_as_sent(project, subscription, ingest):
 
 # --- rejections: the event is reported, nothing is stored ------------------------------------------
 
+# (status of a request holding only this event, code, param, event): 400 when the event does not
+# have the documented shape, 422 when it has and cannot be taken.
 REJECTIONS = [
-    ("invalid_event", "events[0]", "not an object"),
-    ("missing_customer", "events[0].customer", {"value": 1}),
-    ("invalid_customer", "events[0].customer", {"customer": 42, "value": 1}),
-    ("invalid_customer", "events[0].customer", {"customer": "", "value": 1}),
-    ("invalid_customer", "events[0].customer", {"customer": "x" * 256, "value": 1}),
-    ("invalid_customer", "events[0].customer", {"customer": "a\u0000b", "value": 1}),
-    ("invalid_meter", "events[0].event_name", {"customer": "cus_8fq", "event_name": 5, "value": 1}),
-    ("invalid_meter", "events[0].meter", {"customer": "cus_8fq", "meter": "m" * 101, "value": 1}),
-    ("missing_value", "events[0].value", {"customer": "cus_8fq"}),
-    ("missing_value", "events[0].value", {"customer": "cus_8fq", "value": None}),
-    ("invalid_value", "events[0].value", {"customer": "cus_8fq", "value": True}),
-    ("invalid_value", "events[0].units", {"customer": "cus_8fq", "units": "12 units"}),
-    ("invalid_value", "events[0].value", {"customer": "cus_8fq", "value": "NaN"}),
-    ("invalid_value", "events[0].value", {"customer": "cus_8fq", "value": "Infinity"}),
-    ("invalid_value", "events[0].value", {"customer": "cus_8fq", "value": {"n": 1}}),
-    ("value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": 10**20}),
-    ("value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": 1e20}),
-    ("value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": "0.0000000000001"}),
-    (
-        "invalid_timestamp",
-        "events[0].timestamp",
-        {"customer": "cus_8fq", "value": 1, "timestamp": "yesterday"},
-    ),
-    (
-        "invalid_timestamp",
-        "events[0].timestamp",
-        {"customer": "cus_8fq", "value": 1, "timestamp": 1721043000},
-    ),
-    (
-        "timestamp_in_future",
-        "events[0].timestamp",
-        {"customer": "cus_8fq", "value": 1, "timestamp": "2026-01-15T12:05:01Z"},
-    ),
-    ("invalid_properties", "events[0].properties", {"customer": "cus_8fq", "value": 1, "properties": [1]}),
-    (
-        "invalid_properties",
-        "events[0].properties",
-        {"customer": "cus_8fq", "value": 1, "properties": {"a": {"b": {"c": {"d": {"e": [1]}}}}}},
-    ),
-    (
-        "invalid_properties",
-        "events[0].properties",
-        {"customer": "cus_8fq", "value": 1, "properties": {"big": "x" * 8200}},
-    ),
-    (
-        "invalid_properties",
-        "events[0].properties",
-        {"customer": "cus_8fq", "value": 1, "properties": {"nul\u0000": 1}},
-    ),
-    (
-        "invalid_idempotency_key",
-        "events[0].idempotency_key",
-        {"customer": "cus_8fq", "value": 1, "idempotency_key": 7},
-    ),
-    (
-        "invalid_idempotency_key",
-        "events[0].idempotency_key",
-        {"customer": "cus_8fq", "value": 1, "idempotency_key": "k" * 256},
-    ),
-    ("value_not_integer", "events[0].value", {"customer": "cus_8fq", "meter": "whole", "value": "1.5"}),
-    ("negative_value", "events[0].value", {"customer": "cus_8fq", "meter": "api_calls", "value": -1}),
+    (400, "missing_customer", "events[0].customer", {"value": 1}),
+    (400, "invalid_customer", "events[0].customer", {"customer": 42, "value": 1}),
+    (400, "invalid_customer", "events[0].customer", {"customer": "", "value": 1}),
+    (400, "invalid_customer", "events[0].customer", {"customer": "x" * 256, "value": 1}),
+    (400, "invalid_customer", "events[0].customer", {"customer": "a\u0000b", "value": 1}),
+    (400, "invalid_meter", "events[0].event_name", {"customer": "cus_8fq", "event_name": 5, "value": 1}),
+    (400, "invalid_meter", "events[0].meter", {"customer": "cus_8fq", "meter": "m" * 101, "value": 1}),
+    (400, "conflicting_fields", "events[0].event_name", {"customer": "cus_8fq", "meter": "a", "event_name": "b", "value": 1}),
+    (400, "conflicting_fields", "events[0].units", {"customer": "cus_8fq", "value": 1, "units": 2}),
+    (400, "missing_value", "events[0].value", {"customer": "cus_8fq"}),
+    (400, "missing_value", "events[0].value", {"customer": "cus_8fq", "value": None}),
+    (400, "invalid_value", "events[0].value", {"customer": "cus_8fq", "value": True}),
+    (400, "invalid_value", "events[0].units", {"customer": "cus_8fq", "units": "12 units"}),
+    (400, "invalid_value", "events[0].value", {"customer": "cus_8fq", "value": "NaN"}),
+    (400, "invalid_value", "events[0].value", {"customer": "cus_8fq", "value": "Infinity"}),
+    (400, "invalid_value", "events[0].value", {"customer": "cus_8fq", "value": {"n": 1}}),
+    (400, "invalid_value", "events[0].value", {"customer": "cus_8fq", "value": "5\n"}),
+    (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": 10**20}),
+    (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": 1e20}),
+    (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": "0.0000000000001"}),
+    (400, "invalid_timestamp", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": "yesterday"}),
+    (400, "invalid_timestamp", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": 1721043000}),
+    (400, "date_out_of_range", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": "1999-12-31T23:59:59Z"}),
+    (400, "date_out_of_range", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": "0001-01-01T00:00:00+01:00"}),
+    (422, "timestamp_in_future", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": "2026-01-15T12:05:01Z"}),
+    (400, "invalid_properties", "events[0].properties", {"customer": "cus_8fq", "value": 1, "properties": [1]}),
+    (422, "properties_too_large", "events[0].properties",
+     {"customer": "cus_8fq", "value": 1, "properties": {"a": {"b": {"c": {"d": {"e": [1]}}}}}}),
+    (422, "properties_too_large", "events[0].properties", {"customer": "cus_8fq", "value": 1, "properties": {"big": "x" * 8200}}),
+    (400, "invalid_properties", "events[0].properties", {"customer": "cus_8fq", "value": 1, "properties": {"nul\u0000": 1}}),
+    (400, "invalid_idempotency_key", "events[0].idempotency_key", {"customer": "cus_8fq", "value": 1, "idempotency_key": 7}),
+    (400, "invalid_idempotency_key", "events[0].idempotency_key", {"customer": "cus_8fq", "value": 1, "idempotency_key": "k" * 256}),
+    (422, "value_not_integer", "events[0].value", {"customer": "cus_8fq", "meter": "whole", "value": "1.5"}),
+    (422, "negative_value", "events[0].value", {"customer": "cus_8fq", "meter": "api_calls", "value": -1}),
     # A meter's rules apply even before the customer is known.
-    ("negative_value", "events[0].value", {"customer": "nobody", "meter": "api_calls", "value": -1}),
-    ("missing_meter", "events[0].meter", {"customer": "nobody", "value": 1}),
-]
+    (422, "negative_value", "events[0].value", {"customer": "nobody", "meter": "api_calls", "value": -1}),
+    (422, "missing_meter", "events[0].meter", {"customer": "nobody", "value": 1}),
+]  # fmt: skip
 
 
-@pytest.mark.parametrize(("code", "param", "event"), REJECTIONS)
-def test_a_rejected_event_is_400_and_nothing_is_stored(project, subscription, ingest, code, param, event):
+@pytest.mark.parametrize(("status", "code", "param", "event"), REJECTIONS)
+def test_a_rejected_event_is_refused_and_nothing_is_stored(
+    project, subscription, ingest, status, code, param, event
+):
     MeterFactory(project=project, code="whole", whole_numbers_only=True)
 
-    response = ingest([event])
+    response = ingest(event)
 
-    assert response.status_code == 400
+    assert response.status_code == status
     body = response.json()
     assert body["error"]["code"] == code
     assert body["error"]["param"] == param
@@ -227,6 +204,17 @@ def test_a_rejected_event_is_400_and_nothing_is_stored(project, subscription, in
     assert (body["accepted"], body["rejected"]) == (0, 1)
     assert stored(project) == []
     assert _recorded(project) == []
+
+
+@pytest.mark.parametrize(
+    "body", [["not an object"], {"events": [{"value": 1}, {"customer": "x", "value": "abc"}]}]
+)
+def test_a_list_with_no_event_stored_is_422(project, subscription, ingest, body):
+    response = ingest(body)
+
+    assert response.status_code == 422
+    assert response.json()["error"]["code"] == response.json()["results"][0]["code"]
+    assert stored(project) == []
 
 
 def test_a_meter_may_allow_negative_values_and_whole_values_written_as_decimals(
@@ -485,7 +473,7 @@ def test_an_ambiguous_or_missing_meter_is_rejected(project, customer, meter, ing
 
     response = ingest([{"customer": "cus_8fq", "value": 1}, {"customer": "no-plan", "value": 1}])
 
-    assert response.status_code == 400
+    assert response.status_code == 422
     assert [result["code"] for result in response.json()["results"]] == ["ambiguous_meter", "missing_meter"]
     assert response.json()["results"][0]["param"] == "events[0].meter"
 

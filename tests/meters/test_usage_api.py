@@ -185,31 +185,51 @@ def test_summary_for_one_customer_by_external_id(project, customer, metered, rea
 
 
 @pytest.mark.parametrize(
-    ("query", "code", "param"),
+    ("query", "status", "code", "param"),
     [
-        ({"to": "2026-01-02"}, "required", "from"),
-        ({"from": "2026-01-02", "to": "2026-01-01"}, "invalid_window", "to"),
-        ({"from": "someday", "to": "2026-01-01"}, "invalid", "from"),
+        ({"to": "2026-01-02"}, 400, "required", "from"),
+        ({"from": "2026-01-02", "to": "2026-01-01"}, 422, "invalid_window", "to"),
+        ({"from": "someday", "to": "2026-01-01"}, 400, "invalid_datetime", "from"),
+        ({"from": "1999-12-31T23:00:00Z", "to": "2026-01-01"}, 400, "date_out_of_range", "from"),
+        ({"from": "2026-01-01T00:00:00+16:00", "to": "2026-01-02"}, 200, None, None),
         (
             {"from": "2025-01-01", "to": "2026-06-01", "granularity": "hour"},
+            422,
             "too_many_buckets",
             "granularity",
         ),
-        ({"from": "2026-01-01", "to": "2026-01-02", "granularity": "week"}, "invalid_choice", "granularity"),
-        ({"from": "2026-01-01", "to": "2026-01-02", "meter": "api_calls,nope"}, "unknown_meter", "meter"),
-        ({"from": "2026-01-01", "to": "2026-01-02", "customer": "cus_nope"}, "unknown_customer", "customer"),
+        (
+            {"from": "2026-01-01", "to": "2026-01-02", "granularity": "week"},
+            400,
+            "invalid_choice",
+            "granularity",
+        ),
+        (
+            {"from": "2026-01-01", "to": "2026-01-02", "meter": "api_calls,nope"},
+            422,
+            "unknown_meter",
+            "meter",
+        ),
+        (
+            {"from": "2026-01-01", "to": "2026-01-02", "customer": "cus_nope"},
+            422,
+            "unknown_customer",
+            "customer",
+        ),
         (
             {"from": "2026-01-01", "to": "2026-01-02", "group_by": "a,b,c,d,e,f"},
+            422,
             "invalid_group_by",
             "group_by",
         ),
     ],
 )
-def test_summary_parameters_are_validated(metered, reader, query, code, param):
+def test_summary_parameters_are_validated(metered, reader, query, status, code, param):
     response = reader.get("/v1/usage/summary", query)
 
-    assert response.status_code == 400
-    assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (code, param)
+    assert response.status_code == status
+    if code is not None:
+        assert (response.json()["error"]["code"], response.json()["error"]["param"]) == (code, param)
 
 
 def test_both_endpoints_document_their_parameters(client):

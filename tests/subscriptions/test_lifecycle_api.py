@@ -216,9 +216,9 @@ def test_plan_change_refusals(api, customer, plan, project):
     currency = _patch(api, subscription, plan=euro_plan.public_id)
     two = _patch(api, subscription, plan=euro_plan.public_id, status="paused")
 
-    assert (same.status_code, same.json()["error"]["code"]) == (400, "same_plan")
-    assert (currency.status_code, currency.json()["error"]["code"]) == (400, "currency_mismatch")
-    assert (two.status_code, two.json()["error"]["code"]) == (400, "one_change_per_request")
+    assert (same.status_code, same.json()["error"]["code"]) == (422, "same_plan")
+    assert (currency.status_code, currency.json()["error"]["code"]) == (422, "currency_mismatch")
+    assert (two.status_code, two.json()["error"]["code"]) == (422, "one_change_per_request")
 
 
 def test_price_overrides_give_the_subscription_its_own_private_plan(api, customer, plan):

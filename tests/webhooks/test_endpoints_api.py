@@ -76,7 +76,7 @@ def test_creating_an_endpoint_shows_its_secret_once(project, api):
 def test_urls_that_resolve_to_non_public_addresses_are_refused(project, api, url):
     response = api.post("/v1/webhook-endpoints", {"url": url}, format="json")
 
-    assert _error(response) == (400, "url_not_allowed", "url")
+    assert _error(response) == (422, "url_not_allowed", "url")
     assert not WebhookEndpoint.objects.exists()
     assert not AuditLogEntry.objects.filter(action__startswith="webhook_endpoint.").exists()
 
@@ -93,7 +93,7 @@ def test_urls_that_resolve_to_non_public_addresses_are_refused(project, api, url
 def test_urls_that_are_not_http_or_do_not_resolve_are_refused(project, api, url, code):
     response = api.post("/v1/webhook-endpoints", {"url": url}, format="json")
 
-    assert _error(response) == (400, code, "url")
+    assert _error(response) == (422, code, "url")
     assert not WebhookEndpoint.objects.exists()
 
 
@@ -129,7 +129,7 @@ def test_patch_changes_what_it_names_and_checks_the_url_again(project, api):
     refused = api.patch(url, {"url": "http://10.0.0.1/"}, format="json")
     changed = api.patch(url, {"event_types": ["invoice.paid"], "description": "Finance"}, format="json")
 
-    assert _error(refused) == (400, "url_not_allowed", "url")
+    assert _error(refused) == (422, "url_not_allowed", "url")
     assert changed.status_code == 200
     assert (changed.json()["url"], changed.json()["event_types"], changed.json()["description"]) == (
         PUBLIC_URL,
@@ -289,7 +289,7 @@ def test_redeliver_refuses_unknown_events_and_disabled_endpoints(project, other_
     api.patch(f"/v1/webhook-endpoints/{endpoint.public_id}", {"enabled": False}, format="json")
     disabled = api.post(url, {"event": mine.public_id}, format="json")
 
-    assert _error(unknown) == (400, "not_found", "event")
+    assert _error(unknown) == (422, "not_found", "event")
     assert _error(disabled) == (422, "endpoint_disabled", None)
     assert disabled.json()["error"]["current"] == "disabled"
     assert not Delivery.objects.filter(is_redelivery=True).exists()

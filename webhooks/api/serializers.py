@@ -1,7 +1,9 @@
 from rest_framework import serializers
 
-from billing_site.api.fields import PublicIdRelatedField
+from billing_site.api.fields import PublicIdRelatedField, RejectUnknownFieldsMixin
+from billing_site.validators import PatternValidator
 from webhooks.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
+from webhooks.services import EVENT_TYPE_PATTERN, MAX_EVENT_TYPES, MAX_URL_LENGTH
 
 
 class EventSerializer(serializers.ModelSerializer):
@@ -50,11 +52,18 @@ class WebhookEndpointWithSecretSerializer(WebhookEndpointSerializer):
         read_only_fields = fields
 
 
-class WebhookEndpointWriteSerializer(serializers.Serializer):
-    url = serializers.CharField(max_length=2000, help_text="http(s); must resolve to a public address.")
+class WebhookEndpointWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    url = serializers.CharField(
+        max_length=MAX_URL_LENGTH,
+        help_text="http(s), resolving to a public address (else 422) unless the project allows private URLs.",
+    )
     description = serializers.CharField(max_length=500, required=False, allow_blank=True)
     event_types = serializers.ListField(
-        child=serializers.CharField(max_length=100),
+        child=serializers.CharField(
+            max_length=100,
+            validators=[PatternValidator(EVENT_TYPE_PATTERN.pattern, code="invalid_event_type")],
+        ),
+        max_length=MAX_EVENT_TYPES,
         required=False,
         help_text="Types to send (`invoice.paid`) or families (`invoice.*`); empty or absent: all.",
     )
@@ -107,5 +116,5 @@ class DeliverySerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
-class RedeliverSerializer(serializers.Serializer):
+class RedeliverSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     event = PublicIdRelatedField(model=Event, help_text="The event to send again (`msg_…`).")

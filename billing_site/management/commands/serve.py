@@ -35,7 +35,7 @@ class Command(BaseCommand):
             "--threads",
             str(threads),
             "--worker-class",
-            "gthread",
+            "billing_site.server.Worker",
             "--timeout",
             "60",
             "--graceful-timeout",
