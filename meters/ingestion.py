@@ -41,6 +41,7 @@ _DECIMAL_STRING = re.compile(VALUE_TEXT_PATTERN)
 SEMANTIC_REJECTIONS = frozenset(
     {
         "value_out_of_range",
+        "date_out_of_range",
         "timestamp_in_future",
         "properties_too_large",
         "idempotency_key_required",

@@ -51,7 +51,7 @@ def _in_range(moment: datetime, *, param: str) -> datetime:
     try:
         return moment_check(moment)
     except MomentError as error:
-        raise InvalidInput(error.message, code=error.code, param=param) from None
+        raise Unprocessable(error.message, code=error.code, param=param) from None
 
 
 def _check_plan_usable(plan: Plan, customer: Customer, *, param: str = "plan") -> None:

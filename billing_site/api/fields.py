@@ -1,9 +1,9 @@
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from operator import attrgetter
 from typing import Any
 
 from drf_spectacular.extensions import OpenApiSerializerFieldExtension
-from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema_field
 from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
@@ -11,7 +11,7 @@ from rest_framework import serializers
 from rest_framework.exceptions import ErrorDetail
 
 from billing_site.errors import Unprocessable
-from billing_site.moments import MOMENT_PATTERN, RANGE_TEXT, MomentError, moment_parse
+from billing_site.moments import RANGE_TEXT, MomentError, moment_parse
 from billing_site.money import currencies, decimal_string, decimal_text_pattern, to_minor_units
 from billing_site.validators import countries, pattern_regex, timezones
 
@@ -25,6 +25,40 @@ class DecimalStringField(serializers.Field):
 
     def to_internal_value(self, data):
         return data
+
+
+def _json_type(field: serializers.Field) -> tuple[str, Callable[[Any], bool]] | None:
+    """The JSON type a field's schema states, with its test, where DRF would take other types too
+    (a number for a string, "true" for a boolean, "5" for an integer)."""
+    if isinstance(field, serializers.CharField | serializers.ChoiceField):
+        return "string", lambda value: isinstance(value, str)
+    if isinstance(field, serializers.BooleanField):
+        return "boolean", lambda value: isinstance(value, bool)
+    if isinstance(field, serializers.IntegerField):
+        return (
+            "integer",
+            lambda value: (
+                (isinstance(value, int) and not isinstance(value, bool))
+                or (isinstance(value, float) and value.is_integer())
+            ),
+        )
+    return None
+
+
+def _type_problem(field: serializers.Field, value: Any):
+    """The error for a value whose JSON type is not the one the schema states, else None."""
+    if value is None:
+        return None  # allow_null decides
+    expected = _json_type(field)
+    if expected is not None and not expected[1](value):
+        return [ErrorDetail(f"Must be a JSON {expected[0]}.", code="invalid_type")]
+    child = getattr(field, "child", None)
+    if isinstance(field, serializers.ListField) and child is not None and isinstance(value, list):
+        items = {
+            index: problem for index, item in enumerate(value) if (problem := _type_problem(child, item))
+        }
+        return items or None
+    return None
 
 
 class RejectUnknownFieldsMixin:
@@ -45,6 +79,13 @@ class RejectUnknownFieldsMixin:
 
     def to_internal_value(self, data):
         if isinstance(data, Mapping):
+            wrong = {
+                name: problem
+                for name, field in self.fields.items()
+                if name in data and not field.read_only and (problem := _type_problem(field, data[name]))
+            }
+            if wrong:
+                raise serializers.ValidationError(wrong)
             writable = {name for name, field in self.fields.items() if not field.read_only}
             unknown = sorted(set(data) - writable)
             if unknown:
@@ -54,7 +95,7 @@ class RejectUnknownFieldsMixin:
         return super().to_internal_value(data)
 
 
-@extend_schema_field(OpenApiTypes.STR)
+@extend_schema_field({"type": "string", "minLength": 1})
 class PublicIdRelatedField(serializers.RelatedField):
     """A related object shown, and looked up, by its public ID within the caller's project."""
 
@@ -69,6 +110,12 @@ class PublicIdRelatedField(serializers.RelatedField):
 
     def to_representation(self, value):
         return value.public_id
+
+    def run_validation(self, data=serializers.empty):
+        # DRF reads "" as null for related fields (HTML forms); in JSON it is an empty string.
+        if data == "":
+            raise serializers.ValidationError("This field may not be blank.", code="blank")
+        return super().run_validation(data)
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
@@ -116,23 +163,31 @@ class MoneyField(serializers.Field):
 # --- inputs whose OpenAPI schema is exactly what they accept -----------------------------------
 
 
-@extend_schema_field(
-    {
-        "type": "string",
-        "format": "date-time",
-        "pattern": MOMENT_PATTERN,
-        "example": "2024-07-15T11:30:00Z",
-        "description": f"ISO 8601; an offset is converted to UTC, none means UTC; {RANGE_TEXT}.",
-    }
-)
+MOMENT_SCHEMA = {
+    "type": "string",
+    "format": "date-time",
+    "example": "2024-07-15T11:30:00Z",
+    "description": f"ISO 8601; an offset is converted to UTC, none means UTC; {RANGE_TEXT} (else 422).",
+}
+
+
+def moment_or_error(value: Any, *, param: str) -> datetime:
+    """billing_site.moments.moment_parse for a field of a request: an unreadable value is a shape
+    error (ValidationError, 400); a readable one outside the range is Unprocessable (422)."""
+    try:
+        return moment_parse(value)
+    except MomentError as error:
+        if error.code == "date_out_of_range":
+            raise Unprocessable(error.message, code=error.code, param=param) from None
+        raise serializers.ValidationError(error.message, code=error.code) from None
+
+
+@extend_schema_field(MOMENT_SCHEMA)
 class MomentField(serializers.DateTimeField):
     """A date and time in, UTC out, within the accepted range (billing_site.moments)."""
 
     def to_internal_value(self, value):
-        try:
-            return moment_parse(value)
-        except MomentError as error:
-            raise serializers.ValidationError(error.message, code=error.code) from None
+        return moment_or_error(value, param=self.field_name)
 
 
 def text_problem(value: Any, path: tuple = ()) -> tuple[tuple, str] | None:

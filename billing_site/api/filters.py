@@ -1,39 +1,67 @@
 import django_filters
 from django import forms
 from django.core.exceptions import ValidationError
+from django.db import models
+from django_filters.filterset import FILTER_FOR_DBFIELD_DEFAULTS
 from drf_spectacular.utils import extend_schema_field
+from rest_framework import serializers
 
-from billing_site.moments import MOMENT_PATTERN, RANGE_TEXT, MomentError, moment_parse
+from billing_site.api.fields import MOMENT_SCHEMA, moment_or_error
 
 
 class MomentFormField(forms.Field):
     """A query parameter's date and time, read as every other moment the API accepts
-    (billing_site.moments): converted to UTC, within the documented range."""
+    (billing_site.moments): converted to UTC, within the documented range (else 422)."""
+
+    def __init__(self, *, param: str = "", **kwargs) -> None:
+        self.param = param
+        super().__init__(**kwargs)
 
     def to_python(self, value):
         if value in self.empty_values:
             return None
         try:
-            return moment_parse(value)
-        except MomentError as error:
-            raise ValidationError(error.message, code=error.code) from None
+            return moment_or_error(value, param=self.param)
+        except serializers.ValidationError as error:
+            raise ValidationError(str(error.detail[0]), code=error.detail[0].code) from None
 
 
-@extend_schema_field(
-    {
-        "type": "string",
-        "format": "date-time",
-        "pattern": MOMENT_PATTERN,
-        "description": f"ISO 8601, converted to UTC; {RANGE_TEXT}.",
-    }
-)
+@extend_schema_field(MOMENT_SCHEMA)
 class MomentFilter(django_filters.Filter):
     field_class = MomentFormField
 
 
+class StrictBooleanField(forms.Field):
+    """`true` or `false`, as OpenAPI writes a boolean in a query; anything else is refused
+    (Django's NullBooleanField reads "maybe" as no filter at all)."""
+
+    def to_python(self, value):
+        if value in self.empty_values:
+            return None
+        if value not in ("true", "false"):
+            raise ValidationError("true or false.", code="invalid_boolean")
+        return value == "true"
+
+
+class StrictBooleanFilter(django_filters.BooleanFilter):
+    field_class = StrictBooleanField
+
+
 class StrictFilterSet(django_filters.FilterSet):
     """Filters that answer instead of guessing: a parameter given empty (`?created_after=`) is
-    refused, as the schema says (an absent parameter is how to leave a filter out)."""
+    refused, as the schema says (`minLength: 1`; an absent parameter is how to leave a filter out),
+    and so is a boolean that is not `true` or `false`."""
+
+    FILTER_DEFAULTS = {
+        **FILTER_FOR_DBFIELD_DEFAULTS,
+        models.BooleanField: {"filter_class": StrictBooleanFilter},
+    }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        for name, declared in self.filters.items():
+            if isinstance(declared, MomentFilter):
+                declared.extra["param"] = name  # a 422 names the parameter
 
     def is_valid(self) -> bool:
         valid = super().is_valid()
@@ -54,9 +82,7 @@ class CreatedFilterSet(StrictFilterSet):
 class ArchivedFilterSet(CreatedFilterSet):
     """Lists show objects in use; `?archived=true` lists the archived ones instead."""
 
-    archived = django_filters.BooleanFilter(
-        method="filter_archived", help_text="true: only archived (default false)."
-    )
+    archived = StrictBooleanFilter(method="filter_archived", help_text="true: only archived (default false).")
 
     def filter_archived(self, queryset, name, value):
         return queryset  # applied in filter_queryset, which also sees the parameter's absence

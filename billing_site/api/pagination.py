@@ -30,6 +30,8 @@ class CursorPagination(pagination.CursorPagination):
         return int(raw)
 
     def decode_cursor(self, request):
+        if request.query_params.get(self.cursor_query_param) == "":
+            raise InvalidInput("Leave the parameter out instead.", code="blank", param="cursor")
         invalid = Unprocessable(
             "This cursor was not handed out by this list; use `next` or `previous` as given.",
             code="invalid_cursor",

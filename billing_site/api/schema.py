@@ -86,6 +86,12 @@ class AutoSchema(BaseAutoSchema):
     """Documents a ServiceViewSet's write serializers as its request bodies, and states that a
     request body refusing unknown fields (RejectUnknownFieldsMixin) takes no other properties."""
 
+    def _get_request_for_media_type(self, serializer, direction="request"):
+        schema, required = super()._get_request_for_media_type(serializer, direction)
+        # A JSON Schema given as is (the usage ingestion body) describes a body the view reads
+        # itself, and there is no request without one.
+        return schema, required or isinstance(serializer, dict)
+
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
         if isinstance(field, serializers.ListField | serializers.ListSerializer) and not field.allow_empty:
@@ -154,6 +160,10 @@ def add_conventions(result, generator, request, public):
                     for requirement in operation["security"]
                     for name, scopes in requirement.items()
                 ]
+            for parameter in operation.get("parameters", []):
+                schema = parameter.get("schema", {})
+                if parameter["in"] == "query" and schema.get("type") == "string" and "enum" not in schema:
+                    schema.setdefault("minLength", 1)  # an empty value is refused: leave it out
             responses = operation.setdefault("responses", {})
             for status in _error_statuses(method, path, operation):
                 responses.setdefault(status, {"description": _ERRORS[status]})

@@ -217,9 +217,13 @@ class BillableItemSerializer(serializers.Serializer):
 
 class ContractSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
-    customer = serializers.CharField(source="customer.public_id", read_only=True, default=None)
-    plan = serializers.CharField(source="plan.public_id", read_only=True, default=None)
-    subscription = serializers.CharField(source="subscription.public_id", read_only=True, default=None)
+    customer = serializers.CharField(
+        source="customer.public_id", read_only=True, default=None, allow_null=True
+    )
+    plan = serializers.CharField(source="plan.public_id", read_only=True, default=None, allow_null=True)
+    subscription = serializers.CharField(
+        source="subscription.public_id", read_only=True, default=None, allow_null=True
+    )
     lines = PricingSerializer(many=True, read_only=True)
 
     class Meta:

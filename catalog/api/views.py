@@ -5,7 +5,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 
 from billing_site.api.actions import ArchiveDeleteMixin
-from billing_site.api.filters import ArchivedFilterSet, CreatedFilterSet
+from billing_site.api.filters import ArchivedFilterSet, CreatedFilterSet, StrictBooleanFilter
 from billing_site.api.views import ListRetrieveViewSet, ServiceViewSet
 from catalog import selectors, services
 from catalog.api.filters import CustomerRefFilter
@@ -51,11 +51,11 @@ class ProductViewSet(ArchiveDeleteMixin, ServiceViewSet):
 
 class PlanFilter(ArchivedFilterSet):
     product = django_filters.CharFilter(field_name="product__public_id", help_text="A product ID.")
-    all_versions = django_filters.BooleanFilter(
+    all_versions = StrictBooleanFilter(
         method="include_all_versions",
         help_text="Include versions replaced by a newer one (default: latest only).",
     )
-    private = django_filters.BooleanFilter(
+    private = StrictBooleanFilter(
         field_name="is_private", help_text="Private plans (contracts, overrides) are listed only with true."
     )
 

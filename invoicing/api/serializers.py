@@ -32,16 +32,19 @@ class InvoicePeriodSerializer(serializers.Serializer):
 
 class InvoiceLineSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
-    plan = serializers.CharField(source="plan.public_id", default=None)
-    charge = serializers.CharField(source="charge.public_id", default=None)
-    meter = serializers.CharField(source="meter.code", default=None)
+    plan = serializers.CharField(source="plan.public_id", default=None, allow_null=True)
+    charge = serializers.CharField(source="charge.public_id", default=None, allow_null=True)
+    meter = serializers.CharField(source="meter.code", default=None, allow_null=True)
     period = InvoicePeriodSerializer(source="*")
     quantity = DecimalStringField()
     unit_price = DecimalStringField()
     amount = MoneyField(currency="invoice.currency")
     tiers = TierLineSerializer(many=True)
     original_invoice = serializers.CharField(
-        source="original_invoice.public_id", default=None, help_text="Late usage: the invoice of its period."
+        source="original_invoice.public_id",
+        default=None,
+        allow_null=True,
+        help_text="Late usage: the invoice of its period.",
     )
 
     class Meta:
@@ -157,7 +160,7 @@ class CreditNoteCreateSerializer(RejectUnknownFieldsMixin, serializers.Serialize
 
 
 class CreditNoteLineSerializer(serializers.ModelSerializer):
-    line = serializers.CharField(source="invoice_line.public_id", default=None)
+    line = serializers.CharField(source="invoice_line.public_id", default=None, allow_null=True)
     amount = MoneyField(currency="credit_note.invoice.currency")
 
     class Meta:
@@ -204,8 +207,8 @@ class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer)
 class PreviewLineSerializer(serializers.Serializer):
     type = serializers.CharField()
     description = serializers.CharField()
-    plan = serializers.CharField(source="plan.public_id", default=None)
-    charge = serializers.CharField(source="charge.public_id", default=None)
+    plan = serializers.CharField(source="plan.public_id", default=None, allow_null=True)
+    charge = serializers.CharField(source="charge.public_id", default=None, allow_null=True)
     period = InvoicePeriodSerializer(source="*")
     quantity = DecimalStringField()
     unit_price = DecimalStringField()

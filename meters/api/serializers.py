@@ -3,7 +3,7 @@ from decimal import Decimal
 from rest_framework import serializers
 
 from billing_site.api.fields import MomentField, RejectUnknownFieldsMixin, SchemaJSONField
-from billing_site.moments import MOMENT_PATTERN, RANGE_TEXT
+from billing_site.moments import RANGE_TEXT
 from meters.ingestion import (
     MAX_CUSTOMER_LENGTH,
     MAX_EVENTS,
@@ -165,9 +165,8 @@ _EVENT_PROPERTIES = {
     "timestamp": {
         "type": ["string", "null"],
         "format": "date-time",
-        "pattern": MOMENT_PATTERN,
         "description": f"When the usage happened (ISO 8601, converted to UTC; default: when received); "
-        f"{RANGE_TEXT}. More than 5 minutes ahead is 422 timestamp_in_future.",
+        f"{RANGE_TEXT} (else 422 date_out_of_range). More than 5 minutes ahead is 422 timestamp_in_future.",
     },
     "properties": {
         "type": ["object", "null"],
@@ -191,6 +190,7 @@ _ONE_NAME_EACH = [
 USAGE_EVENT_SCHEMA = {
     "type": "object",
     "required": ["customer"],
+    "anyOf": [{"required": [name]} for name in VALUE_FIELDS],
     "properties": _EVENT_PROPERTIES,
     # An object with `events` is the list form, not an event.
     "not": {"anyOf": [*_ONE_NAME_EACH, {"required": ["events"]}]},
@@ -258,11 +258,14 @@ class UsageSummaryQuery(serializers.Serializer):
 
     to = MomentField(help_text="End of the window (exclusive), ISO 8601.")
     customer = serializers.CharField(
-        required=False, help_text="Only this customer: its ID (cus_…) or external_id."
+        required=False, trim_whitespace=False, help_text="Only this customer: its ID (cus_…) or external_id."
     )
-    meter = serializers.CharField(required=False, help_text="Meter codes, comma-separated (default: all).")
+    meter = serializers.CharField(
+        required=False, trim_whitespace=False, help_text="Meter codes, comma-separated (default: all)."
+    )
     group_by = serializers.CharField(
         required=False,
+        trim_whitespace=False,
         help_text="Dimensions, comma-separated: `customer`, or event property names (`properties.` "
         "prefix optional; needed for a property called meter or customer). Results are always per meter.",
     )

@@ -2,7 +2,7 @@ from rest_framework import serializers
 
 from billing_site.api.fields import PublicIdRelatedField, RejectUnknownFieldsMixin
 from billing_site.validators import PatternValidator
-from webhooks.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
+from webhooks.models import Delivery, DeliveryAttempt, DisabledReason, Event, WebhookEndpoint
 from webhooks.services import EVENT_TYPE_PATTERN, MAX_EVENT_TYPES, MAX_URL_LENGTH
 
 
@@ -23,6 +23,9 @@ class EventSerializer(serializers.ModelSerializer):
 
 class WebhookEndpointSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
+    disabled_reason = serializers.ChoiceField(
+        choices=DisabledReason.choices, allow_blank=True, read_only=True, help_text="Empty while enabled."
+    )
 
     class Meta:
         model = WebhookEndpoint
