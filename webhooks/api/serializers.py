@@ -71,6 +71,7 @@ class DeliveryAttemptSerializer(serializers.ModelSerializer):
             "url",
             "status_code",
             "succeeded",
+            "early",
             "response_body",
             "error",
         ]
