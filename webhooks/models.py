@@ -132,6 +132,12 @@ class Delivery(models.Model):
                 name="delivery_due",
             ),
             models.Index(fields=["endpoint", "id"], name="delivery_endpoint"),
+            # `recover`: an endpoint's failed deliveries in event order.
+            models.Index(
+                fields=["endpoint", "event"],
+                condition=models.Q(status="failed"),
+                name="delivery_failed",
+            ),
             models.Index(fields=["project", "id"], name="delivery_project"),
         ]
 

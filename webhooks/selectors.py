@@ -1,6 +1,6 @@
 from datetime import datetime
 
-from django.db.models import Max, Min, Prefetch, Q, QuerySet
+from django.db.models import Exists, Max, Min, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import Project
 from webhooks import retries
@@ -113,3 +113,19 @@ def webhook_deliveries_to_probe(*, now: datetime) -> list[int]:
         for endpoint_id in endpoint_ids
     ]
     return [delivery_id for delivery_id in oldest if delivery_id is not None]
+
+
+def webhook_events_to_recover(*, endpoint: WebhookEndpoint, since: datetime, limit: int) -> list[int]:
+    """Ids of the events created at or after `since` that have a failed delivery to the endpoint
+    and no pending or succeeded one, in the order they happened."""
+    deliveries = Delivery.objects.filter(endpoint_id=endpoint.pk)
+    open_or_done = deliveries.filter(
+        event_id=OuterRef("event_id"), status__in=[DeliveryStatus.PENDING, DeliveryStatus.SUCCEEDED]
+    )
+    return list(
+        deliveries.filter(status=DeliveryStatus.FAILED, event__created_at__gte=since)
+        .exclude(Exists(open_or_done))
+        .order_by("event_id")
+        .values_list("event_id", flat=True)
+        .distinct()[:limit]
+    )

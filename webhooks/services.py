@@ -42,6 +42,13 @@ EVENT_TYPE_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?$")
 MAX_EVENT_TYPES = 100
 MAX_URL_LENGTH = 2000
 ENDPOINT_FIELDS = frozenset({"url", "description", "event_types", "enabled"})
+# `recover` reaches back this far, as Svix's does; a few minutes more, so a client that computes
+# "now minus 14 days" a moment before its request is not refused. Older events: redeliver one by one.
+RECOVER_WINDOW = timedelta(days=14)
+RECOVER_WINDOW_SLACK = timedelta(minutes=5)
+# Events one `recover` queues at most (Svix's cap too), so a request stays short; `has_more` says to
+# call again, which carries on where this one stopped (what it queued is not queued again).
+RECOVER_LIMIT = 10_000
 
 
 # --- events (the outbox) -------------------------------------------------------------------------
@@ -417,6 +424,71 @@ def webhook_event_redeliver(*, event: Event, endpoint: WebhookEndpoint, actor: A
         )
         _send_after_commit([delivery.pk])
     return delivery
+
+
+@dataclass(frozen=True)
+class Recovery:
+    queued: int  # new deliveries, one per event, sent after commit
+    has_more: bool  # RECOVER_LIMIT was reached: call again for the rest
+
+
+def webhook_endpoint_recover(*, endpoint: WebhookEndpoint, since: datetime, actor: Actor) -> Recovery:
+    """Send again, once, every event created at or after `since` whose deliveries to this endpoint
+    have all failed (Svix's "recover"): after an outage, or after re-enabling a disabled endpoint.
+
+    Each event gets one new delivery (a redelivery: same `webhook-id`, a fresh retry schedule), in
+    the order the events happened; the failed rows stay as the record of what happened. An event
+    that already has a pending or succeeded delivery to the endpoint is skipped, so calling this
+    twice sends nothing twice. Events recorded while the endpoint was disabled have no delivery to
+    it, hence nothing to recover (redeliver them one by one). The endpoint must be enabled.
+    """
+    now = timezone.now()
+    if since > now:
+        raise InvalidInput("`since` is in the future.", code="since_in_future", param="since")
+    if since < now - RECOVER_WINDOW - RECOVER_WINDOW_SLACK:
+        raise InvalidInput(
+            f"`since` may go back {RECOVER_WINDOW.days} days at most; redeliver older events one by one.",
+            code="since_too_old",
+            param="since",
+        )
+    with transaction.atomic():
+        # The endpoint's row lock serialises recoveries of one endpoint: a concurrent one waits here,
+        # then its selection (a later statement) sees the deliveries this one created. No unique
+        # constraint can say "once" instead: an explicit redelivery may repeat a succeeded event.
+        current = WebhookEndpoint.objects.select_for_update().select_related("project").get(pk=endpoint.pk)
+        if not current.enabled:
+            raise InvalidState(
+                "This endpoint is disabled; enable it to recover its failed deliveries.",
+                current="disabled",
+                requested="recover",
+                code="endpoint_disabled",
+            )
+        event_ids = selectors.webhook_events_to_recover(
+            endpoint=current, since=since, limit=RECOVER_LIMIT + 1
+        )
+        has_more = len(event_ids) > RECOVER_LIMIT
+        deliveries = Delivery.objects.bulk_create(
+            [
+                Delivery(
+                    project_id=current.project_id,
+                    endpoint=current,
+                    event_id=event_id,
+                    is_redelivery=True,
+                    next_attempt_at=now,
+                )
+                for event_id in event_ids[:RECOVER_LIMIT]
+            ]
+        )
+        if deliveries:
+            audit_record(
+                project=current.project,
+                actor=actor,
+                action="webhook_endpoint.recovered",
+                target=current,
+                changes={"since": signing.iso_timestamp(since), "queued": len(deliveries)},
+            )
+            _send_after_commit([delivery.pk for delivery in deliveries])
+    return Recovery(queued=len(deliveries), has_more=has_more)
 
 
 def _claim_lease() -> timedelta:

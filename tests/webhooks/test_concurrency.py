@@ -1,4 +1,5 @@
-"""Several `deliver_webhooks` processes at once, on PostgreSQL with real connections."""
+"""Several `deliver_webhooks` processes (and `recover` calls) at once, on PostgreSQL with real
+connections."""
 
 import io
 import threading
@@ -109,3 +110,22 @@ def test_concurrent_checks_disable_once_and_probe_once(loopback_project, monkeyp
     assert sorted(probes.values_list("pk", flat=True)) == sorted(oldest)
     untouched = Delivery.objects.filter(endpoint__in=failing, next_attempt_at=now + timedelta(hours=5))
     assert untouched.count() == 3 * 5 - 3
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_concurrent_recovers_queue_each_event_once(loopback_project, monkeypatch):
+    monkeypatch.setattr(Conf, "SYNC", False)
+    endpoint = make_endpoint(loopback_project, url="http://127.0.0.1:9/hooks")
+    events = [record_event(loopback_project) for _ in range(EVENTS)]
+    Delivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    since = timezone.now() - timedelta(hours=1)
+
+    results = _all_at_once(
+        lambda: services.webhook_endpoint_recover(endpoint=endpoint, since=since, actor=None).queued
+    )
+
+    assert sorted(results) == [0] * (RUNS - 1) + [EVENTS]
+    redelivered = Delivery.objects.filter(is_redelivery=True)
+    assert Counter(redelivered.values_list("event_id", flat=True)) == Counter({e.pk: 1 for e in events})
+    assert AuditLogEntry.objects.filter(action="webhook_endpoint.recovered").count() == 1

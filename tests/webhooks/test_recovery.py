@@ -1,5 +1,5 @@
-"""After an outage: the scheduled disabling, probes and the catch-up, against a real receiver on
-loopback with the clock frozen and moved by hand."""
+"""After an outage: the scheduled disabling, probes, the catch-up, and `recover`, against a real
+receiver on loopback with the clock frozen and moved by hand."""
 
 from collections import Counter
 from datetime import UTC, datetime, timedelta
@@ -10,10 +10,12 @@ import time_machine
 from django.db.models import Max, Min
 from django.utils import timezone
 
-from accounts.models import AuditLogEntry, Role
+from accounts.models import AuditLogEntry, Role, Scope
 from tests.accounts.factories import MembershipFactory
+from tests.conftest import api_client
 from tests.webhooks.conftest import Reply
-from tests.webhooks.factories import make_endpoint
+from tests.webhooks.factories import make_endpoint, record_event
+from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, DeliveryStatus
 from webhooks.retries import CATCH_UP_AFTER, PROBE_AFTER, RETRY_DELAYS, RETRY_JITTER
 from webhooks.tasks import deliver_due_webhooks
@@ -199,34 +201,48 @@ def test_a_short_failure_streak_brings_nothing_forward_an_outage_does(endpoint, 
     assert (waiting.next_attempt_at, waiting.planned_attempt_at) == (streak_from + CATCH_UP_AFTER, planned)
 
 
-def test_six_days_down_the_job_disables_the_endpoint_and_emails_the_owners_once(
-    endpoint, receiver, record, job, mailoutbox
+def test_six_days_down_disabled_by_the_job_then_recover_delivers_the_backlog_once(
+    endpoint, receiver, record, job, mailoutbox, django_capture_on_commit_callbacks
 ):
     project = endpoint.project
     MembershipFactory(project=project, role=Role.OWNER, user__email="owner@acme.test", user__password=None)
-    receiver.default = Reply(503)
+    api = api_client(project)
+    back_at = T0 + timedelta(days=6)
+    receiver.default = lambda: Reply(503 if timezone.now() < back_at else 200)
     hourly = timedelta(hours=1)
 
     with time_machine.travel(T0, tick=False) as clock:
-        record(project, "invoice.created")
+        first = record(project, "invoice.created")
         totals = _drive(clock, job, until=T0 + timedelta(hours=12), every=hourly)
         clock.move_to(T0 + timedelta(hours=12))
-        record(project, "invoice.finalized")
+        second = record(project, "invoice.finalized")
         totals += _drive(clock, job, until=T0 + timedelta(days=1), every=hourly)
         clock.move_to(T0 + timedelta(days=1))
-        record(project, "invoice.paid")
+        third = record(project, "invoice.paid")
         # No event after this one: every delivery has given up (three days of retries) well before
         # the fifth day, so no attempt is left to see the 5-day rule; the job applies it.
-        totals += _drive(clock, job, until=T0 + timedelta(days=6), every=hourly)
+        totals += _drive(clock, job, until=back_at, every=hourly)
+        last_attempt = DeliveryAttempt.objects.aggregate(at=Max("started_at"))["at"]
+        endpoint.refresh_from_db()
+        assert (endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at) == (
+            False,
+            "failing",
+            T0 + timedelta(days=5),
+        )
 
-    last_attempt = DeliveryAttempt.objects.aggregate(at=Max("started_at"))["at"]
+        clock.move_to(back_at)
+        enabled = api.patch(f"/v1/webhook-endpoints/{endpoint.public_id}", {"enabled": True}, format="json")
+        url = f"/v1/webhook-endpoints/{endpoint.public_id}/recover"
+        with django_capture_on_commit_callbacks(execute=True):
+            recovered = api.post(url, {"since": "2026-03-02T09:00:00Z"}, format="json")
+        delivered = receiver.delivered()
+        for minute in range(1, 6):
+            clock.move_to(back_at + timedelta(minutes=minute))
+            job()
+        with django_capture_on_commit_callbacks(execute=True):
+            again = api.post(url, {"since": "2026-03-02T09:00:00Z"}, format="json")
+
     assert last_attempt < T0 + timedelta(days=5)
-    endpoint.refresh_from_db()
-    assert (endpoint.enabled, endpoint.disabled_reason, endpoint.disabled_at) == (
-        False,
-        "failing",
-        T0 + timedelta(days=5),
-    )
     assert (totals["disabled"], totals["errors"]) == (1, 0)
     [email] = mailoutbox
     assert email.to == ["owner@acme.test"]
@@ -237,5 +253,175 @@ def test_six_days_down_the_job_disables_the_endpoint_and_emails_the_owners_once(
         endpoint.public_id,
         {"reason": "failing"},
     )
-    assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.FAILED}
+    assert enabled.json()["enabled"] is True
+    assert (recovered.status_code, recovered.json()) == (202, {"queued": 3, "has_more": False})
+    assert (again.status_code, again.json()) == (202, {"queued": 0, "has_more": False})
+    assert delivered == [first.public_id, second.public_id, third.public_id]
+    assert receiver.delivered() == delivered
     assert receiver.all_verified()
+    redeliveries = Delivery.objects.filter(is_redelivery=True).order_by("id")
+    assert [(d.event_id, d.status, d.attempt_count) for d in redeliveries] == [
+        (event.pk, DeliveryStatus.SUCCEEDED, 1) for event in (first, second, third)
+    ]
+    assert set(Delivery.objects.filter(is_redelivery=False).values_list("status", flat=True)) == {"failed"}
+    recovery = AuditLogEntry.objects.get(action="webhook_endpoint.recovered")
+    assert (recovery.object_id, recovery.changes) == (
+        endpoint.public_id,
+        {"since": "2026-03-02T09:00:00Z", "queued": 3},
+    )
+
+
+# --- `recover` through the API -------------------------------------------------------------------
+
+
+def _recover(api, endpoint, body):
+    return api.post(f"/v1/webhook-endpoints/{endpoint.public_id}/recover", body, format="json")
+
+
+def _error(response) -> tuple[int, str, str | None]:
+    error = response.json()["error"]
+    return response.status_code, error["code"], error["param"]
+
+
+def test_recover_resends_only_what_failed_once_and_a_second_call_sends_nothing(
+    endpoint, receiver, record, django_capture_on_commit_callbacks
+):
+    project = endpoint.project
+    api = api_client(project)
+    endpoint_url = f"/v1/webhook-endpoints/{endpoint.public_id}"
+
+    with time_machine.travel(T0, tick=False) as clock:
+        receiver.script(500)
+        before = record(project)  # failed, but before `since`
+        clock.move_to(T0 + timedelta(hours=1))
+        receiver.script(200, 500, 500, 500, 500)
+        sent = record(project)
+        failed_a = record(project)
+        failed_b = record(project)
+        retried = record(project)
+        with django_capture_on_commit_callbacks(execute=True):
+            api.post(f"{endpoint_url}/redeliver", {"event": retried.public_id}, format="json")  # 500
+        api.patch(endpoint_url, {"enabled": False}, format="json")  # fails what was pending
+        missed = record(project)  # while disabled: no delivery to this endpoint at all
+        api.patch(endpoint_url, {"enabled": True}, format="json")
+        receiver.script(500)
+        pending = record(project)  # still retrying
+        requests_before = len(receiver.requests)
+
+        clock.move_to(T0 + timedelta(hours=2))
+        with django_capture_on_commit_callbacks(execute=True):
+            first = _recover(api, endpoint, {"since": "2026-03-02T10:00:00+00:00"})
+        with django_capture_on_commit_callbacks(execute=True):
+            second = _recover(api, endpoint, {"since": "2026-03-02T10:00:00"})  # naive: UTC
+
+    assert (first.status_code, first.json()) == (202, {"queued": 3, "has_more": False})
+    assert (second.status_code, second.json()) == (202, {"queued": 0, "has_more": False})
+    # `retried` failed twice (its delivery and a redelivery): it is sent once.
+    assert receiver.ids()[requests_before:] == [failed_a.public_id, failed_b.public_id, retried.public_id]
+    assert receiver.all_verified()
+    recovered = Delivery.objects.filter(is_redelivery=True, status=DeliveryStatus.SUCCEEDED)
+    assert sorted(recovered.values_list("event_id", flat=True)) == [failed_a.pk, failed_b.pk, retried.pk]
+    assert not Delivery.objects.filter(event__in=[missed]).exists()
+    assert Delivery.objects.get(event=pending).status == DeliveryStatus.PENDING
+    assert Delivery.objects.filter(event__in=[before, sent]).count() == 2
+    assert AuditLogEntry.objects.filter(action="webhook_endpoint.recovered").count() == 1
+
+
+def test_recover_queues_at_most_the_limit_and_the_next_call_carries_on(project, api, monkeypatch):
+    endpoint = make_endpoint(project)
+    with time_machine.travel(T0, tick=False):
+        events = [record_event(project) for _ in range(3)]
+        Delivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+        monkeypatch.setattr(services, "RECOVER_LIMIT", 2)
+
+        replies = [_recover(api, endpoint, {"since": "2026-03-02T09:00:00Z"}).json() for _ in range(3)]
+
+    assert replies == [
+        {"queued": 2, "has_more": True},
+        {"queued": 1, "has_more": False},
+        {"queued": 0, "has_more": False},
+    ]
+    recovered = Delivery.objects.filter(is_redelivery=True).order_by("id")
+    assert list(recovered.values_list("event_id", flat=True)) == [event.pk for event in events]
+
+
+@pytest.mark.parametrize(
+    ("body", "expected"),
+    [
+        ({"since": "2026-03-02T09:01:00Z"}, (400, "since_in_future", "since")),
+        # 14 days and 5 minutes ago, and a second more
+        ({"since": "2026-02-16T08:54:59Z"}, (400, "since_too_old", "since")),
+        ({"since": "yesterday"}, (400, "invalid", "since")),
+        ({}, (400, "required", "since")),
+        ({"since": "2026-03-01T09:00:00Z", "until": "2026-03-02T09:00:00Z"}, (400, "unknown_field", "until")),
+    ],
+)
+def test_a_bad_since_is_refused_and_changes_nothing(project, api, body, expected):
+    endpoint = make_endpoint(project)
+    with time_machine.travel(T0, tick=False):
+        record_event(project)
+        Delivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+
+        response = _recover(api, endpoint, body)
+
+    assert _error(response) == expected
+    assert Delivery.objects.count() == 1
+    assert not AuditLogEntry.objects.filter(action="webhook_endpoint.recovered").exists()
+
+
+def test_since_may_go_back_14_days_and_5_minutes(project, api):
+    endpoint = make_endpoint(project)
+    with time_machine.travel(T0, tick=False):
+        response = _recover(api, endpoint, {"since": "2026-02-16T08:55:00Z"})
+
+    assert (response.status_code, response.json()) == (202, {"queued": 0, "has_more": False})
+
+
+def test_recover_on_a_disabled_endpoint_is_refused_and_changes_nothing(project, api):
+    endpoint = make_endpoint(project)
+    record_event(project)
+    api.patch(f"/v1/webhook-endpoints/{endpoint.public_id}", {"enabled": False}, format="json")
+
+    response = _recover(api, endpoint, {"since": timezone.now().isoformat()})
+
+    assert _error(response) == (422, "endpoint_disabled", None)
+    assert response.json()["error"]["requested"] == "recover"
+    assert Delivery.objects.count() == 1
+
+
+def test_recover_on_another_projects_endpoint_is_404_and_changes_nothing(project, other_project, api):
+    theirs = make_endpoint(other_project)
+    record_event(other_project)
+    Delivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+
+    response = _recover(api, theirs, {"since": (timezone.now() - timedelta(days=1)).isoformat()})
+
+    assert _error(response) == (404, "not_found", None)
+    assert not Delivery.objects.filter(is_redelivery=True).exists()
+
+
+def test_a_read_only_key_cannot_recover(project):
+    endpoint = make_endpoint(project)
+    record_event(project)
+    Delivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
+    reader = api_client(project, [Scope.BILLING_READ])
+
+    response = _recover(reader, endpoint, {"since": (timezone.now() - timedelta(days=1)).isoformat()})
+
+    assert _error(response)[:2] == (403, "insufficient_scope")
+    assert not Delivery.objects.filter(is_redelivery=True).exists()
+    assert not AuditLogEntry.objects.filter(action="webhook_endpoint.recovered").exists()
+
+
+def test_the_schema_documents_recover(client):
+    operation = client.get("/v1/openapi.json").json()["paths"]["/v1/webhook-endpoints/{id}/recover"]["post"]
+
+    assert operation["summary"] == "Recover failed deliveries since a time"
+    request = operation["requestBody"]["content"]["application/json"]["schema"]
+    assert request == {"$ref": "#/components/schemas/RecoverRequest"}
+    response = operation["responses"]["202"]["content"]["application/json"]["schema"]
+    assert response == {"$ref": "#/components/schemas/Recovery"}
+    components = client.get("/v1/openapi.json").json()["components"]["schemas"]
+    assert components["RecoverRequest"]["required"] == ["since"]
+    assert components["RecoverRequest"]["properties"]["since"]["format"] == "date-time"
+    assert sorted(components["Recovery"]["required"]) == ["has_more", "queued"]

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from billing_site.api.fields import PublicIdRelatedField
+from billing_site.api.fields import PublicIdRelatedField, RejectUnknownFieldsMixin
 from webhooks.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
 
 
@@ -110,3 +110,21 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 class RedeliverSerializer(serializers.Serializer):
     event = PublicIdRelatedField(model=Event, help_text="The event to send again (`msg_…`).")
+
+
+class RecoverSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    since = serializers.DateTimeField(
+        help_text="Recover the failed deliveries of events created at or after this time (ISO 8601; "
+        "at most 14 days ago). Without an offset: UTC."
+    )
+
+
+class RecoverySerializer(serializers.Serializer):
+    queued = serializers.IntegerField(
+        help_text="Events queued for delivery again, each as a new delivery (a redelivery), in the "
+        "order they happened."
+    )
+    has_more = serializers.BooleanField(
+        help_text="The limit of 10,000 events per call was reached: call again with the same `since` "
+        "for the rest (what was queued is not queued again)."
+    )
