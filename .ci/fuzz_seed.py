@@ -18,7 +18,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "billing_site.settings")
 
-import django  # noqa: E402
+import django
 
 django.setup()
 
@@ -66,26 +66,37 @@ def seed() -> dict[str, list[str]]:
 
     month_start = timezone.now().replace(day=1, hour=0, minute=0, second=0, microsecond=0)
     customers, subscriptions = [], []
-    for external_id, plan, delivery in (("cus_8fq", starter, "auto"), ("acme", pro, "review"), ("globex", pro, "auto")):
+    for external_id, plan, delivery in (
+        ("cus_8fq", starter, "auto"),
+        ("acme", pro, "review"),
+        ("globex", pro, "auto"),
+    ):
         customer = customer_create(
             project=project, external_id=external_id, name=external_id.title(),
             email=f"billing@{external_id.replace('_', '')}.example", invoice_delivery=delivery, actor=None,
         )  # fmt: skip
         customers.append(customer)
         subscriptions.append(
-            subscription_create(project=project, customer=customer, plan=plan, starts_at=month_start, actor=None)
+            subscription_create(
+                project=project, customer=customer, plan=plan, starts_at=month_start, actor=None
+            )
         )
     spare_customer = customer_create(project=project, external_id="no-subscriptions", actor=None)
     usage_ingest(
         project=project,
-        events=[{"customer": "cus_8fq", "value": 1240}, {"customer": "acme", "meter": "storage_gb", "value": 12}],
+        events=[
+            {"customer": "cus_8fq", "value": 1240},
+            {"customer": "acme", "meter": "storage_gb", "value": 12},
+        ],
     )
     billing_close(as_of=timezone.now(), project_id=project.pk)
     drafts_refresh(project_id=project.pk)
     open_invoice = Invoice.objects.filter(project=project, status=InvoiceStatus.OPEN).first()
     credit_notes = []
     if open_invoice is not None:
-        credit_notes.append(credit_note_create(invoice=open_invoice, actor=None, reason="billing_error", amount="1"))
+        credit_notes.append(
+            credit_note_create(invoice=open_invoice, actor=None, reason="billing_error", amount="1")
+        )
 
     contract = Contract.objects.create(
         project=project, title="Initech MSA", currency="USD", start_date=month_start.date(),
@@ -98,7 +109,9 @@ def seed() -> dict[str, list[str]]:
     _, secret = api_key_create(project=project, name="schemathesis", scopes=ALL_SCOPES, actor=None)
 
     invoices = list(Invoice.objects.filter(project=project).values_list("public_id", flat=True))
-    lines = [line.public_id for invoice in Invoice.objects.filter(project=project) for line in invoice.lines.all()]
+    lines = [
+        line.public_id for invoice in Invoice.objects.filter(project=project) for line in invoice.lines.all()
+    ]
     return {
         "secret": secret,
         "customers": [c.public_id for c in [*customers, spare_customer]] + [c.external_id for c in customers],
@@ -172,8 +185,16 @@ def toml(ids: dict[str, list[str]]) -> str:
         "/v1/invoices/preview": {"body.subscription": "subscriptions", "body.plan": "plans"},
     }
     for path, refs in body_refs.items():
-        rendered = ", ".join(f'"{key}" = {{ dictionary = "{name}", probability = 0.8 }}' for key, name in refs.items())
-        out += ["[[operations]]", f"include-path = {json.dumps(path)}", "include-method = \"POST\"", f"parameters = {{ {rendered} }}", ""]
+        rendered = ", ".join(
+            f'"{key}" = {{ dictionary = "{name}", probability = 0.8 }}' for key, name in refs.items()
+        )
+        out += [
+            "[[operations]]",
+            f"include-path = {json.dumps(path)}",
+            'include-method = "POST"',
+            f"parameters = {{ {rendered} }}",
+            "",
+        ]
     return "\n".join(out)
 
 

@@ -16,6 +16,8 @@ class Job:
 
 JOBS = [
     Job("purge idempotency keys", "billing_site.tasks.purge_idempotency_keys", 60),
+    # Also disables endpoints failing for 5 days and probes failing ones: one job, not two, so a
+    # probe is sent by the run that brings it forward (webhooks.tasks.deliver_due_webhooks).
     Job("deliver webhooks", "webhooks.tasks.deliver_due_webhooks", 1),
     Job("close billing periods", "invoicing.tasks.close_billing_periods", 15),
     Job("refresh draft invoices", "invoicing.tasks.refresh_draft_invoices", 15),

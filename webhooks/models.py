@@ -99,7 +99,16 @@ class Delivery(models.Model):
     # after which a crashed worker's claim lapses and another worker may take it.
     claimed_until = models.DateTimeField(null=True, blank=True)
     claim_token = models.UUIDField(null=True, blank=True)
-    attempt_count = models.PositiveIntegerField(default=0)
+    attempt_count = models.PositiveIntegerField(default=0)  # every attempt made, early ones included
+    # The retry schedule (webhooks.retries) counts `attempt_count - early_failures` attempts: an
+    # early attempt (a probe of a failing endpoint, or a catch-up after it came back; see
+    # webhooks.services) that fails does not use up a step, so the documented ten attempts over
+    # about three days still hold for ordinary retries.
+    early_failures = models.PositiveIntegerField(default=0)
+    # Set while the next attempt is early: the retry the schedule had planned, which a failed early
+    # attempt goes back to. Cleared by the attempt; never overwritten before it (bringing forward
+    # requires it empty), so a planned retry cannot be lost.
+    planned_attempt_at = models.DateTimeField(null=True, blank=True)
     last_attempt_at = models.DateTimeField(null=True, blank=True)
     last_status_code = models.PositiveSmallIntegerField(null=True, blank=True)
     last_error = models.CharField(max_length=500, blank=True)
@@ -123,6 +132,12 @@ class Delivery(models.Model):
                 name="delivery_due",
             ),
             models.Index(fields=["endpoint", "id"], name="delivery_endpoint"),
+            # `recover`: an endpoint's failed deliveries in event order.
+            models.Index(
+                fields=["endpoint", "event"],
+                condition=models.Q(status="failed"),
+                name="delivery_failed",
+            ),
             models.Index(fields=["project", "id"], name="delivery_project"),
         ]
 
@@ -140,6 +155,8 @@ class DeliveryAttempt(models.Model):
     url = models.CharField(max_length=2000)  # the endpoint's URL at the time
     status_code = models.PositiveSmallIntegerField(null=True, blank=True)  # None: no response
     succeeded = models.BooleanField()
+    # Made before the schedule asked for it (a probe or a catch-up): not counted if it failed.
+    early = models.BooleanField(default=False)
     response_body = models.TextField(blank=True)  # truncated (webhooks.transport.RESPONSE_BODY_LIMIT)
     error = models.CharField(max_length=500, blank=True)
 

@@ -15,7 +15,7 @@ from django.conf import settings
 from django.core.mail import send_mail
 from django.core.serializers.json import DjangoJSONEncoder
 from django.db import models, transaction
-from django.db.models import Q
+from django.db.models import F, Q, QuerySet
 from django.template.loader import render_to_string
 from django.urls import reverse
 from django.utils import timezone
@@ -42,6 +42,13 @@ EVENT_TYPE_PATTERN = re.compile(r"^[a-z0-9_]+(\.[a-z0-9_]+)*(\.\*)?$")
 MAX_EVENT_TYPES = 100
 MAX_URL_LENGTH = 2000
 ENDPOINT_FIELDS = frozenset({"url", "description", "event_types", "enabled"})
+# `recover` reaches back this far, as Svix's does; a few minutes more, so a client that computes
+# "now minus 14 days" a moment before its request is not refused. Older events: redeliver one by one.
+RECOVER_WINDOW = timedelta(days=14)
+RECOVER_WINDOW_SLACK = timedelta(minutes=5)
+# Events one `recover` queues at most (Svix's cap too), so a request stays short; `has_more` says to
+# call again, which carries on where this one stopped (what it queued is not queued again).
+RECOVER_LIMIT = 10_000
 
 
 # --- events (the outbox) -------------------------------------------------------------------------
@@ -260,11 +267,16 @@ def _endpoint_enable(endpoint: WebhookEndpoint) -> None:
     )
 
 
-def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: DisabledReason, now: datetime) -> bool:
-    """Disable once (False if it already was) and fail its pending deliveries that no worker is
-    sending right now; those finish their attempt and are failed at their next claim. Owners are
-    emailed, after commit, when the disabling was automatic."""
-    disabled = WebhookEndpoint.objects.filter(pk=endpoint.pk, enabled=True).update(
+def _endpoint_disable(
+    endpoint: WebhookEndpoint, *, reason: DisabledReason, now: datetime, only_if: Q | None = None
+) -> bool:
+    """Disable once (False if it already was, or `only_if` no longer holds for its row) and fail
+    its pending deliveries that no worker is sending right now; those finish their attempt and are
+    failed at their next claim. Owners are emailed, after commit, when the disabling was automatic."""
+    endpoints = WebhookEndpoint.objects.filter(pk=endpoint.pk, enabled=True)
+    if only_if is not None:
+        endpoints = endpoints.filter(only_if)
+    disabled = endpoints.update(
         enabled=False, disabled_reason=reason, disabled_at=now, disabled_notified_at=None, updated_at=now
     )
     if not disabled:
@@ -274,6 +286,7 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: DisabledReason, now:
     ).update(
         status=DeliveryStatus.FAILED,
         next_attempt_at=None,
+        planned_attempt_at=None,
         claimed_until=None,
         claim_token=None,
         last_error=_disabled_error(reason),
@@ -283,6 +296,29 @@ def _endpoint_disable(endpoint: WebhookEndpoint, *, reason: DisabledReason, now:
             partial(async_task, "webhooks.tasks.notify_endpoint_disabled", endpoint.pk), robust=True
         )
     return True
+
+
+def _endpoint_disable_automatically(
+    endpoint: WebhookEndpoint, *, reason: DisabledReason, now: datetime, only_if: Q | None = None
+) -> bool:
+    """Disable for a 410 or a failure streak, with the audit record the system leaves (the attempt
+    that saw it and the scheduled check both come here, so they leave the same one)."""
+    if not _endpoint_disable(endpoint, reason=reason, now=now, only_if=only_if):
+        return False
+    audit_record(
+        project=endpoint.project,
+        actor=None,
+        action="webhook_endpoint.disabled",
+        target=endpoint,
+        changes={"reason": reason.value},
+    )
+    return True
+
+
+def _failing_too_long(now: datetime) -> Q:
+    """The 5-day rule, as a condition on the endpoint row: checked by the UPDATE that disables, so a
+    success recorded meanwhile (which clears failing_since) wins."""
+    return Q(failing_since__lte=now - retries.DISABLE_FAILING_AFTER)
 
 
 def _disabled_error(reason: str) -> str:
@@ -391,6 +427,72 @@ def webhook_event_redeliver(*, event: Event, endpoint: WebhookEndpoint, actor: A
     return delivery
 
 
+@dataclass(frozen=True)
+class Recovery:
+    queued: int  # new deliveries, one per event, sent after commit
+    has_more: bool  # RECOVER_LIMIT was reached: call again for the rest
+
+
+def webhook_endpoint_recover(*, endpoint: WebhookEndpoint, since: datetime, actor: Actor) -> Recovery:
+    """Send again, once, every event created at or after `since` whose deliveries to this endpoint
+    have all failed (Svix's "recover"): after an outage, or after re-enabling a disabled endpoint.
+
+    Each event gets one new delivery (a redelivery: same `webhook-id`, a fresh retry schedule), in
+    the order the events happened; the failed rows stay as the record of what happened. An event
+    that already has a pending or succeeded delivery to the endpoint is skipped, so calling this
+    twice sends nothing twice. Events recorded while the endpoint was disabled have no delivery to
+    it, hence nothing to recover (redeliver them one by one). The endpoint must be enabled.
+    """
+    now = timezone.now()
+    # Well-formed times outside the window: 422 (docs/api.md, "400 or 422").
+    if since > now:
+        raise Unprocessable("`since` is in the future.", code="since_in_future", param="since")
+    if since < now - RECOVER_WINDOW - RECOVER_WINDOW_SLACK:
+        raise Unprocessable(
+            f"`since` may go back {RECOVER_WINDOW.days} days at most; redeliver older events one by one.",
+            code="since_too_old",
+            param="since",
+        )
+    with transaction.atomic():
+        # The endpoint's row lock serialises recoveries of one endpoint: a concurrent one waits here,
+        # then its selection (a later statement) sees the deliveries this one created. No unique
+        # constraint can say "once" instead: an explicit redelivery may repeat a succeeded event.
+        current = WebhookEndpoint.objects.select_for_update().select_related("project").get(pk=endpoint.pk)
+        if not current.enabled:
+            raise InvalidState(
+                "This endpoint is disabled; enable it to recover its failed deliveries.",
+                current="disabled",
+                requested="recover",
+                code="endpoint_disabled",
+            )
+        event_ids = selectors.webhook_events_to_recover(
+            endpoint=current, since=since, limit=RECOVER_LIMIT + 1
+        )
+        has_more = len(event_ids) > RECOVER_LIMIT
+        deliveries = Delivery.objects.bulk_create(
+            [
+                Delivery(
+                    project_id=current.project_id,
+                    endpoint=current,
+                    event_id=event_id,
+                    is_redelivery=True,
+                    next_attempt_at=now,
+                )
+                for event_id in event_ids[:RECOVER_LIMIT]
+            ]
+        )
+        if deliveries:
+            audit_record(
+                project=current.project,
+                actor=actor,
+                action="webhook_endpoint.recovered",
+                target=current,
+                changes={"since": signing.iso_timestamp(since), "queued": len(deliveries)},
+            )
+            _send_after_commit([delivery.pk for delivery in deliveries])
+    return Recovery(queued=len(deliveries), has_more=has_more)
+
+
 def _claim_lease() -> timedelta:
     """Longer than any attempt can take (each of connect, write and read may use the timeout)."""
     return timedelta(seconds=4 * settings.WEBHOOK_TIMEOUT_SECONDS + 60)
@@ -421,6 +523,7 @@ def webhook_delivery_attempt(*, delivery_id: int) -> AttemptOutcome:
         Delivery.objects.filter(pk=delivery_id, claim_token=token, status=DeliveryStatus.PENDING).update(
             status=DeliveryStatus.FAILED,
             next_attempt_at=None,
+            planned_attempt_at=None,
             claimed_until=None,
             claim_token=None,
             last_error=_disabled_error(endpoint.disabled_reason or DisabledReason.MANUAL),
@@ -448,14 +551,28 @@ def webhook_delivery_attempt(*, delivery_id: int) -> AttemptOutcome:
 def _attempt_record(delivery: Delivery, *, token: uuid.UUID, result: transport.PostResult) -> AttemptOutcome:
     finished_at = timezone.now()
     number = delivery.attempt_count + 1
+    # As read after the claim. A bringing forward by a process whose `now` was read before the
+    # delivery fell due may still change the row while we hold it; the UPDATE below overwrites what
+    # it set, so the attempt is recorded as what it was when we read it.
+    early = delivery.planned_attempt_at is not None
+    early_failures = delivery.early_failures
     next_attempt_at = None
     if result.succeeded:
         outcome, status = AttemptOutcome.SUCCEEDED, DeliveryStatus.SUCCEEDED
     elif result.status_code == 410:
         outcome, status = AttemptOutcome.FAILED, DeliveryStatus.FAILED
+    elif early:
+        # The invariant behind the documented schedule: a failed early attempt is recorded but not
+        # counted (early_failures), and the delivery goes back to the retry it had planned, so probes
+        # and catch-ups never use up the ten attempts of the schedule nor shorten its three days.
+        outcome, status = AttemptOutcome.RESCHEDULED, DeliveryStatus.PENDING
+        next_attempt_at = retries.retry_after_early_failure(
+            planned=delivery.planned_attempt_at, now=finished_at, retry_after=result.retry_after
+        )
+        early_failures += 1
     else:
         delay = retries.retry_delay(
-            attempts_made=number,
+            attempts_made=number - early_failures,
             retry_after=result.retry_after,
             jitter=random.uniform(-1, 1),  # noqa: S311 - spreads retries; nothing secret
         )
@@ -470,7 +587,9 @@ def _attempt_record(delivery: Delivery, *, token: uuid.UUID, result: transport.P
         ).update(
             status=status,
             attempt_count=number,
+            early_failures=early_failures,
             next_attempt_at=next_attempt_at,
+            planned_attempt_at=None,
             claimed_until=None,
             claim_token=None,
             last_attempt_at=result.started_at,
@@ -493,6 +612,7 @@ def _attempt_record(delivery: Delivery, *, token: uuid.UUID, result: transport.P
             url=delivery.endpoint.url,
             status_code=result.status_code,
             succeeded=result.succeeded,
+            early=early,
             response_body=result.response_body,
             error=result.error,
         )
@@ -501,27 +621,82 @@ def _attempt_record(delivery: Delivery, *, token: uuid.UUID, result: transport.P
 
 
 def _endpoint_health(delivery: Delivery, *, result: transport.PostResult, now: datetime) -> None:
-    """A success clears the endpoint's failure streak; a failure starts one, and a 410 or a streak
-    of DISABLE_FAILING_AFTER (5 days) without a success disables the endpoint."""
+    """A success clears the endpoint's failure streak, and when the streak was an outage
+    (CATCH_UP_AFTER or longer) brings its pending deliveries forward; a failure starts a streak,
+    and a 410 or a streak of DISABLE_FAILING_AFTER (5 days) without a success disables it."""
     endpoints = WebhookEndpoint.objects.filter(pk=delivery.endpoint_id)
     if result.succeeded:
-        endpoints.filter(failing_since__isnull=False).update(failing_since=None)
+        # Two conditional UPDATEs, not a read: of concurrent successes only one ends the streak,
+        # so only one catches up.
+        if endpoints.filter(failing_since__lte=now - retries.CATCH_UP_AFTER).update(failing_since=None):
+            _deliveries_bring_forward(Delivery.objects.filter(endpoint_id=delivery.endpoint_id), now=now)
+        else:
+            endpoints.filter(failing_since__isnull=False).update(failing_since=None)
         return
     endpoints.filter(failing_since__isnull=True).update(failing_since=now)
+    endpoint = delivery.endpoint
     if result.status_code == 410:
-        reason = DisabledReason.GONE
-    elif endpoints.filter(failing_since__lte=now - retries.DISABLE_FAILING_AFTER).exists():
-        reason = DisabledReason.FAILING
+        _endpoint_disable_automatically(endpoint, reason=DisabledReason.GONE, now=now)
     else:
-        return
-    if _endpoint_disable(delivery.endpoint, reason=reason, now=now):
-        audit_record(
-            project=delivery.project,
-            actor=None,
-            action="webhook_endpoint.disabled",
-            target=delivery.endpoint,
-            changes={"reason": reason.value},
+        _endpoint_disable_automatically(
+            endpoint, reason=DisabledReason.FAILING, now=now, only_if=_failing_too_long(now)
         )
+
+
+def _deliveries_bring_forward(deliveries: QuerySet[Delivery], *, now: datetime) -> int:
+    """Make these deliveries' next attempts early: due now, with the retry each had planned kept in
+    planned_attempt_at to go back to if it fails. Only pending deliveries whose next attempt is
+    later and that are not early already. Returns how many were brought forward (a compare-and-swap:
+    of processes bringing the same delivery forward, one counts it)."""
+    return deliveries.filter(
+        status=DeliveryStatus.PENDING,
+        next_attempt_at__gt=now,
+        # Not "implied by next_attempt_at > now": a process whose `now` was read a moment before
+        # another's bringing forward would match again and overwrite the planned retry with the
+        # other's `now`, so a failed early attempt would go back to a retry due at once, and count.
+        planned_attempt_at__isnull=True,
+    ).update(
+        # Both right-hand sides read the row as it was (SQL evaluates SET against the old row).
+        planned_attempt_at=F("next_attempt_at"),
+        next_attempt_at=now,
+    )
+
+
+@dataclass
+class FailingEndpointsCheck:
+    """What the scheduled check of failing endpoints did."""
+
+    disabled: int = 0  # endpoints failing for DISABLE_FAILING_AFTER
+    probed: int = 0  # deliveries brought forward to find out whether their endpoint is back
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def webhook_failing_endpoints_check() -> FailingEndpointsCheck:
+    """Every minute, before the due deliveries are sent: what failing endpoints need when no
+    attempt happens to look at them.
+
+    - The 5-day rule: an endpoint failing for DISABLE_FAILING_AFTER is disabled (its owners
+      emailed, once) even when all its deliveries have given up and no event comes any more.
+    - A probe: a failing endpoint with deliveries waiting, none due and none tried for PROBE_AFTER
+      (10 minutes) has its oldest pending delivery tried now, early. If the receiver is back, that
+      success brings the rest forward; if not, the attempt does not count (see _attempt_record).
+
+    Safe in several processes at once: each disabling and each probe is a conditional UPDATE, and
+    only the process whose UPDATE matched counts it (and, for a disabling, audits and emails).
+    """
+    now = timezone.now()
+    check = FailingEndpointsCheck()
+    for endpoint in selectors.webhook_endpoints_failing_too_long(now=now):
+        with transaction.atomic():
+            if _endpoint_disable_automatically(
+                endpoint, reason=DisabledReason.FAILING, now=now, only_if=_failing_too_long(now)
+            ):
+                check.disabled += 1
+    for delivery_id in selectors.webhook_deliveries_to_probe(now=now):
+        check.probed += _deliveries_bring_forward(Delivery.objects.filter(pk=delivery_id), now=now)
+    return check
 
 
 def webhook_deliveries_send(

@@ -16,9 +16,19 @@ def send_deliveries(delivery_ids: list[int]) -> dict[str, int]:
 
 
 def deliver_due_webhooks() -> dict[str, int]:
-    """Every minute: the retries that are due, and first attempts whose enqueueing was lost."""
+    """Every minute: the check of failing endpoints, then the retries that are due (probes
+    included) and first attempts whose enqueueing was lost.
+
+    The check runs here rather than as a job of its own: the probes it brings forward are sent by
+    this same run, so a returning receiver is noticed within PROBE_AFTER plus the minute between
+    runs, with no second schedule to keep in step; an endpoint past the 5-day rule is disabled
+    before this run sends to it; and a cron setup that runs only `deliver_webhooks` gets it too
+    (the command does the same).
+    """
+    check = services.webhook_failing_endpoints_check()
     due = selectors.webhook_deliveries_due(now=timezone.now())
-    return services.webhook_deliveries_send(delivery_ids=due, max_seconds=RUN_SECONDS).as_dict()
+    run = services.webhook_deliveries_send(delivery_ids=due, max_seconds=RUN_SECONDS)
+    return {**run.as_dict(), **check.as_dict()}
 
 
 def notify_endpoint_disabled(endpoint_id: int) -> bool:

@@ -37,6 +37,7 @@ class Received:
     body: bytes
     payload: Any  # what standardwebhooks' verifier returned; None when it refused
     verify_error: str
+    status: int  # what the receiver answered
 
 
 class Receiver:
@@ -73,13 +74,19 @@ class Receiver:
         except (WebhookVerificationError, EmptyWebhookSecretError) as exc:
             error = str(exc) or type(exc).__name__
         with self._lock:
-            self.requests.append(Received(path, headers, body, payload, error))
             if self._script:
-                return self._script.popleft()
-        return self.default() if callable(self.default) else self.default
+                reply = self._script.popleft()
+            else:
+                reply = self.default() if callable(self.default) else self.default
+            self.requests.append(Received(path, headers, body, payload, error, reply.status))
+        return reply
 
     def ids(self) -> list[str]:
         return [request.headers["webhook-id"] for request in self.requests]
+
+    def delivered(self) -> list[str]:
+        """The `webhook-id`s of the requests answered with a 2xx, in the order they came."""
+        return [request.headers["webhook-id"] for request in self.requests if 200 <= request.status < 300]
 
     def all_verified(self) -> bool:
         return all(request.payload is not None and not request.verify_error for request in self.requests)

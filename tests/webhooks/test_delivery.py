@@ -33,7 +33,8 @@ pytestmark = pytest.mark.django_db
 T0 = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 NOTHING_DUE = (
     "attempted 0: succeeded 0, rescheduled 0, failed 0; cancelled 0 (endpoint disabled), "
-    "skipped 0 (taken by another worker), errors 0 (see the log), left 0 (time budget)"
+    "skipped 0 (taken by another worker), errors 0 (see the log), left 0 (time budget); "
+    "failing endpoints: disabled 0, probed 0"
 )
 
 
@@ -41,7 +42,8 @@ def _summary(*, succeeded=0, rescheduled=0, failed=0, cancelled=0) -> str:
     return (
         f"attempted {succeeded + rescheduled + failed}: succeeded {succeeded}, rescheduled {rescheduled}, "
         f"failed {failed}; cancelled {cancelled} (endpoint disabled), "
-        "skipped 0 (taken by another worker), errors 0 (see the log), left 0 (time budget)"
+        "skipped 0 (taken by another worker), errors 0 (see the log), left 0 (time budget); "
+        "failing endpoints: disabled 0, probed 0"
     )
 
 
@@ -130,7 +132,17 @@ def test_500_then_200_is_delivered_once_with_the_same_webhook_id(endpoint, recei
     assert deliver() == NOTHING_DUE
 
 
-def test_a_receiver_down_for_24_hours_gets_everything_once_it_is_back(endpoint, receiver, record, deliver):
+def _on_schedule(starts: list[datetime]) -> bool:
+    """Each gap between these attempts is the schedule's step, give or take the jitter."""
+    return all(
+        RETRY_DELAYS[step] * (1 - RETRY_JITTER) <= after - before <= RETRY_DELAYS[step] * (1 + RETRY_JITTER)
+        for step, (before, after) in enumerate(pairwise(starts))
+    )
+
+
+def test_a_receiver_down_for_24_hours_gets_retries_on_the_schedule_then_the_rest_with_the_first_success(
+    endpoint, receiver, record, deliver
+):
     back_at = T0 + timedelta(hours=24)
     receiver.default = lambda: Reply(503 if timezone.now() < back_at else 200)
 
@@ -141,23 +153,25 @@ def test_a_receiver_down_for_24_hours_gets_everything_once_it_is_back(endpoint, 
         _run_until_settled(clock, deliver)
 
     assert receiver.all_verified()
+    assert receiver.delivered() in ([first.public_id, second.public_id], [second.public_id, first.public_id])
     # Attempts on the schedule (5 s, 5 min, 30 min, 2 h, 5 h, 10 h, …, each ±10 %) until one lands
     # after the receiver is back: 8 for the first event, 7 for the one recorded 12 hours later.
-    assert receiver.ids().count(first.public_id) == 8
-    assert receiver.ids().count(second.public_id) == 7
-    for event, count in ((first, 8), (second, 7)):
-        delivery = Delivery.objects.get(event=event)
+    deliveries = [Delivery.objects.get(event=first), Delivery.objects.get(event=second)]
+    for delivery, count in zip(deliveries, (8, 7), strict=True):
         assert delivery.status == DeliveryStatus.SUCCEEDED
         assert _attempts(delivery) == [(503, False)] * (count - 1) + [(200, True)]
         starts = list(delivery.attempts.values_list("started_at", flat=True))
-        assert starts[0] == event.created_at
-        for step, (before, after) in enumerate(pairwise(starts)):
-            assert (
-                RETRY_DELAYS[step] * (1 - RETRY_JITTER)
-                <= after - before
-                <= RETRY_DELAYS[step] * (1 + RETRY_JITTER)
-            )
+        assert starts[0] == delivery.event.created_at
+        assert _on_schedule(starts[:-1])
         assert starts[-2] < back_at <= starts[-1]
+    # The first retry after the receiver is back succeeds and ends an outage of hours: the other
+    # delivery is brought forward and sent at once, early, instead of hours later on its schedule.
+    finals = [delivery.attempts.last() for delivery in deliveries]
+    [on_time] = [final for final in finals if not final.early]
+    [early] = [final for final in finals if final.early]
+    assert early.started_at == on_time.started_at
+    assert _on_schedule(list(on_time.delivery.attempts.values_list("started_at", flat=True)))
+    assert [delivery.early_failures for delivery in deliveries] == [0, 0]
     endpoint.refresh_from_db()
     assert (endpoint.enabled, endpoint.failing_since) == (True, None)
 
@@ -200,7 +214,7 @@ def test_410_disables_the_endpoint_fails_what_is_pending_and_emails_the_owners(
     )
 
 
-def test_five_days_without_a_success_disable_the_endpoint_and_email_the_owners(
+def test_an_attempt_after_five_days_of_failures_disables_the_endpoint_and_emails_the_owners(
     endpoint, receiver, record, deliver, mailoutbox
 ):
     project = endpoint.project
@@ -208,21 +222,31 @@ def test_five_days_without_a_success_disable_the_endpoint_and_email_the_owners(
     receiver.default = Reply(500)
 
     with time_machine.travel(T0, tick=False) as clock:
-        record(project, "invoice.created")
-        clock.move_to(T0 + timedelta(days=3))
-        record(project, "invoice.finalized")  # failures continue past the first event's schedule
-        _run_until_settled(clock, deliver)
+        first = record(project, "invoice.created")
+        _run_until_settled(clock, deliver)  # its ten attempts, over about three days
+        clock.move_to(T0 + timedelta(days=5))
+        later = record(project, "invoice.finalized")  # its first attempt sees the 5 days
 
     endpoint.refresh_from_db()
-    assert (endpoint.enabled, endpoint.disabled_reason, endpoint.failing_since) == (False, "failing", T0)
-    starts = sorted(Delivery.objects.filter(endpoint=endpoint).values_list("attempts__started_at", flat=True))
-    assert starts[-1] == endpoint.disabled_at
-    assert starts[-2] < T0 + timedelta(days=5) <= starts[-1]
+    assert (endpoint.enabled, endpoint.disabled_reason, endpoint.failing_since, endpoint.disabled_at) == (
+        False,
+        "failing",
+        T0,
+        T0 + timedelta(days=5),
+    )
+    assert _attempts(Delivery.objects.get(event=first)) == [(500, False)] * 10
+    assert _attempts(Delivery.objects.get(event=later)) == [(500, False)]
     assert set(Delivery.objects.values_list("status", flat=True)) == {DeliveryStatus.FAILED}
     [email] = mailoutbox
     assert email.to == ["owner@acme.test"]
     assert "Reason:   No successful delivery for 5 days" in email.body
     assert "Failing since: 2026-03-02T09:00:00+00:00" in email.body
+    entry = AuditLogEntry.objects.get(action="webhook_endpoint.disabled")
+    assert (entry.actor_label, entry.object_id, entry.changes) == (
+        "system",
+        endpoint.public_id,
+        {"reason": "failing"},
+    )
     assert receiver.all_verified()
 
 
@@ -471,9 +495,25 @@ def test_the_scheduled_job_sends_what_is_due(endpoint, receiver):
     assert Job("deliver webhooks", "webhooks.tasks.deliver_due_webhooks", 1) in JOBS
     assert summary == {
         "attempted": 1, "succeeded": 1, "rescheduled": 0, "failed": 0,
-        "cancelled": 0, "skipped": 0, "errors": 0, "left": 0,
+        "cancelled": 0, "skipped": 0, "errors": 0, "left": 0, "disabled": 0, "probed": 0,
     }  # fmt: skip
     assert receiver.ids() == [event.public_id]
+
+
+def test_a_run_sends_what_is_due_in_the_order_the_events_happened(
+    endpoint, receiver, record, deliver, monkeypatch
+):
+    receiver.script(500)
+    with time_machine.travel(T0, tick=False) as clock:
+        older = record(endpoint.project, "invoice.created")  # fails: its retry is due in about 5 s
+        clock.move_to(T0 + timedelta(seconds=1))
+        monkeypatch.setattr(Conf, "SYNC", False)  # the newer one's first attempt is queued and lost
+        newer = record(endpoint.project, "invoice.paid")  # due at once, before the older's retry
+        clock.move_to(T0 + timedelta(seconds=10))
+        summary = deliver()
+
+    assert summary == _summary(succeeded=2)
+    assert receiver.ids() == [older.public_id, older.public_id, newer.public_id]
 
 
 def test_only_the_start_of_a_response_body_is_kept(endpoint, receiver, record):

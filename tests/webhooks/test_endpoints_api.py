@@ -202,7 +202,12 @@ def test_a_read_only_key_lists_but_cannot_write(project):
 
 @pytest.mark.parametrize(
     ("method", "suffix", "data"),
-    [("get", "deliveries", None), ("post", "rotate-secret", None), ("post", "redeliver", {"event": "msg_x"})],
+    [
+        ("get", "deliveries", None),
+        ("post", "rotate-secret", None),
+        ("post", "redeliver", {"event": "msg_x"}),
+        ("post", "recover", {"since": "2026-03-01T00:00:00Z"}),
+    ],
 )
 def test_another_projects_endpoint_is_404_on_every_sub_route(
     project, other_project, api, method, suffix, data

@@ -6,7 +6,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from django.db.models import Q
 
-from webhooks.retries import MAX_ATTEMPTS, retry_delay
+from webhooks.retries import MAX_ATTEMPTS, retry_after_early_failure, retry_delay
 from webhooks.selectors import event_type_matches, event_types_query
 from webhooks.transport import address_is_public, parse_retry_after
 
@@ -45,6 +45,24 @@ def test_the_retry_schedule_with_jitter(attempts_made, jitter, expected):
 )
 def test_retry_after_lengthens_the_wait_up_to_a_day(attempts_made, retry_after, expected):
     assert retry_delay(attempts_made=attempts_made, retry_after=retry_after, jitter=0) == expected
+
+
+@pytest.mark.parametrize(
+    ("retry_after", "expected"),
+    [
+        (None, timedelta(minutes=30)),  # back to the retry that was planned
+        (timedelta(minutes=10), timedelta(minutes=30)),  # sooner than planned: the plan wins
+        (timedelta(hours=2), timedelta(hours=2)),
+        (timedelta(days=3), timedelta(hours=24)),  # capped
+    ],
+)
+def test_a_failed_early_attempt_goes_back_to_the_planned_retry_or_later_if_asked(retry_after, expected):
+    now = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+    assert (
+        retry_after_early_failure(planned=now + timedelta(minutes=30), now=now, retry_after=retry_after)
+        == now + expected
+    )
 
 
 def test_ten_attempts_span_about_three_days():

@@ -1,6 +1,6 @@
 from rest_framework import serializers
 
-from billing_site.api.fields import PublicIdRelatedField, RejectUnknownFieldsMixin
+from billing_site.api.fields import MomentField, PublicIdRelatedField, RejectUnknownFieldsMixin
 from billing_site.validators import PatternValidator
 from webhooks.models import Delivery, DeliveryAttempt, DisabledReason, Event, WebhookEndpoint
 from webhooks.services import EVENT_TYPE_PATTERN, MAX_EVENT_TYPES, MAX_URL_LENGTH
@@ -83,6 +83,7 @@ class DeliveryAttemptSerializer(serializers.ModelSerializer):
             "url",
             "status_code",
             "succeeded",
+            "early",
             "response_body",
             "error",
         ]
@@ -121,3 +122,21 @@ class DeliverySerializer(serializers.ModelSerializer):
 
 class RedeliverSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     event = PublicIdRelatedField(model=Event, help_text="The event to send again (`msg_…`).")
+
+
+class RecoverSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    since = MomentField(
+        help_text="Recover the failed deliveries of events created at or after this time (ISO 8601; "
+        "at most 14 days ago, else 422). Without an offset: UTC."
+    )
+
+
+class RecoverySerializer(serializers.Serializer):
+    queued = serializers.IntegerField(
+        help_text="Events queued for delivery again, each as a new delivery (a redelivery), in the "
+        "order they happened."
+    )
+    has_more = serializers.BooleanField(
+        help_text="The limit of 10,000 events per call was reached: call again with the same `since` "
+        "for the rest (what was queued is not queued again)."
+    )

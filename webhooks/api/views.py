@@ -12,6 +12,8 @@ from webhooks import selectors, services
 from webhooks.api.serializers import (
     DeliverySerializer,
     EventSerializer,
+    RecoverSerializer,
+    RecoverySerializer,
     RedeliverSerializer,
     WebhookEndpointSerializer,
     WebhookEndpointWithSecretSerializer,
@@ -103,6 +105,24 @@ class WebhookEndpointViewSet(ServiceViewSet):
         )
         delivery = selectors.webhook_delivery_list(endpoint=endpoint).get(pk=delivery.pk)
         return Response(DeliverySerializer(delivery).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        request=RecoverSerializer,
+        responses={202: RecoverySerializer},
+        summary="Recover failed deliveries since a time",
+    )
+    @action(detail=True, methods=["post"])
+    def recover(self, request, id=None):
+        """Send again, once, every event since `since` whose deliveries to this endpoint all failed
+        (after an outage, or after enabling it again). Events that have a pending or succeeded
+        delivery are skipped, so a second call sends nothing twice. Accepted: the new deliveries are
+        sent in the background, in the order the events happened."""
+        endpoint = self.get_object()
+        data = self.validated(RecoverSerializer, request.data)
+        recovery = services.webhook_endpoint_recover(
+            endpoint=endpoint, since=data["since"], actor=request.auth
+        )
+        return Response(RecoverySerializer(recovery).data, status=status.HTTP_202_ACCEPTED)
 
 
 class DeliveryFilter(CreatedFilterSet):
