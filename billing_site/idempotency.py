@@ -34,7 +34,7 @@ class Claim:
 
 def request_fingerprint(request: HttpRequest) -> str:
     body = request.body
-    with contextlib.suppress(ValueError):  # not JSON: compare the bytes as sent
+    with contextlib.suppress(ValueError, RecursionError):  # not JSON: compare the bytes as sent
         body = json.dumps(json.loads(body), sort_keys=True, separators=(",", ":")).encode()
     digest = hashlib.sha256()
     digest.update(f"{request.method} {request.get_full_path()}\n".encode())

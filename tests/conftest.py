@@ -27,6 +27,18 @@ def pytest_collection_modifyitems(config, items):
             item.add_marker(skip)
 
 
+def shared_database_url() -> str:
+    """DATABASE_URL for a process of its own (a server, a command) to use the test database."""
+    database = settings.DATABASES["default"]
+    if not ON_POSTGRES:
+        return f"sqlite:///{database['NAME']}"
+    password = f":{database['PASSWORD']}" if database["PASSWORD"] else ""
+    return (
+        f"postgresql://{database['USER']}{password}@{database['HOST'] or '127.0.0.1'}:"
+        f"{database['PORT'] or 5432}/{database['NAME']}"
+    )
+
+
 def api_client(project: Project, scopes: list[str] | None = None) -> APIClient:
     """A client authenticated with a new key of the project (all scopes unless given)."""
     _, secret = make_api_key(project, scopes or list(ALL_SCOPES))

@@ -119,7 +119,7 @@ class PublicIdRelatedField(serializers.RelatedField):
 
     def to_internal_value(self, data):
         if not isinstance(data, str):
-            self.fail("incorrect_type", data_type=type(data).__name__)
+            raise serializers.ValidationError("Must be a JSON string.", code="invalid_type")
         if text_problem(data) is not None:
             raise serializers.ValidationError(
                 "Not an ID: it holds NUL or lone surrogate characters.", code="invalid"

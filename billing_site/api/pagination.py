@@ -1,3 +1,6 @@
+from base64 import b64decode
+from urllib import parse
+
 from rest_framework import pagination
 from rest_framework.exceptions import NotFound
 
@@ -30,7 +33,10 @@ class CursorPagination(pagination.CursorPagination):
         return int(raw)
 
     def decode_cursor(self, request):
-        if request.query_params.get(self.cursor_query_param) == "":
+        encoded = request.query_params.get(self.cursor_query_param)
+        if encoded is None:
+            return None
+        if encoded == "":
             raise InvalidInput("Leave the parameter out instead.", code="blank", param="cursor")
         invalid = Unprocessable(
             "This cursor was not handed out by this list; use `next` or `previous` as given.",
@@ -39,10 +45,16 @@ class CursorPagination(pagination.CursorPagination):
         )
         try:
             cursor = super().decode_cursor(request)
-        except NotFound:
+            tokens = parse.parse_qs(b64decode(encoded).decode("ascii"))
+        except (NotFound, ValueError):
             raise invalid from None
-        # The position is an id (ordering is by id); anything else would reach the query.
-        if cursor is not None and cursor.position is not None and not cursor.position.isdigit():
+        # A cursor this class wrote: its keys only, and a position that is an id (ordering is by
+        # id; anything else would reach the query).
+        if (
+            not tokens
+            or not set(tokens) <= {"o", "r", "p"}
+            or (cursor.position is not None and not cursor.position.isdigit())
+        ):
             raise invalid
         return cursor
 

@@ -25,7 +25,7 @@ class ProductSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         model = Product
         fields = ["id", "code", "name", "description", "created_at", "archived_at"]
         read_only_fields = ["id", "created_at", "archived_at"]
-        extra_kwargs = {"code": {"validators": [code_validator]}}
+        extra_kwargs = {"code": {"validators": [code_validator]}, "description": {"max_length": 2000}}
 
 
 class TierSerializer(serializers.Serializer):

@@ -1,3 +1,5 @@
+import json
+
 import orjson
 from django.http import HttpResponse
 from django.utils import timezone
@@ -133,8 +135,13 @@ class UsageIngestView(APIView):
 
 
 def _json_response(body: dict, status: int) -> HttpResponse:
-    """Rendered with orjson: a 1,000-event answer costs a tenth of DRF's renderer."""
-    return HttpResponse(orjson.dumps(body), status=status, content_type="application/json")
+    """Rendered with orjson: a 1,000-event answer costs a tenth of DRF's renderer. A message that
+    quotes a lone surrogate from the request cannot be UTF-8: then it is written with \\u escapes."""
+    try:
+        content = orjson.dumps(body)
+    except orjson.JSONEncodeError:
+        content = json.dumps(body).encode()
+    return HttpResponse(content, status=status, content_type="application/json")
 
 
 class CustomerUsageView(APIView):

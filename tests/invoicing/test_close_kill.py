@@ -10,12 +10,12 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from django.conf import settings
 
 from invoicing.billing import billing_close
 from invoicing.models import BillingReason, Invoice, InvoiceStatus
 from subscriptions.models import Subscription
 from tests.catalog.factories import CustomerFactory, make_plan, subscribe
+from tests.conftest import shared_database_url
 
 pytestmark = [pytest.mark.postgres, pytest.mark.django_db(transaction=True)]
 
@@ -24,15 +24,6 @@ JAN_1 = datetime(2026, 1, 1, tzinfo=UTC)
 FEB_1 = datetime(2026, 2, 1, tzinfo=UTC)
 MAR_1 = datetime(2026, 3, 1, tzinfo=UTC)
 SUBSCRIPTIONS = 80
-
-
-def _test_database_url() -> str:
-    database = settings.DATABASES["default"]
-    password = f":{database['PASSWORD']}" if database["PASSWORD"] else ""
-    return (
-        f"postgresql://{database['USER']}{password}@{database['HOST'] or '127.0.0.1'}:"
-        f"{database['PORT'] or 5432}/{database['NAME']}"
-    )
 
 
 def _cycle_invoices():
@@ -45,7 +36,7 @@ def test_a_close_killed_halfway_then_rerun_equals_one_clean_run(project):
         subscribe(CustomerFactory(project=project), plan, starts_at=JAN_1)
     billing_close(as_of=JAN_1 + timedelta(minutes=1))  # the opening invoices: numbers 1–80
     command = [sys.executable, "manage.py", "close_billing_periods", "--as-of", "2026-02-01T01:00:00Z"]
-    env = {**os.environ, "DATABASE_URL": _test_database_url()}
+    env = {**os.environ, "DATABASE_URL": shared_database_url()}
 
     process = subprocess.Popen(  # noqa: S603 - fixed arguments
         command, cwd=BASE_DIR, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
