@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --quiet --require-hashes
 
-.PHONY: run test lint format lock clean
+.PHONY: run test fuzz lint format lock clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Billable needs Python 3.11 or newer: make PYTHON=/path/to/python3.11 …"; exit 1; }
@@ -31,6 +31,10 @@ run: $(VENV)/.installed-run
 ## make test: install and run the whole suite (SQLite by default; DATABASE_URL for PostgreSQL).
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+## make fuzz: schemathesis against the served app (PostgreSQL, seeded data; see .ci/fuzz).
+fuzz: $(VENV)/.installed-dev
+	.ci/fuzz
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

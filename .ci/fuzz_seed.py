@@ -22,6 +22,8 @@ import django
 
 django.setup()
 
+from datetime import timedelta  # noqa: E402
+
 from django.core.files.base import ContentFile  # noqa: E402
 from django.utils import timezone  # noqa: E402
 
@@ -104,7 +106,11 @@ def seed() -> dict[str, list[str]]:
     )  # fmt: skip
     contract.document.save("msa.pdf", ContentFile(PDF))
     ContractLine.objects.create(contract=contract, kind="fixed", name="Platform", unit_price="100")
-    endpoint = webhook_endpoint_create(project=project, url="http://127.0.0.1:9/hooks", actor=None)
+    # Several: DELETE may take one early in the run, and the others keep their routes fuzzable.
+    endpoints = [
+        webhook_endpoint_create(project=project, url=f"http://127.0.0.1:9/hooks/{n}", actor=None)
+        for n in range(3)
+    ]
     spare_key, _ = api_key_create(project=project, name="spare", scopes=ALL_SCOPES, actor=None)
     _, secret = api_key_create(project=project, name="schemathesis", scopes=ALL_SCOPES, actor=None)
 
@@ -123,9 +129,14 @@ def seed() -> dict[str, list[str]]:
         "lines": lines,
         "credit_notes": [note.public_id for note in credit_notes],
         "contracts": [contract.public_id],
-        "endpoints": [endpoint.public_id],
+        "endpoints": [endpoint.public_id for endpoint in endpoints],
         "api_keys": [spare_key.public_id],
-        "events": [],
+        "meter_codes": [calls.code, storage.code],
+        "moments": [
+            month_start.isoformat(),
+            (timezone.now() - timedelta(days=1)).isoformat(),
+            (timezone.now() + timedelta(days=40)).isoformat(),
+        ],
     }
 
 
@@ -170,6 +181,16 @@ def toml(ids: dict[str, list[str]]) -> str:
     for name, items in ids.items():
         if name != "secret" and items:
             out += [f"[dictionaries.{name}]", f"values = {values(items)}", ""]
+    # Valid times and meter codes, most of the time: random ones are mostly refused (a year outside
+    # 2000-2099, a meter that does not exist), which would leave the paths past them untried.
+    everywhere = {
+        "body.starts_at": "moments", "body.ends_at": "moments", "body.period_start": "moments",
+        "body.since": "moments", "body.timestamp": "moments", "query.from": "moments", "query.to": "moments",
+        "body.charges[*].meter": "meter_codes", "body.meter": "meter_codes",
+    }  # fmt: skip
+    out.append("[parameters]")
+    out += [f'"{key}" = {{ dictionary = "{name}", probability = 0.7 }}' for key, name in everywhere.items()]
+    out.append("")
     for regex, name in bindings.items():
         if not ids[name]:
             continue

@@ -12,12 +12,31 @@ STRICT = os.environ.get("BILLABLE_STRICT_TESTS") == "1"
 ON_POSTGRES = settings.DATABASES["default"]["ENGINE"] == "django.db.backends.postgresql"
 
 
+# The tools some tests needed and did not find, for the summary line `make test` ends with.
+MISSING_TOOLS: set[str] = set()
+
+
 def require(available: bool, what: str) -> None:
+    """Skip the test (fail it in CI) when a tool it drives is missing; `what` says how to get it."""
     if available:
         return
     if STRICT:
         pytest.fail(f"{what} is required when BILLABLE_STRICT_TESTS=1")
+    MISSING_TOOLS.add(what)
     pytest.skip(f"{what} is not available here")
+
+
+def pytest_terminal_summary(terminalreporter):
+    """One line saying what was skipped for a missing tool, and how to get the tool."""
+    if not MISSING_TOOLS:
+        return
+    reports = terminalreporter.stats.get("skipped", [])
+    count = sum("is not available here" in str(report.longrepr) for report in reports)
+    terminalreporter.write_line(
+        f"{count} tests skipped for a missing tool: {'; '.join(sorted(MISSING_TOOLS))}. "
+        "`.ci/system-packages` installs the system ones (as root).",
+        yellow=True,
+    )
 
 
 def pytest_collection_modifyitems(config, items):

@@ -28,7 +28,7 @@ def backend(request):
         reachable = True
     except redis.RedisError:
         reachable = False
-    require(reachable, f"Redis at {REDIS_URL}")
+    require(reachable, f"Redis at {REDIS_URL} (start redis-server, or set REDIS_URL)")
     ratelimit._redis.cache_clear()
     with override_settings(REDIS_URL=REDIS_URL):
         yield

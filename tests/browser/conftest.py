@@ -17,7 +17,7 @@ CHROMIUM_ARGS = [
 
 @pytest.fixture(scope="session")
 def browser():
-    require(CHROMIUM is not None, "Chromium (apt-get install chromium)")
+    require(CHROMIUM is not None and os.path.exists(CHROMIUM), "Chromium (apt-get install chromium)")
     from playwright.sync_api import sync_playwright
 
     # Playwright's sync API keeps an event loop on this thread; the ORM calls in the test body are

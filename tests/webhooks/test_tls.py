@@ -16,7 +16,7 @@ pytestmark = pytest.mark.django_db
 
 
 def _self_signed(tmp_path, name: str) -> tuple[str, str]:
-    require(shutil.which("openssl") is not None, "openssl")
+    require(shutil.which("openssl") is not None, "openssl (apt-get install openssl)")
     cert, key = tmp_path / "cert.pem", tmp_path / "key.pem"
     command = [
         "openssl", "req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1",
