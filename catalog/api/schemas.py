@@ -5,7 +5,7 @@ What a schema cannot state (tiers in ascending order, a tiered model needs tiers
 above zero) is checked by catalog.pricing.clean_pricing and answered with 422.
 """
 
-from billing_site.api.fields import decimal_schema
+from billing_site.api.json_values import decimal_schema
 from catalog.pricing import (
     PERCENTAGE_PLACES,
     PRICE_DIGITS,

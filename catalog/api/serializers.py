@@ -2,15 +2,14 @@ from rest_framework import serializers
 
 from accounts.models import InvoiceDelivery
 from billing_site.api.fields import (
-    METADATA_SCHEMA,
     CountryField,
     CurrencyField,
     DecimalStringField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
-    SchemaJSONField,
     TimezoneField,
 )
+from billing_site.api.json_values import METADATA_SCHEMA, SchemaJSONField
 from billing_site.money import decimal_string
 from catalog.api.schemas import CHARGES_SCHEMA, ENTITLEMENTS_SCHEMA, price_schema
 from catalog.models import MAX_INTERVAL_COUNT, MAX_TRIAL_DAYS, Contract, Customer, Interval, Plan, Product

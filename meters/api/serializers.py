@@ -2,7 +2,8 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from billing_site.api.fields import MomentField, RejectUnknownFieldsMixin, SchemaJSONField
+from billing_site.api.fields import MomentField, RejectUnknownFieldsMixin
+from billing_site.api.json_values import SchemaJSONField
 from billing_site.moments import RANGE_TEXT
 from meters.ingestion import (
     MAX_CUSTOMER_LENGTH,

@@ -3,13 +3,8 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import MAX_PAYMENT_TERMS_DAYS
-from billing_site.api.fields import (
-    METADATA_SCHEMA,
-    MomentField,
-    PublicIdRelatedField,
-    RejectUnknownFieldsMixin,
-    SchemaJSONField,
-)
+from billing_site.api.fields import MomentField, PublicIdRelatedField, RejectUnknownFieldsMixin
+from billing_site.api.json_values import METADATA_SCHEMA, SchemaJSONField
 from billing_site.errors import Unprocessable
 from catalog.api.schemas import CHARGES_SCHEMA, price_schema
 from catalog.models import MAX_TRIAL_DAYS, BillingAnchor, Customer, Plan
