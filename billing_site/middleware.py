@@ -7,6 +7,7 @@ the length of a request); and for POST/PATCH with an `Idempotency-Key` to a rout
 method, the key is claimed and the view runs in one transaction with the storing of its response.
 """
 
+import contextlib
 import io
 import zlib
 
@@ -22,6 +23,8 @@ from billing_site.api.errors import error_response
 from billing_site.ratelimit import API, rate_limit_hit
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
+# The methods whose body the API reads; others' bodies are ignored (no cap, no decoding, no 413).
+BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
 
 
@@ -35,7 +38,7 @@ class ApiGatewayMiddleware:
             return problem
         if not request.path_info.startswith("/v1/"):
             return self.get_response(request)
-        problem = _refuse_nul(request) or _decode_body(request)
+        problem = _refuse_nul(request) or (_decode_body(request) if request.method in BODY_METHODS else None)
         if problem is not None:
             return problem
         try:
@@ -64,7 +67,11 @@ class ApiGatewayMiddleware:
         return response
 
     def _idempotent(self, request: HttpRequest, project, key: str) -> HttpResponse:
-        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH:
+        # WSGI hands header values over as Latin-1; clients send UTF-8, and the limit is in
+        # characters, as the schema's maxLength counts them.
+        with contextlib.suppress(UnicodeError):
+            key = key.encode("latin-1").decode("utf-8")
+        if not key or len(key) > MAX_IDEMPOTENCY_KEY_LENGTH or "\x00" in key:
             return error_response(
                 400,
                 "invalid_idempotency_key",
@@ -151,7 +158,10 @@ def _read_chunked_body(request: HttpRequest) -> HttpResponse | None:
             "This server cannot read a chunked body here; send the body with a Content-Length.",
         )
     limit = settings.API_MAX_BODY_BYTES
-    body = request.META["wsgi.input"].read(limit + 1)
+    try:
+        body = request.META["wsgi.input"].read(limit + 1)
+    except Exception:  # the server's chunk parser refused the framing (bad size, missing end, …)
+        return error_response(400, "invalid_http_request", "The chunked body is malformed or truncated.")
     if len(body) > limit:
         return error_response(
             413, "request_too_large", f"The request body is larger than {limit} bytes (after decompression)."
@@ -195,15 +205,22 @@ def _decode_body(request: HttpRequest) -> HttpResponse | None:
         return error_response(
             415, "unsupported_content_encoding", f"Content-Encoding '{encoding}' is not supported; use gzip."
         )
-    decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
-    try:
-        body = decompressor.decompress(request.body, limit + 1)
-    except zlib.error:
-        return error_response(400, "invalid_gzip", "The body is not valid gzip.")
-    if len(body) > limit or decompressor.unconsumed_tail:
-        return too_large
-    if not decompressor.eof:
-        return error_response(400, "invalid_gzip", "The gzip body is truncated.")
+    # A gzip stream may hold several members, one after the other (RFC 1952): all are read, and
+    # anything after the last that is not a member is refused rather than dropped.
+    body, compressed = b"", request.body
+    while True:
+        decompressor = zlib.decompressobj(wbits=16 + zlib.MAX_WBITS)
+        try:
+            body += decompressor.decompress(compressed, limit + 1 - len(body))
+        except zlib.error:
+            return error_response(400, "invalid_gzip", "The body is not valid gzip.")
+        if len(body) > limit or decompressor.unconsumed_tail:
+            return too_large
+        if not decompressor.eof:
+            return error_response(400, "invalid_gzip", "The gzip body is truncated.")
+        compressed = decompressor.unused_data
+        if not compressed:
+            break
     request._body = body
     request._stream = io.BytesIO(body)
     request.META["CONTENT_LENGTH"] = str(len(body))

@@ -38,9 +38,14 @@ def minor_unit_exponent(currency: str) -> int:
     return get_currency_precision(currency)
 
 
+# Wide enough for any amount an invoice holds (20 digits) and what rating multiplies out, whatever
+# the caller's decimal context (the default, 28 digits, fails on a 30-digit quantize).
+_MONEY = Context(prec=100, rounding=ROUND_HALF_UP)
+
+
 def round_money(amount: Decimal | int, currency: str) -> Decimal:
     """Round half-up to the currency's minor unit. Call once per line, never on a total."""
-    return Decimal(amount).quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)), rounding=ROUND_HALF_UP)
+    return Decimal(amount).quantize(Decimal(1).scaleb(-minor_unit_exponent(currency)), context=_MONEY)
 
 
 def to_minor_units(amount: Decimal | int, currency: str) -> int:

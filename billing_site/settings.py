@@ -211,6 +211,10 @@ REST_FRAMEWORK = {
     "DEFAULT_RENDERER_CLASSES": ["billing_site.api.codecs.JSONRenderer"],
     "DEFAULT_PARSER_CLASSES": ["billing_site.api.codecs.JSONParser"],
     "EXCEPTION_HANDLER": "billing_site.api.errors.exception_handler",
+    # The API answers JSON whatever Accept says (never 406), and `?format=` is an ordinary
+    # parameter, not a renderer switch (never 404).
+    "DEFAULT_CONTENT_NEGOTIATION_CLASS": "billing_site.api.codecs.JSONOnly",
+    "URL_FORMAT_OVERRIDE": None,
     "UNAUTHENTICATED_USER": None,
     "PAGE_SIZE": 20,
 }

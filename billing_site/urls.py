@@ -13,5 +13,6 @@ urlpatterns = [
     path("v1/", include("billing_site.api.urls")),
 ]
 
+handler400 = "billing_site.api.views.bad_request"
 handler404 = "billing_site.api.views.not_found"
 handler500 = "billing_site.api.views.server_error"

@@ -34,6 +34,16 @@ class PatternValidator(RegexValidator):
             raise ValidationError(self.message, code=self.code, params={"value": value})
 
 
+# An email address the way the API documents it (OpenAPI `pattern`) and checks it, the same rule
+# in both: a dot-atom local part (no quoted strings) at a host name with a top-level domain (no
+# address literals, no bare host). Django's validator is a little wider; this is what every
+# mailer and invoice reader takes.
+_ATOM = r"[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+"
+EMAIL_PATTERN = rf"^{_ATOM}(\.{_ATOM})*@([A-Za-z0-9]([A-Za-z0-9-]{{0,61}}[A-Za-z0-9])?\.)+[A-Za-z]{{2,63}}$"
+MAX_EMAIL_LENGTH = 254
+validate_email_address = PatternValidator(EMAIL_PATTERN, "Enter a valid email address.", "invalid_email")
+
+
 @lru_cache(maxsize=1)
 def countries() -> list[str]:
     """ISO 3166 alpha-2 codes, upper case, from CLDR (babel)."""

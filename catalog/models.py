@@ -6,7 +6,7 @@ from django.db import models
 
 from accounts.models import InvoiceDelivery, Project
 from billing_site.ids import PublicIdField
-from billing_site.validators import validate_currency, validate_timezone
+from billing_site.validators import validate_currency, validate_email_address, validate_timezone
 from catalog.pricing import PRICE_DIGITS, PRICE_PLACES, FeeTiming, PricedItem
 from meters.models import code_validator
 
@@ -118,7 +118,7 @@ class Customer(models.Model):
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
     external_id = models.CharField(max_length=255)
     name = models.CharField(max_length=200, blank=True)
-    email = models.EmailField(blank=True)
+    email = models.EmailField(blank=True, validators=[validate_email_address])
     billing_address = models.JSONField(default=dict, blank=True)
     tax_id = models.CharField(max_length=100, blank=True)
     currency = models.CharField(max_length=3, validators=[validate_currency])

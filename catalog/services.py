@@ -3,7 +3,6 @@ from decimal import Decimal
 from typing import Any
 from zoneinfo import ZoneInfo
 
-from django.core.validators import validate_email
 from django.db import IntegrityError, models, transaction
 from django.db.models import Max, ProtectedError
 from django.utils import timezone
@@ -11,7 +10,13 @@ from django.utils import timezone
 from accounts.models import ApiKey, InvoiceDelivery, Project
 from accounts.services import Actor, audit_record
 from billing_site.errors import Conflict, InvalidInput, InvalidState, Unprocessable
-from billing_site.validators import check, countries, validate_currency, validate_timezone
+from billing_site.validators import (
+    check,
+    countries,
+    validate_currency,
+    validate_email_address,
+    validate_timezone,
+)
 from catalog.models import (
     MAX_INTERVAL_COUNT,
     MAX_TRIAL_DAYS,
@@ -400,7 +405,7 @@ def _clean_customer_fields(fields: dict[str, Any]) -> dict[str, Any]:
     if "external_id" in fields and not fields["external_id"]:
         raise InvalidInput("external_id cannot be empty.", code="blank", param="external_id")
     if fields.get("email"):
-        check(validate_email, fields["email"], param="email")
+        check(validate_email_address, fields["email"], param="email")
     return cleaned
 
 
@@ -431,10 +436,13 @@ def customer_create(
 
 
 def customer_update(*, customer: Customer, changes: dict[str, Any], actor: Actor) -> Customer:
+    """Change what `changes` names; a change to nothing (the same values) records nothing."""
     cleaned = _clean_customer_fields(changes)
     try:
         with transaction.atomic():
             audit = _changes(customer, cleaned)
+            if not audit:
+                return customer
             for name, value in cleaned.items():
                 setattr(customer, name, value)
             customer.save()

@@ -32,12 +32,15 @@ from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q, Sum
 from django.utils import timezone
 
 from accounts.models import InvoiceDelivery
+from billing_site.errors import Unprocessable
 from catalog.models import Charge, Plan
 from catalog.pricing import ChargeKind, FeeTiming, PricingModel
 from invoicing import services
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
+    MAX_AMOUNT,
+    MAX_QUANTITY,
     BillingReason,
     Invoice,
     InvoiceLine,
@@ -445,6 +448,26 @@ def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[Line
     if subscription.ends_at is None or subscription.ends_at > period.end:
         following = nominal_period(subscription, nominal.end)
         lines += fee_lines(subscription, following, FeeTiming.IN_ADVANCE, currency=currency)
+    return lines_in_bounds(lines)
+
+
+def lines_in_bounds(lines: list[LineDraft]) -> list[LineDraft]:
+    """The lines, if an invoice can hold them: each amount and the total below MAX_AMOUNT (10^16
+    in the currency's major unit), each quantity below MAX_QUANTITY. Usage and prices are bounded
+    one by one, but their product need not be; such an invoice is refused (422 to a preview, a
+    failure the close reports for the subscription) rather than stored wrong or not at all."""
+    total = lines_total(lines)
+    for line in lines:
+        if abs(line.amount) >= MAX_AMOUNT or abs(line.quantity) >= MAX_QUANTITY:
+            raise Unprocessable(
+                f"The line '{line.description}' comes to more than an invoice can hold "
+                f"(amounts below {MAX_AMOUNT:,}, quantities below {MAX_QUANTITY:,}).",
+                code="amount_too_large",
+            )
+    if abs(total) >= MAX_AMOUNT:
+        raise Unprocessable(
+            f"The invoice comes to more than it can hold (below {MAX_AMOUNT:,}).", code="amount_too_large"
+        )
     return lines
 
 
@@ -652,11 +675,13 @@ def invoice_preview(
         spans = [Segment(plan, *life, paused=False)] if life[0] < life[1] else []
     currency = (plan or subscription.plan).currency
     nominal = nominal_period(subscription, period.start)
-    lines = [
-        *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency, spans=spans),
-        *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency, spans=spans),
-        *usage_lines(subscription, period, currency=currency, spans=spans),
-    ]
+    lines = lines_in_bounds(
+        [
+            *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency, spans=spans),
+            *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency, spans=spans),
+            *usage_lines(subscription, period, currency=currency, spans=spans),
+        ]
+    )
     invoice = Invoice(
         project=subscription.project,
         customer=subscription.customer,

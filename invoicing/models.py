@@ -22,6 +22,9 @@ from subscriptions.models import Subscription
 AMOUNT_DIGITS = 20
 AMOUNT_PLACES = 4  # the largest minor-unit exponent in ISO 4217 (CLF)
 QUANTITY_DIGITS = 38
+# What a line amount, an invoice total and a line quantity can hold (exclusive bounds).
+MAX_AMOUNT = Decimal(10) ** (AMOUNT_DIGITS - AMOUNT_PLACES)
+MAX_QUANTITY = Decimal(10) ** (QUANTITY_DIGITS - PRICE_PLACES)
 
 
 def _amount(**kwargs) -> models.DecimalField:

@@ -26,6 +26,7 @@ from catalog.pricing import to_decimal
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
+    MAX_AMOUNT,
     CreditNote,
     CreditNoteLine,
     CreditNoteReason,
@@ -90,8 +91,9 @@ def _refuse(invoice: Invoice, requested: str, message: str) -> InvalidState:
 
 
 def _reason(reason: str | None) -> str:
-    reason = (reason or "").strip()
-    if not reason:
+    """A reason as given (not trimmed: docs/api.md); one with nothing but spaces says nothing."""
+    reason = reason or ""
+    if not reason.strip():
         raise Unprocessable(
             "Give a reason; it is kept with the invoice.", code="reason_required", param="reason"
         )
@@ -200,8 +202,8 @@ def invoice_add_adjustment(
     from invoicing.billing import invoice_set_total  # deferred: billing imports this module
 
     reason = _reason(reason)
-    description = (description or "").strip()
-    if not description:
+    description = description or ""
+    if not description.strip():
         raise Unprocessable(
             "Describe the line as the customer will read it.", code="required", param="description"
         )
@@ -222,6 +224,12 @@ def invoice_add_adjustment(
         if rounded == 0:
             raise Unprocessable(
                 "An adjustment of nothing changes nothing.", code="zero_amount", param="amount"
+            )
+        if abs(invoice.total + rounded) >= MAX_AMOUNT:
+            raise Unprocessable(
+                f"The invoice would come to more than it can hold (below {MAX_AMOUNT:,}).",
+                code="amount_too_large",
+                param="amount",
             )
         line = InvoiceLine.objects.create(
             invoice=invoice,

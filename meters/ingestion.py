@@ -14,6 +14,8 @@ from typing import Any
 
 import orjson
 
+from billing_site.api.codecs import parse_json
+from billing_site.api.json_values import text_problem
 from billing_site.moments import MomentError, moment_parse
 from meters.models import VALUE_DIGITS, VALUE_PLACES
 
@@ -44,6 +46,7 @@ SEMANTIC_REJECTIONS = frozenset(
         "date_out_of_range",
         "timestamp_in_future",
         "properties_too_large",
+        "property_out_of_range",
         "idempotency_key_required",
         "missing_meter",
         "ambiguous_meter",
@@ -62,35 +65,6 @@ class BodyError(Exception):
         self.status = status
         self.code = code
         self.message = message
-
-
-# orjson reads integers beyond 64 bits as floats: a body with a run of 19 digits or more goes to
-# the standard library's parser, which keeps them exact. (Mapping digits to "0" and searching for
-# a run is ten times faster than a regular expression over a 200 kB body.)
-_DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
-_LONG_RUN = b"0" * 19
-
-
-def _reject_constant(name: str) -> None:
-    raise ValueError(f"{name} is not valid JSON")
-
-
-def _finite_float(text: str) -> float:
-    number = float(text)
-    if number in (float("inf"), float("-inf")):
-        raise ValueError(f"{text} overflows a double")
-    return number
-
-
-def parse_json(body: bytes) -> Any:
-    """orjson when it is exact, else the standard library; both refuse NaN, Infinity, numbers that
-    overflow a double, invalid UTF-8 and lone surrogates (ValueError)."""
-    if _LONG_RUN not in body.translate(_DIGITS_AS_ZERO):
-        try:
-            return orjson.loads(body)
-        except orjson.JSONDecodeError:
-            pass  # the standard library decides, and may accept what orjson cannot represent
-    return json.loads(body, parse_constant=_reject_constant, parse_float=_finite_float)
 
 
 def events_from_body(body: bytes) -> tuple[list[Any], bool]:
@@ -212,19 +186,27 @@ def _properties_too_deep(value: Any, depth: int) -> bool:
 # What serialize_properties answers instead of the JSON text when it cannot store the properties.
 UNSTORABLE = "unstorable"  # NUL or a lone surrogate in a key or a value
 TOO_LARGE = "too_large"  # nested too deep, or too many bytes
+OUT_OF_RANGE = "out_of_range"  # a top-level number a meter could aggregate, |number| ≥ 10^20
 
 
 def serialize_properties(raw: dict | None) -> str:
-    """The properties (an object, or None for none) as stored JSON, or UNSTORABLE or TOO_LARGE."""
+    """The properties (an object, or None for none) as stored JSON, or UNSTORABLE, TOO_LARGE or
+    OUT_OF_RANGE. A meter may sum any top-level number, so those keep to the bound of a value:
+    sums then stay far inside what rating and invoices can hold."""
     if not raw:
         return EMPTY_PROPERTIES
     for item in raw.values():
-        if type(item) in (dict, list) and _properties_too_deep(item, 2):
+        kind = type(item)
+        if kind in (dict, list) and _properties_too_deep(item, 2):
             return TOO_LARGE
+        if kind in (int, float) and not -_MAX_INT < item < _MAX_INT:
+            return OUT_OF_RANGE
     try:
         text = orjson.dumps(raw)
-    except (orjson.JSONEncodeError, TypeError):  # lone surrogates; only JSON types come from a body
-        return UNSTORABLE
+    except (orjson.JSONEncodeError, TypeError):  # lone surrogates, or an integer beyond 64 bits
+        if text_problem(raw) is not None:
+            return UNSTORABLE
+        text = json.dumps(raw, ensure_ascii=False, separators=(",", ":")).encode()
     # orjson writes non-finite floats as null; the parsers above never produce them.
     if b"\\u0000" in text:
         return UNSTORABLE
@@ -233,10 +215,24 @@ def serialize_properties(raw: dict | None) -> str:
     return text.decode()
 
 
+_PROPERTIES_REFUSED = {
+    UNSTORABLE: ("invalid_properties", "properties may not hold NUL or lone surrogate characters."),
+    TOO_LARGE: (
+        "properties_too_large",
+        f"properties must be nested at most {MAX_PROPERTIES_DEPTH} levels deep and be at most "
+        f"{MAX_PROPERTIES_BYTES} bytes serialized.",
+    ),
+    OUT_OF_RANGE: (
+        "property_out_of_range",
+        f"A number at the top of properties must be within ±10^{MAX_INTEGER_DIGITS}, as a value.",
+    ),
+}
+
+
 def _one_of(event: dict, names: tuple[str, ...], at: str, index: int) -> tuple[str, Any] | Rejection:
     """The field given under one of its names (None when absent or null), or a rejection when
-    the event gives it twice: neither value may be dropped in silence."""
-    given = [name for name in names if event.get(name) is not None]
+    the event gives it twice, null or not: neither may be dropped in silence."""
+    given = [name for name in names if name in event]
     if len(given) > 1:
         return Rejection(
             index,
@@ -316,14 +312,8 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
     if raw_properties is not None and type(raw_properties) is not dict:
         return Rejection(index, "invalid_properties", "properties must be a JSON object.", f"{at}.properties")
     properties = serialize_properties(raw_properties)
-    if properties in (UNSTORABLE, TOO_LARGE):
-        message = (
-            "properties may not hold NUL or lone surrogate characters."
-            if properties is UNSTORABLE
-            else f"properties must be nested at most {MAX_PROPERTIES_DEPTH} levels deep and be at most "
-            f"{MAX_PROPERTIES_BYTES} bytes serialized."
-        )
-        code = "invalid_properties" if properties is UNSTORABLE else "properties_too_large"
+    if properties in _PROPERTIES_REFUSED:
+        code, message = _PROPERTIES_REFUSED[properties]
         return Rejection(index, code, message, f"{at}.properties")
 
     key = raw.get("idempotency_key")

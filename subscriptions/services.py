@@ -416,5 +416,39 @@ def subscription_update_terms(
     return subscription
 
 
+def subscription_update(*, subscription: Subscription, changes: dict[str, Any], actor: Actor) -> Subscription:
+    """A PATCH: terms (ends_at, external_reference, metadata, payment_terms_days) and at most one
+    change (status, cancel_at_period_end, plan with change_at, or price_overrides), all in one
+    transaction: if the change is refused, the terms are not changed either."""
+    changes = dict(changes)
+    status = changes.pop("status", None)
+    cancel_at_period_end = changes.pop("cancel_at_period_end", None)
+    plan = changes.pop("plan", None)
+    change_at = changes.pop("change_at", CHANGE_NOW)
+    overrides = changes.pop("price_overrides", None)
+    with transaction.atomic():
+        if changes:
+            subscription = subscription_update_terms(subscription=subscription, changes=changes, actor=actor)
+        if status == Status.PAUSED:
+            subscription = subscription_pause(subscription=subscription, actor=actor)
+        elif status == Status.ACTIVE:
+            subscription = subscription_resume(subscription=subscription, actor=actor)
+        elif status == Status.CANCELED:
+            subscription = subscription_cancel(
+                subscription=subscription, at_period_end=bool(cancel_at_period_end), actor=actor
+            )
+        elif cancel_at_period_end is False:
+            subscription = subscription_uncancel(subscription=subscription, actor=actor)
+        elif plan is not None:
+            subscription = subscription_change_plan(
+                subscription=subscription, plan=plan, change_at=change_at, actor=actor
+            )
+        elif overrides is not None:
+            subscription = subscription_override_prices(
+                subscription=subscription, overrides=overrides, actor=actor
+            )
+    return subscription
+
+
 def current_period(subscription: Subscription) -> Period:
     return Period(start=subscription.current_period_start, end=subscription.current_period_end)

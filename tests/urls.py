@@ -45,5 +45,6 @@ urlpatterns = [
     path("", include("billing_site.urls")),
 ]
 
+handler400 = "billing_site.api.views.bad_request"
 handler404 = "billing_site.api.views.not_found"
 handler500 = "billing_site.api.views.server_error"

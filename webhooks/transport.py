@@ -57,6 +57,8 @@ def url_parse(url: str) -> httpx.URL:
         raise UrlRefused("Not a valid URL.", code="invalid_url") from None
     if parsed.scheme not in {"http", "https"} or not parsed.host:
         raise UrlRefused("Webhook URLs are http:// or https:// URLs with a host.", code="invalid_url")
+    if parsed.port is not None and not 0 < parsed.port < 65536:
+        raise UrlRefused("The port must be from 1 to 65535.", code="invalid_url")
     return parsed
 
 

@@ -9,12 +9,18 @@ from rest_framework.exceptions import ErrorDetail
 
 from billing_site.api.json_values import text_problem
 from billing_site.errors import Unprocessable
-from billing_site.moments import RANGE_TEXT, MomentError, moment_parse
+from billing_site.moments import LOCAL_DATE_TIME_PATTERN, RANGE_TEXT, MomentError, moment_parse
 from billing_site.money import currencies, decimal_string, to_minor_units
-from billing_site.validators import countries, timezones
+from billing_site.validators import (
+    EMAIL_PATTERN,
+    MAX_EMAIL_LENGTH,
+    countries,
+    timezones,
+    validate_email_address,
+)
 
 
-@extend_schema_field({"type": "string", "format": "decimal", "example": "0.0025", "nullable": True})
+@extend_schema_field({"type": ["string", "null"], "format": "decimal", "example": "0.0025"})
 class DecimalStringField(serializers.Field):
     """Output: an exact decimal string. Input is validated by the service (numbers or strings)."""
 
@@ -163,9 +169,10 @@ class MoneyField(serializers.Field):
 
 MOMENT_SCHEMA = {
     "type": "string",
-    "format": "date-time",
+    "anyOf": [{"format": "date-time"}, {"format": "date"}, {"pattern": LOCAL_DATE_TIME_PATTERN}],
     "example": "2024-07-15T11:30:00Z",
-    "description": f"ISO 8601; an offset is converted to UTC, none means UTC; {RANGE_TEXT} (else 422).",
+    "description": "An RFC 3339 date-time (converted to UTC), a date (midnight UTC), or a date and time "
+    f"without an offset (UTC); {RANGE_TEXT} (else 422 date_out_of_range).",
 }
 
 
@@ -186,6 +193,17 @@ class MomentField(serializers.DateTimeField):
 
     def to_internal_value(self, value):
         return moment_or_error(value, param=self.field_name)
+
+
+@extend_schema_field(
+    {"type": "string", "maxLength": MAX_EMAIL_LENGTH, "pattern": f"^({EMAIL_PATTERN[1:-1]})?$"}
+)
+class EmailTextField(serializers.CharField):
+    """An email address as billing_site.validators.EMAIL_PATTERN states it, or "" for none."""
+
+    def __init__(self, **kwargs) -> None:
+        kwargs.setdefault("allow_blank", True)
+        super().__init__(max_length=MAX_EMAIL_LENGTH, validators=[validate_email_address], **kwargs)
 
 
 class CodeChoiceField(serializers.ChoiceField):

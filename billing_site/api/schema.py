@@ -37,8 +37,7 @@ ERROR_SCHEMA = {
                 },
                 "message": {"type": "string"},
                 "param": {
-                    "type": "string",
-                    "nullable": True,
+                    "type": ["string", "null"],
                     "description": "The field at fault, e.g. `events[3].value`.",
                 },
                 "errors": {
@@ -49,7 +48,7 @@ ERROR_SCHEMA = {
                         "properties": {
                             "code": {"type": "string"},
                             "message": {"type": "string"},
-                            "param": {"type": "string", "nullable": True},
+                            "param": {"type": ["string", "null"]},
                         },
                     },
                 },
@@ -66,6 +65,8 @@ _ERRORS = {
     "409": "Idempotency-Key reused with another body or still in flight, or a conflicting write "
     "(a code or external ID already taken, an object still in use).",
     "411": "A chunked body the server cannot read: send a Content-Length.",
+    "414": "The request line (method, path and query) is too long.",
+    "417": "An `Expect` header the server does not meet.",
     "413": "Request body too large.",
     "415": "The body is not JSON, or its Content-Encoding is not gzip.",
     "422": "The request has the documented shape but cannot be carried out: it names an object that "
@@ -130,8 +131,9 @@ IDEMPOTENCY_HEADER = {
 
 
 def _error_statuses(method: str, path: str, operation: dict) -> list[str]:
-    """Every error status the operation can answer (docs/api.md, "Errors")."""
-    statuses = ["400", "401", "403", "429", "431"]
+    """Every error status the operation can answer (docs/api.md, "Errors"). 414, 417 and 431 come
+    from the server itself (billing_site.server), for any route."""
+    statuses = ["400", "401", "403", "414", "417", "429", "431"]
     if "{" in path:
         statuses.append("404")
     if method in {"post", "patch"}:
@@ -142,6 +144,20 @@ def _error_statuses(method: str, path: str, operation: dict) -> list[str]:
     if any(parameter.get("name") == "cursor" for parameter in operation.get("parameters", [])):
         statuses.append("422")  # a cursor this list did not hand out
     return statuses
+
+
+def _without_nullable(node):
+    """OpenAPI 3.0's `nullable: true` (still written by DRF's pagination schema)
+    as 3.1 states it: "null" among the types."""
+    if isinstance(node, list):
+        return [_without_nullable(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    converted = {key: _without_nullable(value) for key, value in node.items() if key != "nullable"}
+    if node.get("nullable") and "type" in converted:
+        kinds = converted["type"] if isinstance(converted["type"], list) else [converted["type"]]
+        converted["type"] = [*kinds, "null"] if "null" not in kinds else kinds
+    return converted
 
 
 def add_conventions(result, generator, request, public):
@@ -178,4 +194,4 @@ def add_conventions(result, generator, request, public):
                             for name, text in _RATE_LIMIT_HEADERS.items()
                         }
                     )
-    return result
+    return _without_nullable(result)

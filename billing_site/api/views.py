@@ -1,3 +1,4 @@
+from django.core.exceptions import DisallowedHost, TooManyFieldsSent
 from django.db import DatabaseError, connection
 from django.http import Http404, HttpRequest, HttpResponse
 from django.views import defaults
@@ -110,6 +111,19 @@ class HealthView(APIView):
 
 def _is_html_page(request: HttpRequest) -> bool:
     return request.path_info.startswith(("/admin/", "/docs/"))
+
+
+def bad_request(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:
+    """What Django refuses before any view: a Host it does not serve, too many query parameters."""
+    if _is_html_page(request):
+        return defaults.bad_request(request, exception)
+    if isinstance(exception, DisallowedHost):
+        return error_response(400, "invalid_host", "The Host header names a host this server does not serve.")
+    if isinstance(exception, TooManyFieldsSent):
+        return error_response(
+            400, "too_many_parameters", "The request has more parameters than the server reads."
+        )
+    return error_response(400, "bad_request", "The request could not be read.")
 
 
 def not_found(request: HttpRequest, exception: Exception | None = None) -> HttpResponse:

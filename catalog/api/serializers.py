@@ -5,6 +5,7 @@ from billing_site.api.fields import (
     CountryField,
     CurrencyField,
     DecimalStringField,
+    EmailTextField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
     TimezoneField,
@@ -150,6 +151,7 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         required=False,
         help_text="Your own ID for the customer; usage events name it. Defaults to id.",
     )
+    email = EmailTextField(required=False)
     billing_address = AddressSerializer(required=False)
     currency = CurrencyField(required=False, help_text="ISO 4217; defaults to the project's.")
     timezone = TimezoneField(required=False, help_text="IANA; defaults to the project's.")

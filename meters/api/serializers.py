@@ -2,9 +2,8 @@ from decimal import Decimal
 
 from rest_framework import serializers
 
-from billing_site.api.fields import MomentField, RejectUnknownFieldsMixin
+from billing_site.api.fields import MOMENT_SCHEMA, MomentField, RejectUnknownFieldsMixin
 from billing_site.api.json_values import SchemaJSONField
-from billing_site.moments import RANGE_TEXT
 from meters.ingestion import (
     MAX_CUSTOMER_LENGTH,
     MAX_EVENTS,
@@ -164,10 +163,10 @@ _EVENT_PROPERTIES = {
     "units": {**_VALUE_SCHEMA, "description": "Alias of value."},
     "quantity": {**_VALUE_SCHEMA, "description": "Alias of value."},
     "timestamp": {
+        **MOMENT_SCHEMA,
         "type": ["string", "null"],
-        "format": "date-time",
-        "description": f"When the usage happened (ISO 8601, converted to UTC; default: when received); "
-        f"{RANGE_TEXT} (else 422 date_out_of_range). More than 5 minutes ahead is 422 timestamp_in_future.",
+        "description": "When the usage happened; default (or null): when received. "
+        f"{MOMENT_SCHEMA['description']} More than 5 minutes ahead is 422 timestamp_in_future.",
     },
     "properties": {
         "type": ["object", "null"],

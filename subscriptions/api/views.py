@@ -42,30 +42,7 @@ class SubscriptionViewSet(ServiceViewSet):
         return self.get_project_queryset().get(pk=subscription.pk)
 
     def update_object(self, subscription, changes):
-        actor = self.request.auth
-        status = changes.pop("status", None)
-        cancel_at_period_end = changes.pop("cancel_at_period_end", None)
-        plan = changes.pop("plan", None)
-        change_at = changes.pop("change_at", services.CHANGE_NOW)
-        overrides = changes.pop("price_overrides", None)
-        if changes:
-            subscription = services.subscription_update_terms(
-                subscription=subscription, changes=changes, actor=actor
-            )
-        if status == Status.PAUSED:
-            services.subscription_pause(subscription=subscription, actor=actor)
-        elif status == Status.ACTIVE:
-            services.subscription_resume(subscription=subscription, actor=actor)
-        elif status == Status.CANCELED:
-            services.subscription_cancel(
-                subscription=subscription, at_period_end=bool(cancel_at_period_end), actor=actor
-            )
-        elif cancel_at_period_end is False:
-            services.subscription_uncancel(subscription=subscription, actor=actor)
-        elif plan is not None:
-            services.subscription_change_plan(
-                subscription=subscription, plan=plan, change_at=change_at, actor=actor
-            )
-        elif overrides is not None:
-            services.subscription_override_prices(subscription=subscription, overrides=overrides, actor=actor)
-        return self.get_project_queryset().get(pk=subscription.pk)
+        updated = services.subscription_update(
+            subscription=subscription, changes=changes, actor=self.request.auth
+        )
+        return self.get_project_queryset().get(pk=updated.pk)

@@ -205,7 +205,7 @@ def _request_fields(client, operation: str) -> dict[str, bool]:
         if "$ref" in schema:
             schema = document["components"]["schemas"][schema["$ref"].rsplit("/", 1)[1]]
         for name, field in schema.get("properties", {}).items():
-            fields[name] = field.get("format") == "date-time"
+            fields[name] = {"format": "date-time"} in field.get("anyOf", [])
     fields.pop("events", None)
     return fields
 

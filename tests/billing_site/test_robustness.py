@@ -4,6 +4,7 @@ once answered 500, lost a request body, or disagreed with the OpenAPI document."
 import io
 import json
 from datetime import UTC, datetime
+from decimal import Decimal
 
 import pytest
 import time_machine
@@ -278,3 +279,207 @@ def test_no_event_is_recorded_for_a_refused_request(api):
     api.post("/v1/customers", {"metadata": {"a": {"nested": "no"}}}, format="json")
 
     assert not Event.objects.exists()
+
+
+# --- found by an independent fuzzing and bad-input run ------------------------------------------
+
+
+def test_a_number_in_properties_a_meter_could_sum_is_bounded_like_a_value(api, project):
+    MeterFactory(project=project, code="gb", property="p")
+
+    refused = api.post(
+        "/v1/usage", {"customer": "c", "meter": "gb", "value": 1, "properties": {"p": 1e48}}, format="json"
+    )
+    nested = api.post(
+        "/v1/usage",
+        {"customer": "c", "meter": "gb", "value": 1, "properties": {"n": {"p": 1e48}}},
+        format="json",
+    )
+
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "property_out_of_range")
+    assert nested.status_code == 200  # only top-level properties are ever aggregated
+    assert UsageEvent.objects.count() == 1
+
+
+def test_an_integer_beyond_64_bits_in_properties_is_stored_exactly(api, project):
+    response = api.post(
+        "/v1/usage", b'{"customer": "c", "meter": "m", "value": 1, "properties": {"n": {"id": 18446744073709551616}}}',
+        content_type="application/json",
+    )  # fmt: skip
+
+    assert response.status_code == 200
+    assert UsageEvent.objects.get().properties == {"n": {"id": 18446744073709551616}}
+
+
+def test_an_invoice_that_would_hold_more_than_its_columns_is_422_to_a_preview(api, project):
+    meter = MeterFactory(project=project, code="calls")
+    customer = CustomerFactory(project=project, external_id="big")
+    subscription = subscribe(
+        customer, make_plan(project, charges=[{"meter": meter, "unit_price": "100000000"}]),
+        starts_at=datetime(2026, 1, 1, tzinfo=UTC),
+    )  # fmt: skip
+    with time_machine.travel(datetime(2026, 1, 10, tzinfo=UTC), tick=False):
+        api.post("/v1/usage", {"customer": "big", "value": "99999999999999999999"}, format="json")
+        response = api.post("/v1/invoices/preview", {"subscription": subscription.public_id}, format="json")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "amount_too_large")
+
+
+@pytest.mark.postgres  # SQLite keeps decimals as doubles: it cannot hold a total this close to 10^16
+def test_adjustments_stop_before_the_invoice_total_overflows(api, project):
+    from tests.invoicing.factories import issued_invoice
+
+    invoice = issued_invoice(project)
+    invoice.status, invoice.total = "draft", Decimal("9999999999999999.99")  # the largest total it holds
+    invoice.save()
+
+    response = api.post(
+        f"/v1/invoices/{invoice.public_id}/adjustments",
+        {"amount": 1, "description": "d", "reason": "r"},
+        format="json",
+    )
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "amount_too_large")
+    assert invoice.lines.count() == 1
+
+
+@pytest.mark.parametrize("number", [b"1e400", b"-1E+999"])
+def test_a_number_beyond_a_double_is_unreadable_json(api, number):
+    body = b'{"code": "m", "filters": [{"property": "x", "operator": "gt", "value": ' + number + b"}]}"
+
+    response = api.post("/v1/meters", body, content_type="application/json")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "invalid_json")
+    assert not Meter.objects.exists()
+
+
+def test_a_refused_subscription_change_leaves_its_terms_unchanged(api, project):
+    subscription = subscribe(CustomerFactory(project=project), make_plan(project))
+
+    response = api.patch(
+        f"/v1/subscriptions/{subscription.public_id}",
+        {"external_reference": "X", "metadata": {"k": "v"}, "status": "active"},
+        format="json",
+    )
+
+    subscription.refresh_from_db()
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_transition")
+    assert (subscription.external_reference, subscription.metadata) == ("", {})
+    assert not Event.objects.filter(type="subscription.updated").exists()
+
+
+def test_requests_django_refuses_before_any_view_answer_in_the_envelope(api, client):
+    wrong_host = client.get("/v1/customers", HTTP_HOST="evil.example")
+    too_many = api.get("/v1/customers?" + "&".join(["a"] * 1001))
+
+    assert (wrong_host.status_code, wrong_host.json()["error"]["code"]) == (400, "invalid_host")
+    assert (too_many.status_code, too_many.json()["error"]["code"]) == (400, "too_many_parameters")
+
+
+def test_the_api_answers_json_whatever_accept_and_format_say(api):
+    assert api.get("/v1/customers", HTTP_ACCEPT="text/html").status_code == 200
+    assert api.get("/v1/customers", {"format": "xml"}).status_code == 200
+    assert api.get("/v1/customers", HTTP_CONTENT_ENCODING="br").status_code == 200  # a GET's body is not read
+
+
+def test_the_schema_is_openapi_3_1_without_nullable(schema):
+    text = json.dumps(schema)
+
+    assert schema["openapi"] == "3.1.0"
+    assert '"nullable"' not in text
+    assert schema["components"]["schemas"]["Error"]["properties"]["error"]["properties"]["param"]["type"] == [
+        "string",
+        "null",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("sent", "status"),
+    [
+        ("2026-01-01T00:00:00z", 200),
+        ("2026-01-01t00:00:00Z", 200),
+        ("2026-06-30T23:59:60Z", 200),
+        ("2026-01-01T00:00:00.1234567Z", 200),
+        ("2026-01-01", 200),
+        ("2026-01-01T00:00:00", 200),
+        ("2026-W01-1", 400),
+        ("2026-001", 400),
+        ("2026-01-01 00:00:00Z", 400),
+        ("2026-01-01T00:00Z", 400),
+        ("2026-01-01T24:00:00Z", 400),
+        ("0000-01-01T00:00:00Z", 422),
+    ],
+)
+def test_moments_are_read_as_rfc_3339_writes_them(api, sent, status):
+    response = api.get("/v1/customers", {"created_after": sent})
+
+    assert response.status_code == status, response.content
+
+
+def test_an_idempotency_key_is_counted_in_characters(api):
+    key = "é" * 200  # 400 bytes of UTF-8, 200 characters
+
+    response = api.post(
+        "/v1/products",
+        {"code": "p", "name": "P"},
+        format="json",
+        HTTP_IDEMPOTENCY_KEY=key.encode().decode("latin-1"),
+    )
+
+    assert response.status_code == 201
+
+
+def test_a_field_and_its_alias_are_one_field_even_when_one_is_null(api, project):
+    response = api.post(
+        "/v1/usage", {"customer": "c", "meter": "m", "value": 1, "units": None}, format="json"
+    )
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, "conflicting_fields")
+
+
+@pytest.mark.parametrize(
+    ("tail", "status"),
+    [(b"", 201), (b"gzip", 201), (b"garbage", 400)],
+)
+def test_gzip_members_are_read_in_full_and_trailing_bytes_refused(api, tail, status):
+    import gzip
+
+    body = json.dumps({"code": "p", "name": "P"}).encode()
+    if tail == b"gzip":  # the same JSON split over two members
+        compressed = gzip.compress(body[:5]) + gzip.compress(body[5:])
+    else:
+        compressed = gzip.compress(body) + tail
+
+    response = api.post(
+        "/v1/products", compressed, content_type="application/json", HTTP_CONTENT_ENCODING="gzip"
+    )
+
+    assert response.status_code == status
+
+
+def test_a_webhook_url_port_out_of_range_is_refused(api, project):
+    project.allow_private_webhook_urls = True
+    project.save()
+
+    response = api.post("/v1/webhook-endpoints", {"url": "http://127.0.0.1:99999/h"}, format="json")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (422, "invalid_url")
+
+
+def test_a_patch_that_changes_nothing_records_nothing(api, project):
+    customer = CustomerFactory(project=project, name="Initech")
+
+    response = api.patch(f"/v1/customers/{customer.public_id}", {"name": "Initech"}, format="json")
+
+    assert response.status_code == 200
+    assert not Event.objects.filter(type="customer.updated").exists()
+
+
+def test_text_is_stored_as_sent(api, project):
+    from tests.invoicing.factories import issued_invoice
+
+    invoice = issued_invoice(project)
+
+    api.post(f"/v1/invoices/{invoice.public_id}/void", {"reason": "  padded  "}, format="json")
+
+    assert Invoice.objects.get(pk=invoice.pk).void_reason == "  padded  "

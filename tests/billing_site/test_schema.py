@@ -22,7 +22,7 @@ def test_every_operation_documents_the_error_envelope(schema):
     assert schema["components"]["schemas"]["Error"]["required"] == ["error"]
     operation = schema["paths"]["/v1/api-keys/{id}"]["delete"]
     assert sorted(status for status in operation["responses"] if status[0] == "4") == [
-        "400", "401", "403", "404", "409", "429", "431",
+        "400", "401", "403", "404", "409", "414", "417", "429", "431",
     ]  # fmt: skip
     for path, operations in schema["paths"].items():
         for method, operation in operations.items():

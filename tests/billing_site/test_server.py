@@ -70,6 +70,7 @@ def _raw(port: int, request: bytes) -> tuple[int, dict[str, str], bytes]:
     """Send bytes as they are; read the whole answer (the server closes or says how long it is)."""
     with socket.create_connection(("127.0.0.1", port), timeout=10) as connection:
         connection.sendall(request)
+        connection.shutdown(socket.SHUT_WR)  # all is sent: a truncated body ends here
         response = http.client.HTTPResponse(connection)
         response.begin()
         return response.status, dict(response.getheaders()), response.read()
@@ -111,3 +112,19 @@ def test_a_header_over_the_limit_answers_431_in_the_envelope(server, project):
             "param": None,
         }
     }
+
+
+@pytest.mark.parametrize(
+    "chunks",
+    [b"zz\r\n{}\r\n0\r\n\r\n", b"5\r\n{}", b"2\r\n{}\r\n", b"-5\r\n{}\r\n0\r\n\r\n"],
+    ids=["bad size", "truncated", "no last chunk", "negative size"],
+)
+def test_a_malformed_chunked_body_is_400_in_the_envelope(server, project, chunks):
+    status, _, answer = _raw(
+        server,
+        b"POST /v1/products HTTP/1.1\r\nHost: localhost\r\nContent-Type: application/json\r\n"
+        b"Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n" + chunks,
+    )
+
+    assert status == 400
+    assert json.loads(answer)["error"]["code"] in {"invalid_http_request", "invalid_json"}

@@ -65,7 +65,8 @@ def test_lookup_by_external_id_and_email(api, project):
         ({"billing_address": {"country": "Narnia"}}, "invalid_country", "billing_address.country"),
         ({"billing_address": {"planet": "Mars"}}, "unknown_field", "billing_address.planet"),
         ({"nmae": "typo"}, "unknown_field", "nmae"),
-        ({"email": "not-an-email"}, "invalid", "email"),
+        ({"email": "not-an-email"}, "invalid_email", "email"),
+        ({"email": '"john doe"@example.com'}, "invalid_email", "email"),
         ({"invoice_delivery": "fax"}, "invalid_choice", "invoice_delivery"),
     ],
 )
