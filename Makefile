@@ -28,7 +28,9 @@ run: $(VENV)/.installed-run
 	$(BIN)/python manage.py load_demo
 	$(BIN)/python manage.py serve
 
-## make test: install and run the whole suite (SQLite by default; DATABASE_URL for PostgreSQL).
+## make test: install and run the whole suite (SQLite by default; DATABASE_URL for PostgreSQL),
+## one pytest worker per core (PYTEST_ARGS="-n 0" runs it in one process).
+PYTEST_ARGS ?= -n auto
 test: $(VENV)/.installed-dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
