@@ -9,7 +9,7 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal
+from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
 from typing import Any
 
 import orjson
@@ -154,7 +154,10 @@ def parse_value(raw: Any) -> tuple[Decimal, bool] | tuple[None, str]:
         if value.as_tuple().exponent < -VALUE_PLACES and abs(raw) < _MAX_INT:
             value = value.quantize(_PLACE, context=_WIDE)
     elif kind is str and _DECIMAL_STRING.fullmatch(raw):
-        value = Decimal(raw)
+        try:
+            value = Decimal(raw)
+        except InvalidOperation:  # an exponent beyond what Decimal can hold ("1E99999999999999999999")
+            return None, "value_out_of_range"
     else:
         return None, "invalid_value"
     # Digits and exponent without trailing zeros, read from the tuple: Decimal arithmetic would

@@ -165,6 +165,8 @@ REJECTIONS = [
     (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": 10**20}),
     (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": 1e20}),
     (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": "0.0000000000001"}),
+    (422, "value_out_of_range", "events[0].units", {"customer": "cus_8fq", "units": "+9288.09288E16102500579400000217"}),
+    (422, "value_out_of_range", "events[0].value", {"customer": "cus_8fq", "value": "1E-99999999999999999999"}),
     (400, "invalid_timestamp", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": "yesterday"}),
     (400, "invalid_timestamp", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": 1721043000}),
     (422, "date_out_of_range", "events[0].timestamp", {"customer": "cus_8fq", "value": 1, "timestamp": "1999-12-31T23:59:59Z"}),
