@@ -88,13 +88,23 @@ def _decimal_text(integer_digits: int, places: int, signed: bool) -> re.Pattern:
     return re.compile(decimal_text_pattern(integer_digits=integer_digits, places=places, signed=signed))
 
 
+def decimal_from_float(value: float, *, places: int, integer_digits: int) -> Decimal:
+    """A finite JSON number with a fraction, a binary double, as the decimal it prints as (repr),
+    with digits past `places` (representation noise: 0.1 + 0.2 = 0.30000000000000004) rounded
+    away, half to even. Decimal strings are exact and never go through this."""
+    number = Decimal(repr(value))
+    if number.as_tuple().exponent < -places and abs(value) < 10**integer_digits:
+        wide = Context(prec=integer_digits + places + 2, rounding=ROUND_HALF_EVEN)
+        number = number.quantize(Decimal(1).scaleb(-places), context=wide)
+    return number
+
+
 def decimal_from_json(
     value: object, *, integer_digits: int, places: int, signed: bool = False, maximum: Decimal | None = None
 ) -> Decimal:
     """A decimal sent as JSON: an integer, a number, or a decimal string (plain digits, an optional
     fraction of at most `places` digits, no exponent). A JSON number with a fraction is a binary
-    double, so digits past `places` are representation noise (0.1 + 0.2 = 0.30000000000000004) and
-    are rounded away, half to even; a decimal string is exact and is never rounded.
+    double, rounded as decimal_from_float says; a decimal string is exact and is never rounded.
 
     The OpenAPI schema states the same rule (billing_site.api.fields.decimal_schema).
     """
@@ -110,10 +120,7 @@ def decimal_from_json(
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise DecimalError("invalid_decimal", "Must be a finite number.")
-        number = Decimal(repr(value))
-        if number.as_tuple().exponent < -places and abs(value) < 10**integer_digits:
-            wide = Context(prec=integer_digits + places + 2, rounding=ROUND_HALF_EVEN)
-            number = number.quantize(Decimal(1).scaleb(-places), context=wide)
+        number = decimal_from_float(value, places=places, integer_digits=integer_digits)
     else:
         number = Decimal(value)
         if not number.is_finite():

@@ -9,14 +9,15 @@ import json
 import re
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from decimal import ROUND_HALF_EVEN, Context, Decimal, InvalidOperation
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 import orjson
 
-from billing_site.api.codecs import parse_json
+from billing_site.api.codecs import INVALID_JSON_MESSAGE, parse_json
 from billing_site.api.json_values import text_problem
 from billing_site.moments import MomentError, moment_parse
+from billing_site.money import decimal_from_float
 from meters.models import VALUE_DIGITS, VALUE_PLACES
 
 MAX_EVENTS = 1000
@@ -28,8 +29,6 @@ MAX_PROPERTIES_DEPTH = 5
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_INTEGER_DIGITS = VALUE_DIGITS - VALUE_PLACES
 _MAX_INT = 10**MAX_INTEGER_DIGITS
-_PLACE = Decimal(1).scaleb(-VALUE_PLACES)
-_WIDE = Context(prec=VALUE_DIGITS + 10, rounding=ROUND_HALF_EVEN)
 
 METER_FIELDS = ("meter", "event_name")
 VALUE_FIELDS = ("value", "units", "quantity")
@@ -73,9 +72,7 @@ def events_from_body(body: bytes) -> tuple[list[Any], bool]:
     try:
         data = parse_json(body)
     except (ValueError, RecursionError):  # invalid JSON or UTF-8, NaN/Infinity, absurd nesting
-        raise BodyError(
-            400, "invalid_json", "The body is not valid JSON (UTF-8, without NaN or Infinity)."
-        ) from None
+        raise BodyError(400, "invalid_json", INVALID_JSON_MESSAGE) from None
     if isinstance(data, dict) and "events" in data:
         others = sorted(set(data) - {"events"})
         if others:
@@ -147,12 +144,7 @@ def parse_value(raw: Any) -> tuple[Decimal, bool] | tuple[None, str]:
     if kind is float:
         if raw != raw or raw in (float("inf"), float("-inf")):
             return None, "invalid_value"
-        # A JSON number with a fraction is a binary double: digits past the 12th decimal place are
-        # representation noise (0.1 + 0.2 = 0.30000000000000004), so they are rounded away.
-        # Decimal strings are exact and are never rounded.
-        value = Decimal(repr(raw))
-        if value.as_tuple().exponent < -VALUE_PLACES and abs(raw) < _MAX_INT:
-            value = value.quantize(_PLACE, context=_WIDE)
+        value = decimal_from_float(raw, places=VALUE_PLACES, integer_digits=MAX_INTEGER_DIGITS)
     elif kind is str and _DECIMAL_STRING.fullmatch(raw):
         try:
             value = Decimal(raw)

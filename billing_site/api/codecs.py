@@ -26,6 +26,9 @@ _DIGITS_AS_ZERO = bytes(48 if 48 <= byte <= 57 else 32 for byte in range(256))
 _LONG_RUN = b"0" * 19
 
 
+INVALID_JSON_MESSAGE = "The body is not valid JSON (UTF-8, without NaN, Infinity or numbers beyond a double)."
+
+
 def _reject_constant(name: str) -> None:
     raise ValueError(f"{name} is not valid JSON")
 
@@ -54,9 +57,7 @@ class JSONParser(BaseJSONParser):
         try:
             return parse_json(stream.read())
         except (ValueError, RecursionError):
-            raise ParseError(
-                "The body is not valid JSON (UTF-8, without NaN, Infinity or numbers beyond a double)."
-            ) from None
+            raise ParseError(INVALID_JSON_MESSAGE) from None
 
 
 class JSONRenderer(BaseJSONRenderer):
