@@ -35,6 +35,11 @@ class PaymentProcessor(models.TextChoices):
     MANUAL = "manual", "Manual (own processor)"
 
 
+class UnmatchedUsage(models.TextChoices):
+    KEEP = "keep", "Keep and report as unmatched"
+    REJECT = "reject", "Reject the event"
+
+
 MAX_PAYMENT_TERMS_DAYS = 365
 
 
@@ -44,6 +49,11 @@ class Project(models.Model):
     public_id = PublicIdField(prefix="proj")
     name = models.CharField(max_length=200)
     created_at = models.DateTimeField(auto_now_add=True)
+    sandbox = models.BooleanField(
+        default=False,
+        help_text="A test project: billing periods may be closed ahead of the clock (close --as-of a "
+        "future moment), as a rehearsal. Real projects never invoice periods that have not happened.",
+    )
 
     currency = models.CharField(
         max_length=3, default="USD", validators=[validate_currency], help_text="ISO 4217 code, e.g. USD."
@@ -104,6 +114,13 @@ class Project(models.Model):
         validators=[MinValueValidator(1)],
         help_text="Usage-ingestion requests per minute per API key (separate from the rest).",
     )
+    unmatched_usage = models.CharField(
+        max_length=10,
+        choices=UnmatchedUsage.choices,
+        default=UnmatchedUsage.KEEP,
+        help_text="Usage naming a customer or meter that does not exist: store it as unmatched (it is "
+        "billed once the customer or meter appears) or refuse it.",
+    )
     require_usage_idempotency_key = models.BooleanField(
         default=False, help_text="Reject usage events that carry no idempotency_key."
     )
@@ -147,6 +164,8 @@ class ApiKey(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
     revoked_at = models.DateTimeField(null=True, blank=True)
+    # Set by a roll: the old secret keeps working until then, for the grace period the caller chose.
+    expires_at = models.DateTimeField(null=True, blank=True)
     last_used_at = models.DateTimeField(null=True, blank=True)
 
     # DRF treats `request.user` as the principal; an API key request has no Django user.
