@@ -49,9 +49,15 @@ def _default_invoice_prefix(name: str) -> str:
 
 
 def project_create(
-    *, name: str, currency: str = "USD", timezone_name: str = "UTC", actor: Actor = None
+    *,
+    name: str,
+    currency: str = "USD",
+    timezone_name: str = "UTC",
+    sandbox: bool = False,
+    actor: Actor = None,
 ) -> Project:
-    """Create a tenant. The invoice number prefix defaults to the name's capitals (ACME-000001)."""
+    """Create a tenant. The invoice number prefix defaults to the name's capitals (ACME-000001).
+    A sandbox project may close billing periods ahead of the clock (a rehearsal)."""
     name = name.strip()
     if not name:
         raise InvalidInput("A project needs a name.", code="required", param="name")
@@ -62,6 +68,7 @@ def project_create(
             name=name,
             currency=currency,
             timezone=timezone_name,
+            sandbox=sandbox,
             invoice_number_prefix=_default_invoice_prefix(name),
         )
         audit_record(project=project, actor=actor, action="project.created", target=project)
@@ -69,11 +76,18 @@ def project_create(
 
 
 def project_bootstrap(
-    *, name: str, currency: str = "USD", timezone_name: str = "UTC", actor: Actor = None
+    *,
+    name: str,
+    currency: str = "USD",
+    timezone_name: str = "UTC",
+    sandbox: bool = False,
+    actor: Actor = None,
 ) -> tuple[Project, ApiKey, str]:
     """A new project with an all-scopes API key, in one transaction (ops bootstrap, scripts)."""
     with transaction.atomic():
-        project = project_create(name=name, currency=currency, timezone_name=timezone_name, actor=actor)
+        project = project_create(
+            name=name, currency=currency, timezone_name=timezone_name, sandbox=sandbox, actor=actor
+        )
         api_key, secret = api_key_create(
             project=project, name="Bootstrap key", scopes=ALL_SCOPES, actor=actor
         )

@@ -38,7 +38,8 @@ def demo_load() -> Demo:
                 return Demo(project=membership.project, api_key_secret=None)
         else:
             user = User.objects.create_user(DEMO_USERNAME, email="demo@example.com", password=DEMO_PASSWORD)
-        project, _, secret = project_bootstrap(name=DEMO_PROJECT)
+        # A sandbox: close_billing_periods --as-of a future date rehearses the month-end on it.
+        project, _, secret = project_bootstrap(name=DEMO_PROJECT, sandbox=True)
         membership_set(project=project, user=user, role=Role.OWNER, actor=None)
         _demo_catalog(project)
     return Demo(project=project, api_key_secret=secret)

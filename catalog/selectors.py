@@ -30,6 +30,15 @@ def customer_list(*, project: Project) -> QuerySet[Customer]:
     return Customer.objects.filter(project=project)
 
 
+def plan_by_reference(*, project: Project, reference: str) -> Plan | None:
+    """A plan version by its ID (`plan_…`) or, failing that, the latest version of the plan with
+    that `code` (what other billing APIs call the plan's id)."""
+    found = Plan.objects.filter(project=project, public_id=reference).first()
+    if found is None:
+        found = Plan.objects.filter(project=project, code=reference).order_by("-version").first()
+    return found
+
+
 def contract_list(*, project: Project) -> QuerySet[Contract]:
     return Contract.objects.filter(project=project).select_related("customer", "plan", "subscription")
 

@@ -22,6 +22,7 @@ from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScoped
 from billing_site.errors import DomainError
 from billing_site.money import round_money
 from invoicing import services
+from invoicing.drafts import drafts_freshen
 from invoicing.models import (
     CreditNote,
     CreditNoteReason,
@@ -156,6 +157,15 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(previous_total=_previous_total())
+
+    def changelist_view(self, request, extra_context=None):
+        drafts_freshen(self.get_queryset(request))  # drafts show the usage accepted until now
+        return super().changelist_view(request, extra_context)
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        if str(object_id).isdigit():
+            drafts_freshen(self.get_queryset(request).filter(pk=object_id))
+        return super().change_view(request, object_id, form_url, extra_context)
 
     # --- what a finance person reads ------------------------------------------------------------
     @admin.display(description="invoice", ordering="id")

@@ -51,7 +51,7 @@ from invoicing.rating import Pricing, Rating, rate_fixed, rate_percentage, rate_
 from meters.selectors import late_event_span, meter_quantity, percentage_usage
 from subscriptions.models import Subscription, SubscriptionPhase
 from subscriptions.periods import Period, PeriodGrid
-from subscriptions.services import period_grid
+from subscriptions.services import CLOCK_SKEW, period_grid
 
 logger = logging.getLogger(__name__)
 
@@ -86,10 +86,17 @@ class LineDraft:
 
 @dataclass(frozen=True)
 class Segment:
-    plan: Plan
+    plan: Plan  # rates the usage
     start: datetime
     end: datetime
     paused: bool
+    # Whose fixed fees accrue: the plan, or the previous one after a change made without
+    # proration, until the end of the period the change fell in (SubscriptionPhase.prorate).
+    fee_plan: Plan | None = None
+
+    @property
+    def fees_of(self) -> Plan:
+        return self.fee_plan or self.plan
 
     @property
     def duration(self) -> timedelta:
@@ -127,14 +134,20 @@ def billing_subscription_locked(pk: int) -> Subscription:
 
 
 def segments(subscription: Subscription, start: datetime, end: datetime) -> list[Segment]:
-    """The subscription's phases clipped to [start, end) and to its own life."""
+    """The subscription's phases clipped to [start, end) and to its billed life (from
+    `billed_from`). [start, end) is a billing period: a phase opened in it by a change without
+    proration keeps the previous phase's fees throughout it."""
     life_end = subscription.ends_at or end
-    start, end = max(start, subscription.starts_at), min(end, life_end)
+    period_start = start
+    start, end = max(start, subscription.billed_from), min(end, life_end)
     found = []
+    fees_of = None
     for phase in _phases(subscription):
+        if phase.prorate or fees_of is None or phase.starts_at <= period_start:
+            fees_of = phase.plan
         seg_start, seg_end = max(phase.starts_at, start), min(phase.ends_at or end, end)
         if seg_start < seg_end:
-            found.append(Segment(phase.plan, seg_start, seg_end, phase.paused))
+            found.append(Segment(phase.plan, seg_start, seg_end, phase.paused, fee_plan=fees_of))
     return found
 
 
@@ -178,10 +191,10 @@ def fee_lines(
     fees: dict[tuple[int, int | None], tuple[Plan, Charge | None, Decimal, str]] = {}
     for segment in segments(subscription, period.start, period.end) if spans is None else spans:
         time = _billable_time(segment, subscription)
-        for charge, amount, line_type in _fees(segment.plan, timing):
-            key = (segment.plan.pk, charge.pk if charge else None)
+        for charge, amount, line_type in _fees(segment.fees_of, timing):
+            key = (segment.fees_of.pk, charge.pk if charge else None)
             covered[key] += time
-            fees[key] = (segment.plan, charge, amount, line_type)
+            fees[key] = (segment.fees_of, charge, amount, line_type)
     lines = []
     for key, (plan, charge, amount, line_type) in fees.items():
         if not covered[key]:
@@ -216,16 +229,19 @@ def _advance_true_up(subscription: Subscription, period: Period, invoice: Invoic
         (line.plan.pk, line.charge.pk if line.charge else None): line
         for line in fee_lines(subscription, period, FeeTiming.IN_ADVANCE, currency=invoice.currency)
     }
+    # Billed so far: the fees and the proration credits of this period on other invoices (the
+    # opening or previous cycle invoice, and any invoiced at once at a plan change).
     billed_rows = (
         InvoiceLine.objects.filter(
             invoice__subscription=subscription,
-            type__in=FEE_TYPES,
+            type__in=(*FEE_TYPES, LineType.CREDIT),
+            original_invoice__isnull=True,
             period_start=period.start,
             period_end=period.end,
             is_manual=False,
         )
         .exclude(invoice__status=InvoiceStatus.VOID)
-        .exclude(invoice=invoice)
+        .exclude(invoice_id=invoice.pk)
         .filter(
             Q(charge__isnull=True, plan__base_fee_timing=FeeTiming.IN_ADVANCE)
             | Q(charge__timing=FeeTiming.IN_ADVANCE)
@@ -346,7 +362,7 @@ def late_usage_lines(
             original_invoice__in=candidates, type__in=(LineType.LATE_USAGE, LineType.CREDIT)
         )
         .exclude(invoice__status=InvoiceStatus.VOID)
-        .exclude(invoice=invoice)
+        .exclude(invoice_id=invoice.pk)
         .values("original_invoice", "charge")
         .annotate(cumulative=Max("cumulative_quantity"), amount=Sum("amount"))
     )
@@ -370,7 +386,7 @@ def late_usage_lines(
         difference = current.amount - billed_amount
         if current.quantity == billed_quantity and not difference:
             continue
-        label = f"{original.period_start:%Y-%m-%d} – {original.period_end:%Y-%m-%d}"
+        label = _period_label(Period(original.period_start, original.period_end))
         lines.append(
             LineDraft(
                 type=LineType.CREDIT if difference < 0 else LineType.LATE_USAGE,
@@ -396,7 +412,7 @@ def late_usage_invoices(subscription: Subscription, *, before: datetime, now: da
     events matched after the period ended."""
     issued = Invoice.objects.filter(
         subscription=subscription,
-        billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+        billing_reason__in=(BillingReason.SUBSCRIPTION_CYCLE, BillingReason.SUBSCRIPTION_START),
         status__in=ISSUED_STATUSES,
         period_end__lte=before,
     )
@@ -434,10 +450,14 @@ def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[Line
     now = now or timezone.now()
     subscription = invoice.subscription
     currency = invoice.currency
-    if invoice.billing_reason == BillingReason.SUBSCRIPTION_START:
-        first = nominal_period(subscription, subscription.starts_at)
-        return fee_lines(subscription, first, FeeTiming.IN_ADVANCE, currency=currency)
     period = Period(start=invoice.period_start, end=invoice.period_end)
+    if invoice.billing_reason == BillingReason.SUBSCRIPTION_START:
+        if period.start < period.end:
+            return lines_in_bounds(catch_up_lines(subscription, period, currency=currency))
+        first = nominal_period(subscription, subscription.billed_from)
+        return fee_lines(subscription, first, FeeTiming.IN_ADVANCE, currency=currency)
+    if invoice.billing_reason == BillingReason.SUBSCRIPTION_UPDATE:
+        return _advance_true_up(subscription, nominal_period(subscription, period.start), invoice)
     nominal = nominal_period(subscription, period.start)
     lines = [
         *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency),
@@ -449,6 +469,34 @@ def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[Line
         following = nominal_period(subscription, nominal.end)
         lines += fee_lines(subscription, following, FeeTiming.IN_ADVANCE, currency=currency)
     return lines_in_bounds(lines)
+
+
+def catch_up_lines(subscription: Subscription, window: Period, *, currency: str) -> list[LineDraft]:
+    """A backdated subscription's opening invoice: for each period of [window.start, window.end)
+    (the time before the period it was created in), its fees, in advance and in arrears, and its
+    usage, each line naming its period; then the first current period's fees in advance."""
+    lines = []
+    moment = window.start
+    while moment < window.end:
+        nominal = nominal_period(subscription, moment)
+        period = Period(start=moment, end=min(nominal.end, window.end))
+        label = f" ({_period_label(period)})"
+        for line in [
+            *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency),
+            *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency),
+            *usage_lines(subscription, period, currency=currency),
+        ]:
+            line.description += label
+            lines.append(line)
+        moment = period.end
+    if subscription.ends_at is None or subscription.ends_at > window.end:
+        following = nominal_period(subscription, window.end)
+        lines += fee_lines(subscription, following, FeeTiming.IN_ADVANCE, currency=currency)
+    return lines
+
+
+def _period_label(period: Period) -> str:
+    return f"{period.start:%Y-%m-%d} – {period.end:%Y-%m-%d}"
 
 
 def lines_in_bounds(lines: list[LineDraft]) -> list[LineDraft]:
@@ -515,7 +563,7 @@ def _invoice_for(subscription: Subscription, *, reason: str, period: Period) -> 
     The unique constraints decide between two racing creators: the loser reads the winner's row.
     """
     lookup = {"subscription": subscription, "billing_reason": reason}
-    if reason == BillingReason.SUBSCRIPTION_CYCLE:
+    if reason != BillingReason.SUBSCRIPTION_START:
         lookup["period_start"] = period.start
     existing = Invoice.objects.select_for_update().filter(**lookup).first()
     if existing is not None:
@@ -589,7 +637,7 @@ def subscription_close_periods(
             if not Invoice.objects.filter(
                 subscription=locked, billing_reason=BillingReason.SUBSCRIPTION_START
             ).exists():
-                opening = Period(locked.starts_at, locked.starts_at)
+                opening = Period(locked.billed_from, locked.catch_up_until or locked.billed_from)
                 invoice, created = _invoice_for(
                     locked, reason=BillingReason.SUBSCRIPTION_START, period=opening
                 )
@@ -659,17 +707,29 @@ def _recompute(invoice: Invoice, *, created: bool, now: datetime | None = None) 
 
 
 def invoice_preview(
-    *, subscription: Subscription, plan: Plan | None = None, period: Period | None = None
+    *,
+    subscription: Subscription,
+    plan: Plan | None = None,
+    period: Period | None = None,
+    now: datetime | None = None,
 ) -> Invoice:
-    """What a period costs the subscription, computed now and saved nowhere: its fees (in advance
-    and in arrears) and its usage, on the subscription's own phases or, with `plan`, as if the
-    whole period had been on that plan. The unsaved invoice carries its lines in `preview_lines`.
+    """What a period costs the subscription, computed now and saved nowhere. The unsaved invoice
+    carries its lines in `preview_lines`.
+
+    For the current period (no `period`, or the current one) on the subscription's own plans,
+    it is the invoice that closing the period now would issue, line for line: compute_lines
+    over the period's draft (its manual adjustments included), or over an unsaved invoice for
+    the period when there is no draft. Otherwise (a past period, or `plan`: as if the whole
+    period had been on that plan) it prices the period's fees and usage afresh.
     """
-    period = period or Period(start=subscription.current_period_start, end=_billing_end(subscription))
+    current = Period(start=subscription.current_period_start, end=_billing_end(subscription))
+    period = period or current
+    if plan is None and period.start == current.start:
+        return _upcoming_invoice(subscription, current, now=now)
     spans = segments(subscription, period.start, period.end)
     if plan is not None:
         life = (
-            max(period.start, subscription.starts_at),
+            max(period.start, subscription.billed_from),
             min(period.end, subscription.ends_at or period.end),
         )
         spans = [Segment(plan, *life, paused=False)] if life[0] < life[1] else []
@@ -682,6 +742,42 @@ def invoice_preview(
             *usage_lines(subscription, period, currency=currency, spans=spans),
         ]
     )
+    return _preview(subscription, period, currency, lines)
+
+
+def _upcoming_invoice(subscription: Subscription, period: Period, *, now: datetime | None) -> Invoice:
+    draft = Invoice.objects.filter(
+        subscription=subscription,
+        billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+        period_start=period.start,
+        status__in=EDITABLE_STATUSES,
+    ).first()
+    invoice = draft or Invoice(
+        project=subscription.project,
+        customer=subscription.customer,
+        subscription=subscription,
+        billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+        currency=subscription.plan.currency,
+    )
+    invoice.period_start, invoice.period_end = period.start, period.end
+    lines = compute_lines(invoice, now=now)
+    if draft is not None:
+        lines += [
+            LineDraft(
+                type=line.type,
+                description=line.description,
+                period_start=line.period_start,
+                period_end=line.period_end,
+                amount=line.amount,
+                quantity=line.quantity,
+                unit_price=line.unit_price,
+            )
+            for line in draft.lines.filter(is_manual=True).order_by("position")
+        ]
+    return _preview(subscription, period, invoice.currency, lines)
+
+
+def _preview(subscription: Subscription, period: Period, currency: str, lines: list[LineDraft]) -> Invoice:
     invoice = Invoice(
         project=subscription.project,
         customer=subscription.customer,
@@ -693,6 +789,27 @@ def invoice_preview(
         total=lines_total(lines),
     )
     invoice.preview_lines = lines
+    return invoice
+
+
+def proration_invoice(*, subscription: Subscription, at: datetime) -> Invoice | None:
+    """After a plan change made with proration_behavior always_invoice: the change's proration
+    (the current period's fees in advance as the phases now say, minus what was billed for
+    them) on an invoice of its own, issued or held for review at once. Idempotent: one such
+    invoice per subscription and change moment (a unique constraint); none when nothing is due.
+    The next cycle invoice's true-up counts it as billed."""
+    with transaction.atomic():
+        locked = billing_subscription_locked(subscription.pk)
+        reason = BillingReason.SUBSCRIPTION_UPDATE
+        if Invoice.objects.filter(subscription=locked, billing_reason=reason, period_start=at).exists():
+            return None
+        probe = Invoice(subscription=locked, billing_reason=reason, currency=locked.plan.currency)
+        probe.period_start = probe.period_end = at
+        if not compute_lines(probe):
+            return None
+        invoice, created = _invoice_for(locked, reason=reason, period=Period(at, at))
+        _recompute(invoice, created=created)
+        _deliver(invoice, CloseResult())
     return invoice
 
 
@@ -732,11 +849,35 @@ def subscriptions_due(*, as_of: datetime, project_id: int | None = None) -> list
     return sorted(due)
 
 
+def future_close_check(*, as_of: datetime, project_id: int | None = None) -> None:
+    """Refuse a close as of a moment still to come (beyond CLOCK_SKEW): it would issue numbered
+    invoices for periods that have not happened. Sandbox projects may rehearse one."""
+    from accounts.models import Project
+
+    if as_of <= timezone.now() + CLOCK_SKEW:
+        return
+    real = Project.objects.filter(sandbox=False)
+    if project_id is not None:
+        real = real.filter(pk=project_id)
+    names = list(real.order_by("name").values_list("name", flat=True)[:5])
+    if names:
+        raise Unprocessable(
+            f"{as_of.isoformat()} is in the future: closing as of it would issue invoices for periods "
+            "that have not happened. Only sandbox projects may close ahead of the clock, and "
+            f"{', '.join(names)} {'is not one' if len(names) == 1 else 'are not'}; "
+            "close one sandbox project with --project.",
+            code="as_of_in_future",
+            param="as_of",
+        )
+
+
 def billing_close(
     *, as_of: datetime, project_id: int | None = None, progress=None, dry_run: bool = False
 ) -> RunResult:
     """Close every due period (see subscription_close_periods). One subscription's failure is
-    recorded with its reason and does not stop the others."""
+    recorded with its reason and does not stop the others. A future `as_of` is refused unless
+    every project concerned is a sandbox (future_close_check)."""
+    future_close_check(as_of=as_of, project_id=project_id)
     run = RunResult()
     for subscription in Subscription.objects.filter(
         pk__in=subscriptions_due(as_of=as_of, project_id=project_id)

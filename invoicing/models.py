@@ -49,6 +49,7 @@ ISSUED_STATUSES = frozenset({InvoiceStatus.OPEN, InvoiceStatus.PAID, InvoiceStat
 class BillingReason(models.TextChoices):
     SUBSCRIPTION_START = "subscription_start", "Start of the subscription (fees in advance)"
     SUBSCRIPTION_CYCLE = "subscription_cycle", "End of a billing period"
+    SUBSCRIPTION_UPDATE = "subscription_update", "Plan change invoiced at once (prorations)"
 
 
 class Invoice(models.Model):

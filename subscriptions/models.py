@@ -48,6 +48,13 @@ class Subscription(models.Model):
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="subscriptions")
 
     starts_at = models.DateTimeField()
+    # Billing counts from here: `starts_at`, or, for a backdated start created with
+    # bill_past_periods "none", the moment of creation (nothing before it is billed).
+    billed_from = models.DateTimeField()
+    # A subscription created after periods of its life had already ended: those periods are billed
+    # on one catch-up invoice (its opening invoice) covering [billed_from, catch_up_until), instead
+    # of one invoice each. None when nothing was past.
+    catch_up_until = models.DateTimeField(null=True, blank=True)
     ends_at = models.DateTimeField(null=True, blank=True)
     trial_ends_at = models.DateTimeField(null=True, blank=True)
     billing_anchor = models.CharField(
@@ -61,6 +68,11 @@ class Subscription(models.Model):
     canceled_at = models.DateTimeField(null=True, blank=True)
     cancel_at_period_end = models.BooleanField(default=False)
     paused_at = models.DateTimeField(null=True, blank=True)
+
+    # Set when usage of this subscription was stored or matched since its draft invoice was last
+    # recomputed (invoicing.drafts); cleared just before the draft is recomputed. Reading a stale
+    # draft recomputes it first, so a draft always shows the usage accepted before the read.
+    draft_stale = models.BooleanField(default=False)
 
     external_reference = models.CharField(max_length=255, blank=True)
     payment_terms_days = models.PositiveIntegerField(
@@ -111,6 +123,10 @@ class SubscriptionPhase(models.Model):
     starts_at = models.DateTimeField()
     ends_at = models.DateTimeField(null=True, blank=True)
     paused = models.BooleanField(default=False)
+    # False when the plan change that opened this phase was made with proration_behavior "none":
+    # until the end of the billing period it began in, the fixed fees stay the previous phase's
+    # (the new plan's fees start with the next period); usage is rated on this phase's plan.
+    prorate = models.BooleanField(default=True)
 
     class Meta:
         ordering = ["starts_at", "id"]

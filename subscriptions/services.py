@@ -7,6 +7,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from django_q.tasks import async_task
 
@@ -24,6 +25,15 @@ from webhooks.services import event_record
 
 CHANGE_NOW = "now"
 CHANGE_AT_PERIOD_END = "period_end"
+# Stripe's proration_behavior for a plan change: see subscription_change_plan.
+PRORATE = "create_prorations"
+PRORATE_NONE = "none"
+PRORATE_ALWAYS_INVOICE = "always_invoice"
+# A plan change "at" a moment a client computed as now may arrive a little after it.
+CLOCK_SKEW = timedelta(minutes=5)
+# How a start in the past is billed: its ended periods on one catch-up invoice, or not at all.
+PAST_CATCH_UP = "catch_up"
+PAST_NONE = "none"
 TERMS_FIELDS = frozenset({"ends_at", "external_reference", "metadata", "payment_terms_days"})
 
 
@@ -95,6 +105,7 @@ def subscription_create(
     ends_at: datetime | None = None,
     trial_days: int | None = None,
     billing_anchor: str = BillingAnchor.CALENDAR,
+    bill_past_periods: str = PAST_CATCH_UP,
     external_reference: str = "",
     payment_terms_days: int | None = None,
     metadata: dict | None = None,
@@ -103,9 +114,16 @@ def subscription_create(
 
     Periods are computed in the customer's time zone as it is now; the trial defaults to the
     plan's `trial_days`, counted in local calendar days.
+
+    A start in the past begins in the period that contains now. With `bill_past_periods`
+    "catch_up" (the default) the time before that period is billed on the opening invoice, one
+    catch-up invoice for [starts_at, catch_up_until): each past period's fees and usage as its
+    own lines, never an invoice per past period. With "none", billing counts from now: nothing
+    before it is billed, and the current period's fees are prorated from now.
     """
     _check_plan_usable(plan, customer)
-    starts_at = _in_range(starts_at or timezone.now(), param="starts_at")
+    now = timezone.now()
+    starts_at = _in_range(starts_at or now, param="starts_at")
     if ends_at is not None:
         ends_at = _in_range(ends_at, param="ends_at")
     if ends_at is not None and ends_at <= starts_at:
@@ -113,11 +131,13 @@ def subscription_create(
     trial_days = plan.trial_days if trial_days is None else trial_days
     if trial_days < 0:
         raise InvalidInput("trial_days cannot be negative.", code="min_value", param="trial_days")
+    backdated = starts_at < now
     subscription = Subscription(
         project=project,
         customer=customer,
         plan=plan,
         starts_at=starts_at,
+        billed_from=now if backdated and bill_past_periods == PAST_NONE else starts_at,
         ends_at=ends_at,
         trial_ends_at=_local_days_later(starts_at, trial_days, customer.timezone) if trial_days else None,
         billing_anchor=billing_anchor,
@@ -127,8 +147,15 @@ def subscription_create(
         payment_terms_days=payment_terms_days,
         metadata=metadata or {},
     )
-    first = period_grid(subscription, plan).period_at(starts_at)
-    subscription.current_period_start, subscription.current_period_end = first.start, first.end
+    current = period_grid(subscription, plan).period_at(now if backdated else starts_at)
+    start = max(current.start, subscription.billed_from)
+    if ends_at is not None and ends_at <= start:  # its whole life is past: nothing left to bill after
+        start = current_end = ends_at
+    else:
+        current_end = current.end
+    subscription.current_period_start, subscription.current_period_end = start, current_end
+    if subscription.billed_from < start:
+        subscription.catch_up_until = start
     with transaction.atomic():
         subscription.save()
         SubscriptionPhase.objects.create(
@@ -156,19 +183,37 @@ def _open_phase(subscription: Subscription) -> SubscriptionPhase:
 
 
 def _drop_future_phases(subscription: Subscription, after: datetime) -> None:
-    """Phases scheduled to start later (a plan change at period end) never took effect."""
-    subscription.phases.filter(starts_at__gt=after).delete()
+    """Phases scheduled to start later (a plan change at period end) never took effect: the
+    phase before them runs on to the end of the subscription's life."""
+    if subscription.phases.filter(starts_at__gt=after).delete()[0]:
+        subscription.phases.filter(starts_at__lte=after).order_by("-starts_at")[:1].update(
+            ends_at=subscription.ends_at
+        )
 
 
-def _switch_phase(subscription: Subscription, at: datetime, *, plan: Plan, paused: bool) -> None:
-    current = subscription.phases.filter(starts_at__lte=at).filter(ends_at__isnull=True).get()
+def _switch_phase(
+    subscription: Subscription, at: datetime, *, plan: Plan, paused: bool, prorate: bool = True
+) -> None:
+    """End the phase running at `at` there and open the next, which ends where that one did."""
+    current = (
+        subscription.phases.filter(starts_at__lte=at)
+        .filter(Q(ends_at__isnull=True) | Q(ends_at__gt=at))
+        .get()
+    )
     if current.starts_at == at:  # a second change at the same instant replaces the first
-        current.plan, current.paused = plan, paused
-        current.save(update_fields=["plan", "paused"])
+        current.plan, current.paused, current.prorate = plan, paused, prorate
+        current.save(update_fields=["plan", "paused", "prorate"])
         return
+    SubscriptionPhase.objects.create(
+        subscription=subscription,
+        plan=plan,
+        starts_at=at,
+        ends_at=current.ends_at,
+        paused=paused,
+        prorate=prorate,
+    )
     current.ends_at = at
     current.save(update_fields=["ends_at"])
-    SubscriptionPhase.objects.create(subscription=subscription, plan=plan, starts_at=at, paused=paused)
 
 
 def subscription_pause(*, subscription: Subscription, actor: Actor) -> Subscription:
@@ -258,11 +303,48 @@ def subscription_uncancel(*, subscription: Subscription, actor: Actor) -> Subscr
     return subscription
 
 
+def _effective_moment(subscription: Subscription, value: datetime, now: datetime) -> datetime:
+    """A plan change's moment given as a time: in the current period, not in the future (a change
+    scheduled ahead is `period_end`), not before the subscription's last change."""
+    at = _in_range(value, param="effective_at")
+    if at > now + CLOCK_SKEW:
+        raise Unprocessable(
+            "effective_at is in the future; to switch later, use effective_at=period_end.",
+            code="effective_at_in_future",
+            param="effective_at",
+        )
+    at = min(at, now)
+    if at < subscription.current_period_start or at < subscription.billed_from:
+        raise Unprocessable(
+            "effective_at is before the current billing period, which may not change once billed "
+            f"(it started {subscription.current_period_start.isoformat()}).",
+            code="effective_at_in_closed_period",
+            param="effective_at",
+        )
+    if subscription.phases.filter(starts_at__gt=at, starts_at__lte=now).exists():
+        raise Unprocessable(
+            "The subscription changed after effective_at; a change cannot go back past another.",
+            code="effective_at_before_last_change",
+            param="effective_at",
+        )
+    return at
+
+
 def subscription_change_plan(
-    *, subscription: Subscription, plan: Plan, change_at: str = CHANGE_NOW, actor: Actor
+    *,
+    subscription: Subscription,
+    plan: Plan,
+    change_at: str | datetime = CHANGE_NOW,
+    proration_behavior: str = PRORATE,
+    actor: Actor,
 ) -> Subscription:
-    """Move to another plan now (the base fee is prorated by time between the two) or at the end
-    of the current period. Usage before the change is billed on the old plan, after it on the new.
+    """Move to another plan now, at a past moment of the current period, or at the end of the
+    current period. Usage before the change is billed on the old plan, after it on the new.
+
+    Fixed fees (Stripe's proration_behavior): `create_prorations` prorates them by time between
+    the two plans, settled on the next invoice; `always_invoice` does the same and invoices the
+    difference at once (invoicing.tasks.invoice_prorations); `none` keeps the old plan's fees to
+    the end of the period (the new plan's start with the next one).
 
     A change to a plan with another interval starts a new billing cycle at the change: the
     current period ends there and the next periods follow the new plan's interval.
@@ -274,9 +356,17 @@ def subscription_change_plan(
         if status in (Status.CANCELED, Status.ENDED, Status.PAUSED):
             raise _refuse(subscription, "plan_change", f"A {status} subscription cannot change plan.")
         _check_plan_usable(plan, subscription.customer)
-        if plan.pk == subscription.plan_id and change_at == CHANGE_NOW:
+        if plan.pk == subscription.plan_id and change_at != CHANGE_AT_PERIOD_END:
             raise Unprocessable("The subscription is already on this plan.", code="same_plan", param="plan")
         old_plan = subscription.plan
+        new_cycle = (plan.interval, plan.interval_count) != (old_plan.interval, old_plan.interval_count)
+        if proration_behavior == PRORATE_NONE and new_cycle and change_at != CHANGE_AT_PERIOD_END:
+            raise Unprocessable(
+                "A change to a plan with another interval ends the current period at the change, "
+                "so its fees are prorated: proration_behavior none applies to plans of one interval.",
+                code="proration_required",
+                param="proration_behavior",
+            )
         if change_at == CHANGE_AT_PERIOD_END:
             at = subscription.current_period_end
             if subscription.ends_at is not None and subscription.ends_at <= at:
@@ -284,14 +374,16 @@ def subscription_change_plan(
             _drop_future_phases(subscription, after=now)
             _switch_phase(subscription, at, plan=plan, paused=False)
         else:
-            at = max(now, subscription.starts_at)
+            if change_at == CHANGE_NOW:
+                at = max(now, subscription.starts_at)
+            else:
+                at = _effective_moment(subscription, change_at, now)
             _drop_future_phases(subscription, after=at)
-            _switch_phase(subscription, at, plan=plan, paused=False)
+            _switch_phase(
+                subscription, at, plan=plan, paused=False, prorate=proration_behavior != PRORATE_NONE
+            )
             subscription.plan = plan
-            if (plan.interval, plan.interval_count) != (
-                old_plan.interval,
-                old_plan.interval_count,
-            ) and at > subscription.starts_at:
+            if new_cycle and at > subscription.starts_at:
                 subscription.current_period_end = at
                 subscription.period_anchor = at
             elif at == subscription.starts_at:
@@ -302,8 +394,16 @@ def subscription_change_plan(
             subscription,
             "subscription.updated",
             actor=actor,
-            changes={"plan": [old_plan.public_id, plan.public_id], "effective_at": at.isoformat()},
+            changes={
+                "plan": [old_plan.public_id, plan.public_id],
+                "effective_at": at.isoformat(),
+                "proration_behavior": proration_behavior,
+            },
         )
+        if proration_behavior == PRORATE_ALWAYS_INVOICE and change_at != CHANGE_AT_PERIOD_END:
+            transaction.on_commit(
+                lambda: async_task("invoicing.tasks.invoice_prorations", subscription.pk, at.isoformat())
+            )
     usage_rematch_enqueue(
         project=subscription.project, customer_external_ids=[subscription.customer.external_id]
     )
@@ -418,13 +518,15 @@ def subscription_update_terms(
 
 def subscription_update(*, subscription: Subscription, changes: dict[str, Any], actor: Actor) -> Subscription:
     """A PATCH: terms (ends_at, external_reference, metadata, payment_terms_days) and at most one
-    change (status, cancel_at_period_end, plan with change_at, or price_overrides), all in one
+    change (status, cancel_at_period_end, plan with effective_at and proration_behavior, or
+    price_overrides), all in one
     transaction: if the change is refused, the terms are not changed either."""
     changes = dict(changes)
     status = changes.pop("status", None)
     cancel_at_period_end = changes.pop("cancel_at_period_end", None)
     plan = changes.pop("plan", None)
-    change_at = changes.pop("change_at", CHANGE_NOW)
+    change_at = changes.pop("effective_at", CHANGE_NOW)
+    proration_behavior = changes.pop("proration_behavior", PRORATE)
     overrides = changes.pop("price_overrides", None)
     with transaction.atomic():
         if changes:
@@ -441,7 +543,11 @@ def subscription_update(*, subscription: Subscription, changes: dict[str, Any], 
             subscription = subscription_uncancel(subscription=subscription, actor=actor)
         elif plan is not None:
             subscription = subscription_change_plan(
-                subscription=subscription, plan=plan, change_at=change_at, actor=actor
+                subscription=subscription,
+                plan=plan,
+                change_at=change_at,
+                proration_behavior=proration_behavior,
+                actor=actor,
             )
         elif overrides is not None:
             subscription = subscription_override_prices(

@@ -72,6 +72,10 @@ class RejectUnknownFieldsMixin:
     # comment, not a docstring: drf-spectacular would show a docstring as every body's description.
     # Text is taken as sent, not trimmed: " " meets `minLength: 1` in the schema, so the API takes
     # it too, instead of trimming it to "" and refusing it as blank.
+    # `field_aliases` maps another API's name for a field to ours ({"customer_id": "customer"}):
+    # either name is taken, both together are refused (400 `conflicting_fields`) rather than one
+    # dropped, and the schema lists the alias and requires exactly one of the two.
+    field_aliases: dict[str, str] = {}
 
     def get_fields(self):
         fields = super().get_fields()
@@ -82,6 +86,8 @@ class RejectUnknownFieldsMixin:
         return fields
 
     def to_internal_value(self, data):
+        if isinstance(data, Mapping) and self.field_aliases:
+            data = self._unaliased(data)
         if isinstance(data, Mapping):
             wrong = {
                 name: problem
@@ -97,6 +103,19 @@ class RejectUnknownFieldsMixin:
                     {key: [ErrorDetail("Unknown field.", code="unknown_field")] for key in unknown}
                 )
         return super().to_internal_value(data)
+
+    def _unaliased(self, data: Mapping) -> dict:
+        data = dict(data)
+        for alias, name in self.field_aliases.items():
+            if alias not in data:
+                continue
+            if name in data:
+                raise serializers.ValidationError(
+                    {alias: [ErrorDetail(f"{alias} and {name} name the same field; send one.",
+                                         code="conflicting_fields")]}
+                )  # fmt: skip
+            data[name] = data.pop(alias)
+        return data
 
 
 @extend_schema_field({"type": "string", "minLength": 1})
@@ -128,13 +147,17 @@ class PublicIdRelatedField(serializers.RelatedField):
             raise serializers.ValidationError(
                 "Not an ID: it holds NUL or lone surrogate characters.", code="invalid"
             )
-        found = self.get_queryset().filter(public_id=data).first()
+        found = self.find(data)
         if found is None:
             # The ID has the documented shape, a string, and names nothing: 422, not 400.
             raise Unprocessable(
                 f"No such {self.model._meta.verbose_name}: '{data}'.", code="not_found", param=self.field_name
             )
         return found
+
+    def find(self, reference: str):
+        """The object the reference names in the caller's project, or None."""
+        return self.get_queryset().filter(public_id=reference).first()
 
 
 MONEY_SCHEMA = {

@@ -101,8 +101,10 @@ class AutoSchema(BaseAutoSchema):
 
     def _map_basic_serializer(self, serializer, direction):
         schema = super()._map_basic_serializer(serializer, direction)
-        if direction == "request" and isinstance(force_instance(serializer), RejectUnknownFieldsMixin):
+        instance = force_instance(serializer)
+        if direction == "request" and isinstance(instance, RejectUnknownFieldsMixin):
             schema["additionalProperties"] = False
+            _add_aliases(schema, instance.field_aliases)
         return schema
 
     def get_request_serializer(self):
@@ -115,6 +117,24 @@ class AutoSchema(BaseAutoSchema):
         if serializer_class is not None:
             return serializer_class(partial=attribute == "update_serializer_class")
         return super().get_request_serializer()
+
+
+def _add_aliases(schema: dict, aliases: dict[str, str]) -> None:
+    """List each alias beside its field; a required field is then required under exactly one name."""
+    properties = schema.get("properties", {})
+    required = schema.get("required", [])
+    one_of = []
+    for alias, name in aliases.items():
+        properties[alias] = {**properties[name], "description": f"Another name for `{name}`."}
+        if name in required:
+            required.remove(name)
+            one_of.append({"oneOf": [{"required": [name]}, {"required": [alias]}]})
+        else:
+            one_of.append({"not": {"required": [name, alias]}})
+    if not required:
+        schema.pop("required", None)
+    if one_of:
+        schema["allOf"] = one_of
 
 
 IDEMPOTENCY_HEADER = {

@@ -21,6 +21,7 @@ from invoicing.api.serializers import (
     ReasonSerializer,
 )
 from invoicing.billing import invoice_preview
+from invoicing.drafts import drafts_freshen
 from invoicing.models import CreditNote, Invoice, InvoiceStatus
 from subscriptions.services import period_grid
 
@@ -48,6 +49,16 @@ class InvoiceViewSet(ListRetrieveViewSet):
 
     def get_project_queryset(self):
         return selectors.invoice_list(project=self.project)
+
+    def list(self, request, *args, **kwargs):
+        drafts_freshen(self.filter_queryset(self.get_queryset()))
+        return super().list(request, *args, **kwargs)
+
+    def get_object(self):
+        invoice = super().get_object()
+        if invoice.status == InvoiceStatus.DRAFT and drafts_freshen(Invoice.objects.filter(pk=invoice.pk)):
+            invoice = super().get_object()
+        return invoice
 
     def _answer(self, invoice: Invoice) -> Response:
         return Response(InvoiceSerializer(self.get_project_queryset().get(pk=invoice.pk)).data)

@@ -3,13 +3,27 @@ from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
 
 from accounts.models import MAX_PAYMENT_TERMS_DAYS
-from billing_site.api.fields import MomentField, PublicIdRelatedField, RejectUnknownFieldsMixin
+from billing_site.api.fields import (
+    MOMENT_SCHEMA,
+    MomentField,
+    RejectUnknownFieldsMixin,
+    moment_or_error,
+)
 from billing_site.api.json_values import METADATA_SCHEMA, SchemaJSONField
 from billing_site.errors import Unprocessable
+from catalog.api.fields import CustomerRefField, PlanRefField
 from catalog.api.schemas import CHARGES_SCHEMA, price_schema
-from catalog.models import MAX_TRIAL_DAYS, BillingAnchor, Customer, Plan
+from catalog.models import MAX_TRIAL_DAYS, BillingAnchor
 from subscriptions.models import Status, Subscription
-from subscriptions.services import CHANGE_AT_PERIOD_END, CHANGE_NOW
+from subscriptions.services import (
+    CHANGE_AT_PERIOD_END,
+    CHANGE_NOW,
+    PAST_CATCH_UP,
+    PAST_NONE,
+    PRORATE,
+    PRORATE_ALWAYS_INVOICE,
+    PRORATE_NONE,
+)
 
 
 class PhaseSerializer(serializers.Serializer):
@@ -35,6 +49,7 @@ class SubscriptionSerializer(serializers.ModelSerializer):
     plan = serializers.CharField(source="plan.public_id")
     status = serializers.ChoiceField(choices=Status.choices)
     current_period = serializers.SerializerMethodField()
+    catch_up_period = serializers.SerializerMethodField()
     pending_plan_change = serializers.SerializerMethodField()
     phases = PhaseSerializer(many=True)
 
@@ -46,6 +61,8 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "plan",
             "status",
             "starts_at",
+            "billed_from",
+            "catch_up_period",
             "ends_at",
             "trial_ends_at",
             "billing_anchor",
@@ -63,6 +80,14 @@ class SubscriptionSerializer(serializers.ModelSerializer):
             "updated_at",
         ]
         read_only_fields = fields
+
+    @extend_schema_field(PeriodSerializer(allow_null=True))
+    def get_catch_up_period(self, subscription: Subscription) -> dict | None:
+        """The time before the period the subscription was created in, billed on its opening
+        (catch-up) invoice; null when it started in that period or the past was not billed."""
+        if subscription.catch_up_until is None:
+            return None
+        return {"start": subscription.billed_from, "end": subscription.catch_up_until}
 
     @extend_schema_field(PeriodSerializer)
     def get_current_period(self, subscription: Subscription) -> dict:
@@ -94,14 +119,23 @@ PRICE_OVERRIDES_SCHEMA = {
 
 
 class SubscriptionCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
-    customer = PublicIdRelatedField(model=Customer, help_text="The customer's ID (cus_…).")
-    plan = PublicIdRelatedField(model=Plan, help_text="The plan version's ID (plan_…).")
+    field_aliases = {"customer_id": "customer", "plan_id": "plan"}
+
+    customer = CustomerRefField()
+    plan = PlanRefField()
     starts_at = MomentField(required=False, help_text="Default now; may be in the future.")
     ends_at = MomentField(required=False, allow_null=True)
     trial_days = serializers.IntegerField(
         required=False, min_value=0, max_value=MAX_TRIAL_DAYS, help_text="Default: the plan's."
     )
     billing_anchor = serializers.ChoiceField(choices=BillingAnchor.choices, required=False)
+    bill_past_periods = serializers.ChoiceField(
+        choices=[PAST_CATCH_UP, PAST_NONE],
+        required=False,
+        help_text="For a starts_at in the past: catch_up (default) bills the periods already ended "
+        "on one catch-up invoice, issued now (see catch_up_period in the answer); none bills "
+        "nothing before now.",
+    )
     external_reference = serializers.CharField(required=False, allow_blank=True, max_length=255)
     payment_terms_days = serializers.IntegerField(
         required=False, allow_null=True, min_value=0, max_value=MAX_PAYMENT_TERMS_DAYS
@@ -109,8 +143,23 @@ class SubscriptionCreateSerializer(RejectUnknownFieldsMixin, serializers.Seriali
     metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
 
 
+@extend_schema_field(
+    {"anyOf": [{"type": "string", "enum": [CHANGE_NOW, CHANGE_AT_PERIOD_END]}, MOMENT_SCHEMA]}
+)
+class EffectiveAtField(serializers.Field):
+    """`now`, `period_end`, or a moment (billing_site.moments), as a plan change's time."""
+
+    def to_internal_value(self, data):
+        if data in (CHANGE_NOW, CHANGE_AT_PERIOD_END):
+            return data
+        return moment_or_error(data, param=self.field_name)
+
+
 class SubscriptionUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     """One change per request (status, plan, price overrides or cancel_at_period_end), plus terms."""
+
+    # `change_at` is this API's first name for effective_at (it took now and period_end).
+    field_aliases = {"change_at": "effective_at"}
 
     status = serializers.ChoiceField(
         choices=[Status.PAUSED, Status.ACTIVE, Status.CANCELED],
@@ -121,11 +170,18 @@ class SubscriptionUpdateSerializer(RejectUnknownFieldsMixin, serializers.Seriali
         required=False,
         help_text="With status=canceled: cancel at the end of the current period. Alone, false: undo that.",
     )
-    plan = PublicIdRelatedField(model=Plan, required=False, help_text="Move to this plan version.")
-    change_at = serializers.ChoiceField(
-        choices=[CHANGE_NOW, CHANGE_AT_PERIOD_END],
-        default=CHANGE_NOW,
-        help_text="now: prorate the base fee by time. period_end: switch when the current period ends.",
+    plan = PlanRefField(required=False)
+    effective_at = EffectiveAtField(
+        required=False,
+        help_text="When a plan change applies. now (default); period_end: when the current period "
+        "ends; or a date-time in the current period, not in the future (a change backdated to it).",
+    )
+    proration_behavior = serializers.ChoiceField(
+        choices=[PRORATE, PRORATE_NONE, PRORATE_ALWAYS_INVOICE],
+        required=False,
+        help_text="Stripe's names. create_prorations (default): fixed fees prorated by time between "
+        "the plans, settled on the next invoice. always_invoice: the same, invoiced at once. "
+        "none: the old plan's fees to the end of the period.",
     )
     price_overrides = SchemaJSONField(
         schema=PRICE_OVERRIDES_SCHEMA,
@@ -148,6 +204,9 @@ class SubscriptionUpdateSerializer(RejectUnknownFieldsMixin, serializers.Seriali
             raise Unprocessable(
                 f"One change per request: {', '.join(changes)} given.", code="one_change_per_request"
             )
+        for name in ("effective_at", "proration_behavior"):
+            if name in attrs and "plan" not in attrs:
+                raise Unprocessable(f"{name} goes with plan.", code="plan_required", param=name)
         if attrs.get("cancel_at_period_end") and attrs.get("status") not in (None, Status.CANCELED):
             raise Unprocessable(
                 "cancel_at_period_end goes with status=canceled.",

@@ -6,6 +6,8 @@ from decimal import Decimal
 from typing import Any
 
 import factory
+import time_machine
+from django.utils import timezone
 
 from accounts.models import Project
 from catalog.models import Contract, Customer, Plan, Product
@@ -69,8 +71,19 @@ def make_plan(
 
 
 def subscribe(
-    customer: Customer, plan: Plan, *, starts_at: datetime | None = None, **fields: Any
+    customer: Customer,
+    plan: Plan,
+    *,
+    starts_at: datetime | None = None,
+    backdate: bool = False,
+    **fields: Any,
 ) -> Subscription:
+    """Subscribe as it would have happened: a start in the past is created at that moment (the
+    clock travels there), so its periods are billed one by one as they end. With `backdate`,
+    it is created now with its start in the past (a backdated subscription: one catch-up)."""
+    if starts_at is not None and starts_at < timezone.now() and not backdate:
+        with time_machine.travel(starts_at, tick=False):
+            return subscribe(customer, plan, starts_at=starts_at, backdate=True, **fields)
     return subscription_create(
         project=customer.project, customer=customer, plan=plan, starts_at=starts_at, actor=None, **fields
     )

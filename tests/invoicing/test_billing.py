@@ -177,7 +177,7 @@ def test_a_plan_change_mid_period_prorates_the_base_fee_and_splits_usage(
         charges=[{"meter": meter, "name": "API calls", "unit_price": "0.005"}],
     )
     subscription = subscribe(customer, hybrid, starts_at=FEB_1)
-    billing_close(as_of=FEB_1)  # opening invoice: 49 for February
+    close(clock, FEB_1)  # opening invoice: 49 for February
     clock.move_to(datetime(2026, 2, 8, tzinfo=UTC))
     usage(api, 1000, datetime(2026, 2, 3, tzinfo=UTC))
     clock.move_to(datetime(2026, 2, 15, tzinfo=UTC))
@@ -205,7 +205,7 @@ def test_a_plan_change_mid_period_prorates_the_base_fee_and_splits_usage(
 
 def test_canceling_mid_period_credits_the_unused_advance_fee_and_ends_billing(api, clock, customer, hybrid):
     subscription = subscribe(customer, hybrid, starts_at=FEB_1)
-    billing_close(as_of=FEB_1)
+    close(clock, FEB_1)
     clock.move_to(datetime(2026, 2, 8, tzinfo=UTC))
     api.patch(f"/v1/subscriptions/{subscription.public_id}", {"status": "canceled"}, format="json")
 
@@ -238,7 +238,7 @@ def test_canceling_at_period_end_bills_no_next_period(clock, customer, hybrid, a
 
 def test_a_pause_credits_the_paused_time(api, clock, customer, hybrid):
     subscription = subscribe(customer, hybrid, starts_at=FEB_1)
-    billing_close(as_of=FEB_1)
+    close(clock, FEB_1)
     clock.move_to(datetime(2026, 2, 8, tzinfo=UTC))
     api.patch(f"/v1/subscriptions/{subscription.public_id}", {"status": "paused"}, format="json")
     clock.move_to(datetime(2026, 2, 15, tzinfo=UTC))
@@ -257,7 +257,7 @@ def test_a_pause_credits_the_paused_time(api, clock, customer, hybrid):
 
 def test_drafts_show_the_upcoming_invoice_priced_and_follow_usage(api, clock, customer, hybrid):
     subscribe(customer, hybrid, starts_at=FEB_1)
-    billing_close(as_of=FEB_1)  # the opening invoice, as the scheduler issues it at the start
+    close(clock, FEB_1)  # the opening invoice, as the scheduler issues it at the start
     clock.move_to(datetime(2026, 2, 5, tzinfo=UTC))
     usage(api, 100, datetime(2026, 2, 4, tzinfo=UTC))
 
@@ -290,7 +290,7 @@ def test_invoices_filter_by_customer_id_or_external_id_within_the_project(
     subscribe(
         CustomerFactory(project=customer.project, external_id=customer.public_id), hybrid, starts_at=FEB_1
     )
-    billing_close(as_of=FEB_1)
+    close(clock, FEB_1)
 
     by_id = api.get(f"/v1/invoices?customer={customer.public_id}").json()["results"]
     by_external_id = api.get(f"/v1/invoices?customer={customer.external_id}").json()["results"]
@@ -345,15 +345,21 @@ def test_a_preview_prices_a_past_period_on_another_plan_and_saves_nothing(
         charges=[{"meter": meter, "name": "API calls", "unit_price": "0.005"}],
     )
     subscribe(customer, hybrid, starts_at=FEB_1)
+    close(clock, FEB_1)  # the opening invoice: February's 49 in advance
     clock.move_to(datetime(2026, 2, 10, tzinfo=UTC))
     usage(api, 2000, datetime(2026, 2, 9, tzinfo=UTC))
     before = (Invoice.objects.count(), Event.objects.count())
 
-    actual = invoice_preview(subscription=customer.subscriptions.get(), period=Period(FEB_1, MAR_1))
+    upcoming = invoice_preview(subscription=customer.subscriptions.get(), period=Period(FEB_1, MAR_1))
     what_if = invoice_preview(
         subscription=customer.subscriptions.get(), plan=scale, period=Period(FEB_1, MAR_1)
     )
 
-    assert actual.total == D("69.00")  # 49 + 2000 × 0.01
-    assert what_if.total == D("109.00")  # 99 + 2000 × 0.005
+    # The invoice closing February: its usage, and March's fee in advance.
+    assert [(line.type, line.amount) for line in upcoming.preview_lines] == [
+        (LineType.USAGE, D("20.00")),
+        (LineType.BASE_FEE, D("49.00")),
+    ]
+    assert upcoming.total == D("69.00")
+    assert what_if.total == D("109.00")  # February on Scale: 99 + 2000 × 0.005
     assert (Invoice.objects.count(), Event.objects.count()) == before

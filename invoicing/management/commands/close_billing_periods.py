@@ -5,8 +5,9 @@ from django.utils import timezone
 from django.utils.dateparse import parse_datetime
 
 from accounts.models import Project
+from billing_site.errors import Unprocessable
 from billing_site.progress import ProgressLine
-from invoicing.billing import billing_close, subscriptions_due
+from invoicing.billing import billing_close, future_close_check, subscriptions_due
 
 
 class Command(BaseCommand):
@@ -18,7 +19,11 @@ class Command(BaseCommand):
     )
 
     def add_arguments(self, parser):
-        parser.add_argument("--as-of", help="ISO 8601 time, default now (e.g. 2026-12-01T00:00:00Z).")
+        parser.add_argument(
+            "--as-of",
+            help="ISO 8601 time, default now (e.g. 2026-12-01T00:00:00Z). A future time is refused, "
+            "except for sandbox projects (a rehearsal).",
+        )
         parser.add_argument("--project", help="Only this project (its ID, proj_…).")
         parser.add_argument("--dry-run", action="store_true", help="List what is due; change nothing.")
 
@@ -35,6 +40,10 @@ class Command(BaseCommand):
             project_id = Project.objects.filter(public_id=project).values_list("pk", flat=True).first()
             if project_id is None:
                 raise CommandError(f"No project {project!r}.")
+        try:
+            future_close_check(as_of=moment, project_id=project_id)
+        except Unprocessable as error:
+            raise CommandError(error.message) from None
         due = subscriptions_due(as_of=moment, project_id=project_id)
         progress = ProgressLine(self.stdout, len(due))
         run = billing_close(as_of=moment, project_id=project_id, progress=progress, dry_run=dry_run)
