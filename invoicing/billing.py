@@ -230,7 +230,8 @@ def _advance_true_up(subscription: Subscription, period: Period, invoice: Invoic
         for line in fee_lines(subscription, period, FeeTiming.IN_ADVANCE, currency=invoice.currency)
     }
     # Billed so far: the fees and the proration credits of this period on other invoices (the
-    # opening or previous cycle invoice, and any invoiced at once at a plan change).
+    # opening or previous cycle invoice, and any invoiced at once at a plan change), not the
+    # draft that will close this period: its true-up is what is still to bill.
     billed_rows = (
         InvoiceLine.objects.filter(
             invoice__subscription=subscription,
@@ -242,6 +243,11 @@ def _advance_true_up(subscription: Subscription, period: Period, invoice: Invoic
         )
         .exclude(invoice__status=InvoiceStatus.VOID)
         .exclude(invoice_id=invoice.pk)
+        .exclude(
+            invoice__billing_reason=BillingReason.SUBSCRIPTION_CYCLE,
+            invoice__status__in=EDITABLE_STATUSES,
+            invoice__period_start__gte=period.start,
+        )
         .filter(
             Q(charge__isnull=True, plan__base_fee_timing=FeeTiming.IN_ADVANCE)
             | Q(charge__timing=FeeTiming.IN_ADVANCE)

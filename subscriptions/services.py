@@ -186,9 +186,10 @@ def _drop_future_phases(subscription: Subscription, after: datetime) -> None:
     """Phases scheduled to start later (a plan change at period end) never took effect: the
     phase before them runs on to the end of the subscription's life."""
     if subscription.phases.filter(starts_at__gt=after).delete()[0]:
-        subscription.phases.filter(starts_at__lte=after).order_by("-starts_at")[:1].update(
-            ends_at=subscription.ends_at
-        )
+        last = subscription.phases.filter(starts_at__lte=after).order_by("-starts_at").first()
+        if last is not None:
+            last.ends_at = subscription.ends_at
+            last.save(update_fields=["ends_at"])
 
 
 def _switch_phase(
