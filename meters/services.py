@@ -18,6 +18,7 @@ from catalog.pricing import ChargeKind
 from meters.ingestion import ParsedEvent, Rejection, parse_event
 from meters.matching import Lookup, MeterRules
 from meters.models import Aggregation, FilterOperator, Meter, UnmatchedReason, UsageEvent
+from meters.staleness import drafts_mark_stale
 from meters.storage import EventRow, events_insert, rollup_add
 from subscriptions.models import SubscriptionPhase
 from webhooks.services import event_record
@@ -329,6 +330,8 @@ def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = 
         )
         if stored:
             event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
+            matched = [row.subscription_id for row in stored]
+            transaction.on_commit(lambda: drafts_mark_stale(matched))
     return outcome
 
 
@@ -539,6 +542,8 @@ def _rematch_batch(project: Project, batch: list[tuple], result: RematchResult) 
             result.changed += len(ids)
     result.matched += len(newly_matched)
     rollup_add(project_id=project.pk, event_ids=newly_matched)
+    matched = [subscription_id for (_, _, subscription_id, _) in changes]
+    transaction.on_commit(lambda: drafts_mark_stale(matched))
 
 
 def usage_rematch_enqueue(
