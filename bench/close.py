@@ -29,6 +29,8 @@ from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
+import time_machine
+
 BASE_DIR = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(BASE_DIR))
 
@@ -113,14 +115,19 @@ def main() -> None:
     print(f"\n1. {args.customers:,} customers subscribed from {start:%Y-%m-%d}; opening invoices")
     began = time.perf_counter()
     subscriptions = []
-    for number in range(args.customers):
-        customer = customer_create(
-            project=project, external_id=f"c{number}", name=f"Customer {number}", actor=None
-        )
-        subscriptions.append(
-            subscription_create(project=project, customer=customer, plan=plan, starts_at=start, actor=None)
-        )
-    opened = billing_close(as_of=start + timedelta(minutes=1))
+    # Subscribed when last month began (a start in the past, created now, would be billed on one
+    # catch-up invoice instead of a period close).
+    with time_machine.travel(start, tick=False):
+        for number in range(args.customers):
+            customer = customer_create(
+                project=project, external_id=f"c{number}", name=f"Customer {number}", actor=None
+            )
+            subscriptions.append(
+                subscription_create(
+                    project=project, customer=customer, plan=plan, starts_at=start, actor=None
+                )
+            )
+        opened = billing_close(as_of=start + timedelta(minutes=1))
     assert not opened.failed, opened.failed
     print(f"   {time.perf_counter() - began:.1f} s")
 
