@@ -7,3 +7,10 @@ class AccountsConfig(AppConfig):
     name = "accounts"
     verbose_name = "Projects and access"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from accounts.api.serializers import ApiKeySerializer
+        from accounts.models import ApiKey
+        from webhooks import payloads
+
+        payloads.register(ApiKey, lambda api_key: ApiKeySerializer(api_key).data)

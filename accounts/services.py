@@ -1,6 +1,7 @@
 import re
 import secrets
 from datetime import timedelta
+from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import models, transaction
@@ -99,6 +100,14 @@ def membership_set(*, project: Project, user: AbstractBaseUser, role: Role, acto
     return membership
 
 
+def _api_key_event(api_key: ApiKey, event_type: str, **extra: Any) -> None:
+    """Record an `api_key.*` event: the key as the API shows it (never its secret or hash)."""
+    from webhooks.payloads import payload_for  # deferred: webhooks.services imports this module
+    from webhooks.services import event_record
+
+    event_record(project=api_key.project, type=event_type, obj=api_key, data=payload_for(api_key) | extra)
+
+
 def api_key_create(*, project: Project, name: str, scopes: list[str], actor: Actor) -> tuple[ApiKey, str]:
     """Create a key and return it with its secret, which is not stored and cannot be shown again.
 
@@ -127,6 +136,7 @@ def api_key_create(*, project: Project, name: str, scopes: list[str], actor: Act
         audit_record(
             project=project, actor=actor, action="api_key.created", target=key, changes={"scopes": key.scopes}
         )
+        _api_key_event(key, "api_key.created")
     return key, secret
 
 
@@ -136,9 +146,10 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
         revoked = ApiKey.objects.filter(pk=api_key.pk, revoked_at__isnull=True).update(
             revoked_at=timezone.now()
         )
+        api_key.refresh_from_db(fields=["revoked_at"])
         if revoked:
             audit_record(project=api_key.project, actor=actor, action="api_key.revoked", target=api_key)
-    api_key.refresh_from_db(fields=["revoked_at"])
+            _api_key_event(api_key, "api_key.revoked")
     return api_key
 
 

@@ -3,6 +3,7 @@ from django.urls import reverse
 
 from accounts.models import ApiKey, AuditLogEntry, Role
 from tests.accounts.factories import MembershipFactory, UserFactory, make_api_key
+from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
 
@@ -109,6 +110,8 @@ def test_owner_creates_a_key_in_the_admin_and_sees_the_secret_once(client, proje
     assert b"it will not be shown again: bk_" in response.content
     entry = AuditLogEntry.objects.get(action="api_key.created", object_id=api_key.public_id)
     assert entry.actor_label == owner.username
+    event = Event.objects.get(type="api_key.created", object_id=api_key.public_id)
+    assert event.data["scopes"] == ["billing:read"]
 
 
 def test_owner_revokes_keys_with_the_admin_action(client, project):
@@ -122,6 +125,8 @@ def test_owner_revokes_keys_with_the_admin_action(client, project):
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
     assert AuditLogEntry.objects.filter(action="api_key.revoked", object_id=api_key.public_id).count() == 1
+    event = Event.objects.get(type="api_key.revoked", object_id=api_key.public_id)
+    assert event.data["status"] == "revoked"
 
 
 def test_owner_adds_a_member_through_the_inline_and_it_is_audited(client, project):
