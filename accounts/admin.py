@@ -125,7 +125,16 @@ class ApiKeyCreateForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(ProjectScopedAdmin):
     write_roles = OWNER_ONLY
-    list_display = ["name", "prefix", "project", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "project",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
     list_filter = [ProjectListFilter, ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "public_id"]
     actions = ["revoke"]
@@ -147,6 +156,7 @@ class ApiKeyAdmin(ProjectScopedAdmin):
             "created_by",
             "created_at",
             "last_used_at",
+            "expires_at",
             "revoked_at",
         ]
 

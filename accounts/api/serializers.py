@@ -1,20 +1,32 @@
 from rest_framework import serializers
 
-from accounts.models import ALL_SCOPES, ApiKey
+from accounts.models import ALL_SCOPES, ApiKey, ApiKeyStatus
+from accounts.services import MAX_ROLL_EXPIRY
 from billing_site.api.fields import RejectUnknownFieldsMixin
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
-    status = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(
+        choices=ApiKeyStatus.choices,
+        read_only=True,
+        help_text="`expiring`: rolled, still accepted until `expires_at`; `expired`: refused since then.",
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "scopes", "status", "created_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "status",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+        ]
         read_only_fields = fields
-
-    def get_status(self, api_key: ApiKey) -> str:
-        return "active" if api_key.is_active else "revoked"
 
 
 class ApiKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -24,6 +36,16 @@ class ApiKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         allow_empty=False,
         default=lambda: list(ALL_SCOPES),
         help_text="Default: every scope. Only scopes the calling key holds can be granted (else 422).",
+    )
+
+
+class ApiKeyRollSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    expires_in = serializers.IntegerField(
+        min_value=0,
+        max_value=int(MAX_ROLL_EXPIRY.total_seconds()),
+        default=0,
+        help_text="Seconds the old key keeps working beside the new one (at most 7 days). "
+        "0, the default, ends it now.",
     )
 
 

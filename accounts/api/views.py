@@ -1,15 +1,23 @@
+from datetime import timedelta
+
 from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
+from rest_framework.decorators import action
 from rest_framework.response import Response
 
 from accounts import selectors, services
-from accounts.api.serializers import ApiKeyCreateSerializer, ApiKeySerializer, ApiKeyWithSecretSerializer
+from accounts.api.serializers import (
+    ApiKeyCreateSerializer,
+    ApiKeyRollSerializer,
+    ApiKeySerializer,
+    ApiKeyWithSecretSerializer,
+)
 from billing_site.api.views import ListRetrieveViewSet
 
 
 class ApiKeyViewSet(mixins.DestroyModelMixin, ListRetrieveViewSet):
     """The project's API keys. Creating one needs `billing:update` and only grants scopes the
-    calling key holds; the secret is in the creation response only."""
+    calling key holds; the secret is in the creation and roll responses only."""
 
     serializer_class = ApiKeySerializer
     idempotency_redact = ("secret",)
@@ -23,6 +31,27 @@ class ApiKeyViewSet(mixins.DestroyModelMixin, ListRetrieveViewSet):
         payload.is_valid(raise_exception=True)
         api_key, secret = services.api_key_create(
             project=self.project, actor=request.auth, **payload.validated_data
+        )
+        api_key.secret = secret
+        return Response(ApiKeyWithSecretSerializer(api_key).data, status=status.HTTP_201_CREATED)
+
+    @extend_schema(
+        summary="Roll an API key",
+        request=ApiKeyRollSerializer,
+        responses={201: ApiKeyWithSecretSerializer},
+    )
+    @action(detail=True, methods=["post"])
+    def roll(self, request, id=None):
+        """A new key with the same name and scopes, its secret in this response only. The rolled
+        key keeps working for `expires_in` seconds (default 0: it stops now), then is refused as
+        `api_key_expired`. Only an `active` key can be rolled (else 422 `api_key_not_active`), and
+        only by a key holding all its scopes (else 422 `scope_not_held`)."""
+        payload = ApiKeyRollSerializer(data=request.data)
+        payload.is_valid(raise_exception=True)
+        api_key, secret = services.api_key_roll(
+            api_key=self.get_object(),
+            expires_in=timedelta(seconds=payload.validated_data["expires_in"]),
+            actor=request.auth,
         )
         api_key.secret = secret
         return Response(ApiKeyWithSecretSerializer(api_key).data, status=status.HTTP_201_CREATED)

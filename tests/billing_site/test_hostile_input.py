@@ -92,6 +92,7 @@ def _charge(w):
 # "METHOD path as the schema writes it" → (path, valid body) from the seeded objects.
 VALID = {
     "POST /v1/api-keys": lambda w: ("/v1/api-keys", {"name": "k", "scopes": ["billing:read"]}),
+    "POST /v1/api-keys/{id}/roll": lambda w: (f"/v1/api-keys/{w['api_key']}/roll", {"expires_in": 3600}),
     "POST /v1/customers": lambda w: (
         "/v1/customers",
         {"external_id": "new", "name": "N", "email": "n@example.com", "currency": "USD", "timezone": "UTC",
