@@ -9,8 +9,9 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
-        from accounts.api.serializers import ApiKeySerializer
-        from accounts.models import ApiKey
+        from accounts.api.serializers import ApiKeySerializer, ProjectSerializer
+        from accounts.models import ApiKey, Project
         from webhooks import payloads
 
         payloads.register(ApiKey, lambda api_key: ApiKeySerializer(api_key).data)
+        payloads.register(Project, lambda project: ProjectSerializer(project).data)

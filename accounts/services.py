@@ -4,6 +4,7 @@ from datetime import timedelta
 from typing import Any
 
 from django.contrib.auth.models import AbstractBaseUser
+from django.core.exceptions import ValidationError
 from django.db import models, transaction
 from django.utils import timezone
 
@@ -18,6 +19,10 @@ Actor = AbstractBaseUser | ApiKey | None
 LAST_USED_RESOLUTION = timedelta(minutes=1)
 # How long a rolled key may keep working beside its replacement (Stripe allows up to 7 days too).
 MAX_ROLL_EXPIRY = timedelta(days=7)
+# Project fields whose values the audit trail records as changed but never shows; events and
+# responses never carry their values at all.
+PROJECT_SECRET_FIELDS = frozenset({"stripe_secret_key", "stripe_webhook_secret"})
+MASKED_VALUE = "••••••"
 
 
 def audit_record(
@@ -69,6 +74,51 @@ def project_create(
         )
         audit_record(project=project, actor=actor, action="project.created", target=project)
     return project
+
+
+def project_update(*, project: Project, changes: dict[str, Any], actor: Actor) -> Project:
+    """Change project settings (fields of Project; the API offers a subset, the admin all). Only
+    values that differ from the stored ones are checked and written; a change to nothing records
+    nothing.
+
+    Changing the currency or time zone changes the defaults of customers and plans created
+    afterwards: customers, plans, subscriptions and invoices carry their own, so nothing already
+    billed or scheduled moves. Audited with old and new values (secrets masked); the
+    `project.updated` event names the changed fields.
+    """
+    from webhooks.payloads import payload_for  # deferred: webhooks.services imports this module
+    from webhooks.services import event_record
+
+    with transaction.atomic():
+        current = Project.objects.select_for_update().get(pk=project.pk)
+        changed = {name: value for name, value in changes.items() if getattr(current, name) != value}
+        if not changed:
+            return current
+        audit = {
+            name: [MASKED_VALUE, MASKED_VALUE]
+            if name in PROJECT_SECRET_FIELDS
+            else [str(getattr(current, name)), str(value)]
+            for name, value in changed.items()
+        }
+        for name, value in changed.items():
+            setattr(current, name, value)
+        unchanged = [field.name for field in Project._meta.concrete_fields if field.name not in changed]
+        try:
+            current.full_clean(exclude=unchanged, validate_unique=False, validate_constraints=False)
+        except ValidationError as error:
+            name, problems = next(iter(error.error_dict.items()))
+            raise InvalidInput(
+                problems[0].messages[0], code=problems[0].code or "invalid", param=name
+            ) from None
+        current.save(update_fields=list(changed))
+        audit_record(project=current, actor=actor, action="project.updated", target=current, changes=audit)
+        event_record(
+            project=current,
+            type="project.updated",
+            obj=current,
+            data=payload_for(current) | {"changed_fields": sorted(changed)},
+        )
+    return current
 
 
 def project_bootstrap(

@@ -4,6 +4,7 @@ from drf_spectacular.utils import extend_schema
 from rest_framework import mixins, status
 from rest_framework.decorators import action
 from rest_framework.response import Response
+from rest_framework.views import APIView
 
 from accounts import selectors, services
 from accounts.api.serializers import (
@@ -11,6 +12,7 @@ from accounts.api.serializers import (
     ApiKeyRollSerializer,
     ApiKeySerializer,
     ApiKeyWithSecretSerializer,
+    ProjectSerializer,
 )
 from billing_site.api.views import ListRetrieveViewSet
 
@@ -60,3 +62,23 @@ class ApiKeyViewSet(mixins.DestroyModelMixin, ListRetrieveViewSet):
     def destroy(self, request, id=None):
         api_key = services.api_key_revoke(api_key=self.get_object(), actor=request.auth)
         return Response(ApiKeySerializer(api_key).data)
+
+
+class ProjectView(APIView):
+    """The project the calling API key belongs to: its settings. Reading needs `billing:read`,
+    changing `billing:update`. Stripe secrets are never shown, only whether they are set."""
+
+    @extend_schema(summary="Show the project", responses={200: ProjectSerializer})
+    def get(self, request):
+        return Response(ProjectSerializer(request.auth.project).data)
+
+    @extend_schema(
+        summary="Change project settings", request=ProjectSerializer, responses={200: ProjectSerializer}
+    )
+    def patch(self, request):
+        payload = ProjectSerializer(data=request.data, partial=True)
+        payload.is_valid(raise_exception=True)
+        project = services.project_update(
+            project=request.auth.project, changes=payload.validated_data, actor=request.auth
+        )
+        return Response(ProjectSerializer(project).data)
