@@ -240,3 +240,16 @@ def test_the_service_masks_secrets_in_the_audit_trail(project):
     entry = AuditLogEntry.objects.get(action="project.updated")
     assert entry.changes == {"stripe_webhook_secret": ["••••••", "••••••"]}
     assert Event.objects.get(type="project.updated").data["stripe_webhook_secret_set"] is True
+
+
+def test_a_patch_replayed_with_its_idempotency_key_runs_once(project, api):
+    first = api.patch("/v1/project", {"name": "Acme Inc"}, format="json", HTTP_IDEMPOTENCY_KEY="p-1")
+    api.patch("/v1/project", {"name": "Acme"}, format="json")  # changed back in between
+
+    replay = api.patch("/v1/project", {"name": "Acme Inc"}, format="json", HTTP_IDEMPOTENCY_KEY="p-1")
+
+    assert replay["Idempotent-Replayed"] == "true"
+    assert replay.json() == first.json()
+    project.refresh_from_db()
+    assert project.name == "Acme"
+    assert Event.objects.filter(type="project.updated").count() == 2
