@@ -41,7 +41,7 @@ class MembershipInline(admin.TabularInline):
 class ProjectAdmin(ProjectScopedAdmin):
     project_path = "id"
     write_roles = OWNER_ONLY
-    audit_masked_fields = frozenset({"stripe_secret_key", "stripe_webhook_secret"})
+    audit_masked_fields = services.PROJECT_SECRET_FIELDS
     list_display = ["name", "public_id", "currency", "timezone", "invoice_delivery", "payment_processor"]
     search_fields = ["name", "public_id"]
     readonly_fields = ["public_id", "created_at"]
@@ -93,6 +93,16 @@ class ProjectAdmin(ProjectScopedAdmin):
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
 
+    def save_model(self, request, obj, form, change):
+        """Changes go through the service, as the API's do: audited, and announced by a
+        `project.updated` event."""
+        if not change:
+            super().save_model(request, obj, form, change)
+            return
+        services.project_update(
+            project=obj, changes={name: getattr(obj, name) for name in form.changed_data}, actor=request.user
+        )
+
     def save_formset(self, request, form, formset, change):
         """Membership edits go through the service, so each is audited."""
         project = form.instance
@@ -125,7 +135,16 @@ class ApiKeyCreateForm(forms.ModelForm):
 @admin.register(ApiKey)
 class ApiKeyAdmin(ProjectScopedAdmin):
     write_roles = OWNER_ONLY
-    list_display = ["name", "prefix", "project", "scopes", "created_at", "last_used_at", "revoked_at"]
+    list_display = [
+        "name",
+        "prefix",
+        "project",
+        "scopes",
+        "created_at",
+        "last_used_at",
+        "expires_at",
+        "revoked_at",
+    ]
     list_filter = [ProjectListFilter, ("revoked_at", admin.EmptyFieldListFilter)]
     search_fields = ["name", "prefix", "public_id"]
     actions = ["revoke"]
@@ -147,6 +166,7 @@ class ApiKeyAdmin(ProjectScopedAdmin):
             "created_by",
             "created_at",
             "last_used_at",
+            "expires_at",
             "revoked_at",
         ]
 

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
+from django.utils import timezone
 
 from billing_site.ids import PublicIdField
 from billing_site.validators import PatternValidator, validate_currency, validate_timezone
@@ -38,6 +39,13 @@ class PaymentProcessor(models.TextChoices):
 class UnmatchedUsage(models.TextChoices):
     KEEP = "keep", "Keep and report as unmatched"
     REJECT = "reject", "Reject the event"
+
+
+class ApiKeyStatus(models.TextChoices):
+    ACTIVE = "active", "Active"
+    EXPIRING = "expiring", "Expiring (rolled; works until expires_at)"
+    EXPIRED = "expired", "Expired (rolled)"
+    REVOKED = "revoked", "Revoked"
 
 
 MAX_PAYMENT_TERMS_DAYS = 365
@@ -179,8 +187,14 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
     @property
-    def is_active(self) -> bool:
-        return self.revoked_at is None
+    def status(self) -> ApiKeyStatus:
+        """Revoked, else expired once `expires_at` has passed; authentication takes active and
+        expiring keys."""
+        if self.revoked_at is not None:
+            return ApiKeyStatus.REVOKED
+        if self.expires_at is None:
+            return ApiKeyStatus.ACTIVE
+        return ApiKeyStatus.EXPIRING if timezone.now() < self.expires_at else ApiKeyStatus.EXPIRED
 
     def has_scope(self, scope: str) -> bool:
         return scope in self.scopes

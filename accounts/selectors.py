@@ -11,7 +11,8 @@ def hash_secret(secret: str) -> str:
 
 
 def api_key_for_secret(secret: str) -> ApiKey | None:
-    """The key whose secret this is, with its project, or None. Revoked keys are returned too."""
+    """The key whose secret this is, with its project, or None. Revoked and expired keys are
+    returned too (authentication tells them apart by their status)."""
     return ApiKey.objects.select_related("project").filter(secret_hash=hash_secret(secret)).first()
 
 

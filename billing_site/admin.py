@@ -18,13 +18,11 @@ from django.utils.html import format_html, format_html_join
 
 from accounts.models import WRITE_ROLES, AuditLogEntry, Project
 from accounts.selectors import user_roles
-from accounts.services import audit_record
+from accounts.services import MASKED_VALUE, audit_record
 
 admin.site.site_header = "Billable"
 admin.site.site_title = "Billable admin"
 admin.site.index_title = "Billing back office"
-
-_MASK = "••••••"
 
 
 def roles_for(request: HttpRequest) -> dict[int, str]:
@@ -132,7 +130,7 @@ class ProjectScopedAdmin(admin.ModelAdmin):
         changes = {}
         for name in form.changed_data:
             if name in self.audit_masked_fields:
-                changes[name] = [_MASK, _MASK]
+                changes[name] = [MASKED_VALUE, MASKED_VALUE]
             else:
                 changes[name] = [str(form.initial.get(name, "")), str(form.cleaned_data.get(name, ""))]
         return changes

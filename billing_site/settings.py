@@ -236,7 +236,10 @@ SPECTACULAR_SETTINGS = {
     "SWAGGER_UI_FAVICON_HREF": "SIDECAR",
     "REDOC_DIST": "SIDECAR",
     "COMPONENT_SPLIT_REQUEST": True,
-    "ENUM_NAME_OVERRIDES": {"FeeTimingEnum": "catalog.pricing.FeeTiming"},
+    "ENUM_NAME_OVERRIDES": {
+        "FeeTimingEnum": "catalog.pricing.FeeTiming",
+        "ApiKeyStatusEnum": "accounts.models.ApiKeyStatus",
+    },
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],
     "POSTPROCESSING_HOOKS": [

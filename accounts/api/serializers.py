@@ -1,20 +1,32 @@
 from rest_framework import serializers
 
-from accounts.models import ALL_SCOPES, ApiKey
-from billing_site.api.fields import RejectUnknownFieldsMixin
+from accounts.models import ALL_SCOPES, ApiKey, ApiKeyStatus, Project
+from accounts.services import MAX_ROLL_EXPIRY
+from billing_site.api.fields import CurrencyField, EmailTextField, RejectUnknownFieldsMixin, TimezoneField
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
-    status = serializers.SerializerMethodField()
+    status = serializers.ChoiceField(
+        choices=ApiKeyStatus.choices,
+        read_only=True,
+        help_text="`expiring`: rolled, still accepted until `expires_at`; `expired`: refused since then.",
+    )
 
     class Meta:
         model = ApiKey
-        fields = ["id", "name", "prefix", "scopes", "status", "created_at", "last_used_at", "revoked_at"]
+        fields = [
+            "id",
+            "name",
+            "prefix",
+            "scopes",
+            "status",
+            "created_at",
+            "last_used_at",
+            "expires_at",
+            "revoked_at",
+        ]
         read_only_fields = fields
-
-    def get_status(self, api_key: ApiKey) -> str:
-        return "active" if api_key.is_active else "revoked"
 
 
 class ApiKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
@@ -27,9 +39,79 @@ class ApiKeyCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
+class ApiKeyRollSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
+    expires_in = serializers.IntegerField(
+        min_value=0,
+        max_value=int(MAX_ROLL_EXPIRY.total_seconds()),
+        default=0,
+        help_text="Seconds the old key keeps working beside the new one (at most 7 days). "
+        "0, the default, ends it now.",
+    )
+
+
 class ApiKeyWithSecretSerializer(ApiKeySerializer):
     secret = serializers.CharField(read_only=True, help_text="Shown only in this response. Store it now.")
 
     class Meta(ApiKeySerializer.Meta):
         fields = [*ApiKeySerializer.Meta.fields, "secret"]
         read_only_fields = fields
+
+
+class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
+    """The calling key's project. PATCH changes the fields it names; the rest are read-only."""
+
+    id = serializers.CharField(source="public_id", read_only=True)
+    currency = CurrencyField(
+        required=False, help_text="ISO 4217: the default of customers and plans created from now on."
+    )
+    timezone = TimezoneField(required=False, help_text="IANA: the default of customers created from now on.")
+    sender_email = EmailTextField(required=False, help_text="From-address of invoice emails; empty: none.")
+    reply_to_email = EmailTextField(required=False)
+    footer_text = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    stripe_secret_key_set = serializers.SerializerMethodField(
+        help_text="Whether a Stripe secret key is configured (the key itself is never shown)."
+    )
+    stripe_webhook_secret_set = serializers.SerializerMethodField(
+        help_text="Whether a Stripe webhook signing secret is configured (never shown)."
+    )
+
+    class Meta:
+        model = Project
+        fields = [
+            "id",
+            "name",
+            "sandbox",
+            "currency",
+            "timezone",
+            "invoice_delivery",
+            "grace_period_hours",
+            "payment_terms_days",
+            "invoice_number_prefix",
+            "unmatched_usage",
+            "require_usage_idempotency_key",
+            "sender_name",
+            "sender_email",
+            "reply_to_email",
+            "accent_color",
+            "footer_text",
+            "payment_processor",
+            "stripe_secret_key_set",
+            "stripe_webhook_secret_set",
+            "api_rate_limit_per_minute",
+            "ingest_rate_limit_per_minute",
+            "created_at",
+        ]
+        read_only_fields = [
+            "id",
+            "sandbox",
+            "payment_processor",
+            "api_rate_limit_per_minute",
+            "ingest_rate_limit_per_minute",
+            "created_at",
+        ]
+
+    def get_stripe_secret_key_set(self, project: Project) -> bool:
+        return bool(project.stripe_secret_key)
+
+    def get_stripe_webhook_secret_set(self, project: Project) -> bool:
+        return bool(project.stripe_webhook_secret)

@@ -5,7 +5,7 @@ from drf_spectacular.extensions import OpenApiAuthenticationExtension
 from rest_framework import exceptions
 from rest_framework.authentication import BaseAuthentication
 
-from accounts.models import ApiKey
+from accounts.models import ApiKey, ApiKeyStatus
 from accounts.selectors import api_key_for_secret
 from accounts.services import api_key_touch
 
@@ -45,8 +45,15 @@ def _lookup(request: HttpRequest) -> ApiKey | None:
     api_key = api_key_for_secret(secret)
     if api_key is None:
         raise exceptions.AuthenticationFailed("Invalid API key.", code="invalid_api_key")
-    if not api_key.is_active:
+    status = api_key.status
+    if status == ApiKeyStatus.REVOKED:
         raise exceptions.AuthenticationFailed("This API key has been revoked.", code="api_key_revoked")
+    if status == ApiKeyStatus.EXPIRED:
+        raise exceptions.AuthenticationFailed(
+            f"This API key was rolled and expired at {api_key.expires_at:%Y-%m-%dT%H:%M:%SZ}; "
+            "use the key that replaced it.",
+            code="api_key_expired",
+        )
     api_key_touch(api_key=api_key)
     return api_key
 

@@ -1,8 +1,10 @@
 import pytest
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts.models import ApiKey, AuditLogEntry, Role
 from tests.accounts.factories import MembershipFactory, UserFactory, make_api_key
+from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
 
@@ -56,7 +58,7 @@ def test_billing_admin_cannot_change_project_settings(client, project):
     assert project.name == "Acme"
 
 
-def test_owner_changes_are_audited_and_secrets_masked(client, project):
+def test_owner_changes_are_audited_announced_and_secrets_masked(client, project):
     owner = _staff(project, Role.OWNER)
     client.force_login(owner)
     url = reverse("admin:accounts_project_change", args=[project.pk])
@@ -64,11 +66,44 @@ def test_owner_changes_are_audited_and_secrets_masked(client, project):
     response = client.post(url, _project_form(project, name="Acme Inc", stripe_secret_key="sk_test_123"))
 
     assert response.status_code == 302
-    entry = AuditLogEntry.objects.get(action="admin.project.changed")
+    project.refresh_from_db()
+    assert (project.name, project.stripe_secret_key) == ("Acme Inc", "sk_test_123")
+    entry = AuditLogEntry.objects.get(action="project.updated")
     assert entry.actor_label == owner.username
     assert entry.project == project
     assert entry.changes == {"name": ["Acme", "Acme Inc"], "stripe_secret_key": ["••••••", "••••••"]}
     assert "sk_test_123" not in str(AuditLogEntry.objects.values_list("changes", flat=True))
+    event = Event.objects.get(type="project.updated")
+    assert event.data["changed_fields"] == ["name", "stripe_secret_key"]
+    assert event.data["stripe_secret_key_set"] is True
+    assert "sk_test_123" not in str(event.data)
+
+
+def test_a_logo_uploaded_in_the_admin_is_stored_and_announced(client, project):
+    client.force_login(_staff(project, Role.OWNER))
+    logo = SimpleUploadedFile("acme.png", b"\x89PNG\r\n\x1a\n", content_type="image/png")
+
+    response = client.post(
+        reverse("admin:accounts_project_change", args=[project.pk]), _project_form(project, logo=logo)
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.logo.name == "logos/acme.png"
+    assert project.logo.read() == b"\x89PNG\r\n\x1a\n"
+    assert Event.objects.get(type="project.updated").data["changed_fields"] == ["logo"]
+
+
+def test_an_unchanged_project_form_records_nothing(client, project):
+    client.force_login(_staff(project, Role.OWNER))
+
+    response = client.post(
+        reverse("admin:accounts_project_change", args=[project.pk]), _project_form(project)
+    )
+
+    assert response.status_code == 302
+    assert not AuditLogEntry.objects.filter(action="project.updated").exists()
+    assert not Event.objects.filter(type="project.updated").exists()
 
 
 def test_staff_see_nothing_of_projects_they_are_not_in(client, project, other_project):
@@ -109,6 +144,8 @@ def test_owner_creates_a_key_in_the_admin_and_sees_the_secret_once(client, proje
     assert b"it will not be shown again: bk_" in response.content
     entry = AuditLogEntry.objects.get(action="api_key.created", object_id=api_key.public_id)
     assert entry.actor_label == owner.username
+    event = Event.objects.get(type="api_key.created", object_id=api_key.public_id)
+    assert event.data["scopes"] == ["billing:read"]
 
 
 def test_owner_revokes_keys_with_the_admin_action(client, project):
@@ -122,6 +159,8 @@ def test_owner_revokes_keys_with_the_admin_action(client, project):
     api_key.refresh_from_db()
     assert api_key.revoked_at is not None
     assert AuditLogEntry.objects.filter(action="api_key.revoked", object_id=api_key.public_id).count() == 1
+    event = Event.objects.get(type="api_key.revoked", object_id=api_key.public_id)
+    assert event.data["status"] == "revoked"
 
 
 def test_owner_adds_a_member_through_the_inline_and_it_is_audited(client, project):

@@ -92,6 +92,14 @@ def _charge(w):
 # "METHOD path as the schema writes it" → (path, valid body) from the seeded objects.
 VALID = {
     "POST /v1/api-keys": lambda w: ("/v1/api-keys", {"name": "k", "scopes": ["billing:read"]}),
+    "POST /v1/api-keys/{id}/roll": lambda w: (f"/v1/api-keys/{w['api_key']}/roll", {"expires_in": 3600}),
+    "PATCH /v1/project": lambda w: (
+        "/v1/project",
+        {"name": "N", "currency": "EUR", "timezone": "Europe/Paris", "invoice_delivery": "review",
+         "grace_period_hours": 2, "payment_terms_days": 14, "invoice_number_prefix": "N", "unmatched_usage": "reject",
+         "require_usage_idempotency_key": True, "sender_name": "N", "sender_email": "billing@n.example",
+         "reply_to_email": "help@n.example", "accent_color": "#112233", "footer_text": "f"},
+    ),
     "POST /v1/customers": lambda w: (
         "/v1/customers",
         {"external_id": "new", "name": "N", "email": "n@example.com", "currency": "USD", "timezone": "UTC",

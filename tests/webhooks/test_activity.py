@@ -45,7 +45,8 @@ def test_activity_lists_newest_first_with_the_object(project, api):
 
     body = api.get("/v1/activity").json()
 
-    assert [e["type"] for e in body["results"]] == ["invoice.paid", "customer.created"]
+    # The oldest is the creation of the client's own key.
+    assert [e["type"] for e in body["results"]] == ["invoice.paid", "customer.created", "api_key.created"]
     assert body["results"][1]["object"] == {"type": "customer", "id": "cus_1"}
     assert body["results"][1]["data"] == {"id": "cus_1"}
 
@@ -82,4 +83,8 @@ def test_activity_pages_with_a_cursor(project, api):
 def test_activity_never_shows_another_projects_events(project, other_project, api):
     _record(other_project, "customer.created")
 
-    assert api.get("/v1/activity").json()["results"] == []
+    results = api.get("/v1/activity").json()["results"]
+
+    assert [(e["type"], e["object"]["id"]) for e in results] == [
+        ("api_key.created", project.api_keys.get().public_id)
+    ]
