@@ -9,13 +9,13 @@ from django.db.models import Exists, OuterRef, ProtectedError, Q, QuerySet
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from accounts.models import Project
+from accounts.models import Project, UnmatchedUsage
 from accounts.services import Actor, audit_record
 from billing_site.errors import Conflict, InvalidInput, Unprocessable
 from billing_site.ids import new_public_ids
 from catalog.models import Customer
 from catalog.pricing import ChargeKind
-from meters.ingestion import ParsedEvent, Rejection, parse_event
+from meters.ingestion import NOT_FOUND_REJECTIONS, ParsedEvent, Rejection, parse_event
 from meters.matching import Lookup, Match, MeterRules, NamedSubscription
 from meters.models import Aggregation, FilterOperator, Meter, UnmatchedReason, UsageEvent
 from meters.storage import EventRow, events_insert, rollup_add
@@ -263,6 +263,16 @@ _UNMATCHED_MESSAGES = {
     UnmatchedReason.NO_ACTIVE_SUBSCRIPTION: "No subscription of the customer prices this meter at the "
     "event's time. The event is kept and billed if one does later.",
 }
+# What a project whose unmatched_usage is "reject" answers instead of keeping the event.
+_REFUSED_MESSAGES = {
+    UnmatchedReason.UNKNOWN_CUSTOMER: "No customer has this external_id (or ID); this project refuses "
+    "usage for unknown customers.",
+    UnmatchedReason.UNKNOWN_PROCESSOR_CUSTOMER: "No customer has this processor_customer_id; this project "
+    "refuses usage for unknown customers.",
+    UnmatchedReason.UNKNOWN_METER: "No meter has this code; this project refuses usage for unknown meters.",
+}
+# At most this many events are listed in a `usage.unmatched` event; `more` counts the others.
+MAX_UNMATCHED_LISTED = 100
 
 
 def _rejected(rejection: Rejection) -> dict[str, Any]:
@@ -283,7 +293,9 @@ def _refusal_message(code: str, meter: MeterRules) -> str:
 
 def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = None) -> IngestResult:
     """Store a batch of usage events (docs/usage.md): validate each, match them all with one
-    query, insert the new ones in one statement, and record `usage.recorded`.
+    query, insert the new ones in one statement, and record `usage.recorded` (what was stored)
+    and `usage.unmatched` (what named a customer, meter, product or subscription that does not
+    exist, or matched no subscription).
 
     Valid events are stored even when others are rejected. A repeated idempotency key (stored
     before, by a concurrent request, or earlier in this batch) is a duplicate, whatever its value
@@ -337,6 +349,9 @@ def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = 
         )
         if stored:
             event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
+        unmatched = _unmatched(results, parsed, row_of_index)
+        if unmatched is not None:
+            event_record(project=project, type="usage.unmatched", data=unmatched)
     return outcome
 
 
@@ -357,11 +372,12 @@ def _event_rows(
         earliest=min(now, *(event.timestamp for event in parsed)),
         latest=max(now, *(event.timestamp for event in parsed)),
     )
+    refuse_unknown = project.unmatched_usage == UnmatchedUsage.REJECT
     public_ids = iter(new_public_ids("evt", len(parsed)))
     row_of_index: dict[int, EventRow] = {}
     first_with_key: dict[str, EventRow] = {}
     for event in parsed:
-        resolved = _resolve(event, lookup, now)
+        resolved = _resolve(event, lookup, now, refuse_unknown=refuse_unknown)
         if type(resolved) is Rejection:
             results[event.index] = _rejected(resolved)
             continue
@@ -397,7 +413,9 @@ class _Resolved:
     match: Match
 
 
-def _resolve(event: ParsedEvent, lookup: Lookup, now: datetime) -> _Resolved | Rejection:
+def _resolve(
+    event: ParsedEvent, lookup: Lookup, now: datetime, *, refuse_unknown: bool
+) -> _Resolved | Rejection:
     """What the event names, and how it matches (docs/usage.md, "Matching"), or why it is refused."""
     index = event.index
     pinned: NamedSubscription | None = None
@@ -437,6 +455,8 @@ def _resolve(event: ParsedEvent, lookup: Lookup, now: datetime) -> _Resolved | R
                 event.customer_param,
             )  # fmt: skip
         customer_id = pinned.customer_id
+    elif customer_id is None and refuse_unknown:
+        return Rejection(index, unknown_customer, _REFUSED_MESSAGES[unknown_customer], event.customer_param)
 
     meter = _meter(event, lookup, customer_id, pinned, now)
     if type(meter) is Rejection:
@@ -475,6 +495,10 @@ def _resolve(event: ParsedEvent, lookup: Lookup, now: datetime) -> _Resolved | R
         match = Match(customer_id, meter, pinned.id, "")
     else:
         match = lookup.match(customer_id, meter, event.timestamp, unknown_customer=unknown_customer)
+        if match.reason == UnmatchedReason.UNKNOWN_METER and refuse_unknown:
+            return Rejection(
+                index, match.reason, _REFUSED_MESSAGES[match.reason], event.meter_param
+            )  # fmt: skip
     customer = event.customer if event.customer is not None else lookup.external_ids[customer_id]
     return _Resolved(customer, meter.code if meter is not None else event.meter, value, match)
 
@@ -521,6 +545,46 @@ def _meter(
     if meter is None:
         return Rejection(event.index, problem, _INFER_MESSAGES[problem], event.meter_param)
     return meter
+
+
+def _unmatched(
+    results: list[dict[str, Any]], parsed: list[ParsedEvent], row_of_index: dict[int, EventRow]
+) -> dict[str, Any] | None:
+    """The `usage.unmatched` event's data, or None: the events stored unmatched, and those refused
+    for naming a customer, meter, product or subscription that does not exist; the first
+    MAX_UNMATCHED_LISTED of them listed, as sent."""
+    counts: Counter[str] = Counter()
+    listed: list[dict[str, Any]] = []
+    events: dict[int, ParsedEvent] = {}
+    for result in results:
+        status = result["status"]
+        if status != UNMATCHED and (status != REJECTED or result["code"] not in NOT_FOUND_REJECTIONS):
+            continue
+        counts[status] += 1
+        if len(listed) == MAX_UNMATCHED_LISTED:
+            continue
+        events = events or {event.index: event for event in parsed}
+        event, row = events[result["index"]], row_of_index.get(result["index"])
+        listed.append(
+            {
+                "index": result["index"],
+                "status": status,
+                "code": result["code"],
+                "id": result.get("id"),
+                "customer": row.customer_external_id if status == UNMATCHED else event.customer,
+                "meter": row.meter_code if status == UNMATCHED else event.meter,
+                "subscription": event.subscription,
+                "product": event.product,
+            }
+        )
+    if not counts:
+        return None
+    return {
+        "unmatched": counts[UNMATCHED],
+        "rejected": counts[REJECTED],
+        "events": listed,
+        "more": counts.total() - len(listed),
+    }
 
 
 def _recorded(outcome: IngestResult, stored: list[EventRow]) -> dict[str, Any]:
