@@ -80,6 +80,7 @@ class ProjectAdmin(ProjectScopedAdmin):
                     "api_rate_limit_per_minute",
                     "ingest_rate_limit_per_minute",
                     "require_usage_idempotency_key",
+                    "unmatched_usage",
                     "allow_private_webhook_urls",
                 ]
             },

@@ -37,6 +37,11 @@ def new_public_ids(prefix: str, count: int) -> list[str]:
     return ids
 
 
+def has_public_id_shape(text: str, prefix: str) -> bool:
+    """Whether `text` could be an ID with this prefix (lookups skip what cannot be one)."""
+    return len(text) == len(prefix) + 1 + _LENGTH and text.startswith(f"{prefix}_")
+
+
 class PublicIdField(models.CharField):
     """A unique, immutable, prefixed ID generated when the instance is created in Python."""
 

@@ -1,6 +1,7 @@
 """The API gateway: what every `/v1/` request goes through before and after its view.
 
-In order: a chunked body is read in full (any path); text that cannot be stored (NUL) is refused
+In order: `/api/v1/…` is served as `/v1/…` (the prefix some billing APIs' clients are written
+against); a chunked body is read in full (any path); text that cannot be stored (NUL) is refused
 in the path and query; the body is decoded (gzip) and capped; the API key is looked up once; the
 key's rate limit is counted (outside any transaction, so a counter row is never held locked for
 the length of a request); and for POST/PATCH with an `Idempotency-Key` to a route that takes the
@@ -26,6 +27,10 @@ IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
 # The methods whose body the API reads; others' bodies are ignored (no cap, no decoding, no 413).
 BODY_METHODS = frozenset({"POST", "PATCH", "PUT"})
 MAX_IDEMPOTENCY_KEY_LENGTH = 255
+# The whole API answers under this prefix too. Rewritten here rather than routed twice, so the
+# routes, the OpenAPI document and everything below are the /v1/ ones; `request.path` keeps what
+# the client sent (links to the next page of a list stay under its prefix).
+API_ALIAS_PREFIX = "/api/v1/"
 
 
 class ApiGatewayMiddleware:
@@ -33,6 +38,8 @@ class ApiGatewayMiddleware:
         self.get_response = get_response
 
     def __call__(self, request: HttpRequest) -> HttpResponse:
+        if request.path_info.startswith(API_ALIAS_PREFIX):
+            request.path_info = request.path_info.removeprefix("/api")
         problem = _read_chunked_body(request)
         if problem is not None:
             return problem

@@ -136,7 +136,11 @@ class Customer(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["project", "external_id"], name="customer_external_id_unique")
         ]
-        indexes = [models.Index(fields=["project", "email"], name="customer_email")]
+        indexes = [
+            models.Index(fields=["project", "email"], name="customer_email"),
+            # Usage events may name the customer by it (stripeCustomerId): meters.matching.
+            models.Index(fields=["project", "processor_customer_id"], name="customer_processor_id"),
+        ]
 
     def __str__(self) -> str:
         return self.name or self.email or self.external_id

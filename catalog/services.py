@@ -431,7 +431,9 @@ def customer_create(
             code="external_id_taken",
             param="external_id",
         ) from None
-    usage_rematch_enqueue(project=project, customer_external_ids=[customer.external_id])
+    # Usage may have named the customer by either (stripeCustomerId: the processor's ID).
+    references = [customer.external_id, customer.processor_customer_id]
+    usage_rematch_enqueue(project=project, customer_external_ids=[name for name in references if name])
     return customer
 
 
@@ -458,10 +460,10 @@ def customer_update(*, customer: Customer, changes: dict[str, Any], actor: Actor
         raise Conflict(
             "A customer with this external_id already exists.", code="external_id_taken", param="external_id"
         ) from None
-    usage_rematch_enqueue(
-        project=customer.project,
-        customer_external_ids=[customer.external_id] if "external_id" in cleaned else [],
-    )
+    references = [customer.external_id] if "external_id" in cleaned else []
+    if customer.processor_customer_id and "processor_customer_id" in cleaned:
+        references.append(customer.processor_customer_id)  # usage may name the customer by it
+    usage_rematch_enqueue(project=customer.project, customer_external_ids=references)
     return customer
 
 

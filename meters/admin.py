@@ -12,11 +12,19 @@ from django.contrib import admin, messages
 from django.db.models import Q, QuerySet
 from django.http import HttpRequest
 from django.template.loader import render_to_string
+from django.urls import reverse
 from django.utils import timezone
 from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.safestring import SafeString
 
-from billing_site.admin import CappedPaginator, ProjectScopedAdmin, ReadOnlyAdminMixin, roles_for
+from accounts.models import Project
+from billing_site.admin import (
+    CappedPaginator,
+    ProjectListFilter,
+    ProjectScopedAdmin,
+    ReadOnlyAdminMixin,
+    roles_for,
+)
 from billing_site.errors import DomainError
 from catalog.models import Customer
 from meters import selectors, services
@@ -211,7 +219,7 @@ class UsageEventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         "public_id", "timestamp", "customer_external_id", "meter_code", "value", _status, "subscription",
         "received_at", "project",
     ]  # fmt: skip
-    list_filter = [StatusFilter, MeterFilter, CustomerFilter, FromFilter, ToFilter]
+    list_filter = [StatusFilter, ProjectListFilter, MeterFilter, CustomerFilter, FromFilter, ToFilter]
     list_select_related = ["subscription", "project"]
     search_fields = ["=public_id", "=idempotency_key"]
     paginator = CappedPaginator
@@ -261,6 +269,28 @@ class UnmatchedUsageEventAdmin(UsageEventAdmin):
             )
             matched += result.matched
         self.message_user(request, f"{matched} event(s) matched; the others still wait.")
+
+
+# --- the admin index's unmatched usage counts ------------------------------------------------------
+
+
+def unmatched_usage_panel(request: HttpRequest) -> SafeString:
+    """How many unmatched events each of the staff user's projects holds, each linking to its part
+    of the unmatched queue: for the admin index (templates/admin/index.html)."""
+    projects = Project.objects.order_by("name")
+    if not request.user.is_superuser:
+        projects = projects.filter(pk__in=roles_for(request))
+    projects = list(projects)
+    if not projects:
+        return SafeString("")
+    counts = selectors.unmatched_counts_by_project(project_ids=[project.pk for project in projects])
+    return render_to_string(
+        "admin/meters/unmatched_usage_panel.html",
+        {
+            "counts": [(project, counts.get(project.pk, 0)) for project in projects],
+            "url": reverse("admin:meters_unmatchedusageevent_changelist"),
+        },
+    )
 
 
 # --- the customer page's usage panel ---------------------------------------------------------------

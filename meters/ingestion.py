@@ -24,21 +24,38 @@ MAX_EVENTS = 1000
 MAX_KEY_LENGTH = 255
 MAX_CUSTOMER_LENGTH = 255
 MAX_METER_LENGTH = 100
+MAX_SUBSCRIPTION_LENGTH = 255
+MAX_PRODUCT_LENGTH = 100
 MAX_PROPERTIES_BYTES = 8192
 MAX_PROPERTIES_DEPTH = 5
 FUTURE_TOLERANCE = timedelta(minutes=5)
 MAX_INTEGER_DIGITS = VALUE_DIGITS - VALUE_PLACES
 _MAX_INT = 10**MAX_INTEGER_DIGITS
 
-METER_FIELDS = ("meter", "event_name")
+# Each field under every name it is given by clients of other billing APIs (docs/usage.md, "Fields").
+# Two names of one field in one event are refused (`conflicting_fields`), never one of them dropped.
+CUSTOMER_FIELDS = ("customer", "customer_id", "external_customer_id", "stripeCustomerId")
+PROCESSOR_CUSTOMER_FIELD = "stripeCustomerId"  # the customer's processor_customer_id
+SUBSCRIPTION_FIELDS = ("subscription", "subscription_id")
+METER_FIELDS = ("meter", "event_name", "meter_id")
+METER_ID_FIELD = "meter_id"  # the meter's ID (mtr_…) or its code; the others: its code
+PRODUCT_FIELDS = ("productId", "product_item")
 VALUE_FIELDS = ("value", "units", "quantity")
+TIMESTAMP_FIELDS = ("timestamp", "occurred_at")
+ALIASED_FIELDS = (
+    CUSTOMER_FIELDS, SUBSCRIPTION_FIELDS, METER_FIELDS, PRODUCT_FIELDS, VALUE_FIELDS, TIMESTAMP_FIELDS
+)  # fmt: skip
+EVENT_FIELDS = frozenset(
+    {*(name for names in ALIASED_FIELDS for name in names), "properties", "idempotency_key"}
+)
 # A value as a decimal string; its digits are then checked against VALUE_DIGITS and VALUE_PLACES.
 VALUE_TEXT_PATTERN = r"^[+-]?([0-9]+\.?[0-9]*|\.[0-9]+)([eE][+-]?[0-9]+)?$"
 _DECIMAL_STRING = re.compile(VALUE_TEXT_PATTERN)
 
 # What a rejection says about the request, when it decides the status of one that stored nothing:
 # the event does not have the documented shape (400), or it has, and cannot be taken (422: it
-# depends on the meter, the project's settings, the clock, or a limit the schema cannot state).
+# depends on the meter, the project's settings, the clock, or a limit the schema cannot state),
+# or it names a customer, meter, product or subscription that does not exist (404, for one event).
 SEMANTIC_REJECTIONS = frozenset(
     {
         "value_out_of_range",
@@ -49,8 +66,24 @@ SEMANTIC_REJECTIONS = frozenset(
         "idempotency_key_required",
         "missing_meter",
         "ambiguous_meter",
+        "missing_value",
         "value_not_integer",
         "negative_value",
+        "ambiguous_customer",
+        "ambiguous_subscription",
+        "subscription_customer_mismatch",
+        "not_priced_by_subscription",
+        "meter_not_in_product",
+        "product_not_metered",
+    }
+)
+NOT_FOUND_REJECTIONS = frozenset(
+    {
+        "unknown_customer",
+        "unknown_processor_customer",
+        "unknown_meter",
+        "unknown_product",
+        "unknown_subscription",
     }
 )
 EMPTY_PROPERTIES = "{}"
@@ -96,10 +129,17 @@ def events_from_body(body: bytes) -> tuple[list[Any], bool]:
 @dataclass(slots=True)
 class ParsedEvent:
     index: int
-    customer: str
-    meter: str | None  # None: to be inferred from the customer's subscriptions
+    customer: str | None  # as sent; None when only the subscription names the customer
+    customer_param: str
+    by_processor_id: bool  # customer is the processor's customer ID (stripeCustomerId)
+    subscription: str | None  # ID or external_reference; None: matched among the customer's
+    subscription_param: str
+    meter: str | None  # None: the product's meter, or inferred from the subscriptions
     meter_param: str
-    value: Decimal
+    meter_by_id: bool  # meter may be the meter's ID as well as its code (meter_id)
+    product: str | None  # code or ID
+    product_param: str
+    value: Decimal | None  # None: not sent (1 for a meter that counts events)
     value_param: str
     is_whole: bool
     timestamp: datetime  # aware, UTC
@@ -239,54 +279,92 @@ def _one_of(event: dict, names: tuple[str, ...], at: str, index: int) -> tuple[s
     return name, event.get(name)
 
 
+def _text_field(
+    event: dict, names: tuple[str, ...], *, at: str, index: int, code: str, max_length: int, nullable: bool
+) -> tuple[str, str | None] | Rejection:
+    """A text field under one of its names: (the name given, or the first; the text, or None when
+    absent or, if `nullable`, null), or a rejection."""
+    named = _one_of(event, names, at, index)
+    if type(named) is Rejection:
+        return named
+    name, text = named
+    if (text is not None or (name in event and not nullable)) and _text(text, max_length) is None:
+        return Rejection(index, code, f"{name} is a string of 1 to {max_length} characters.", f"{at}.{name}")
+    return name, text
+
+
 def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> ParsedEvent | Rejection:
-    """Validate one event's shape and values. Checks that need the meter come later."""
+    """Validate one event's shape and values. Checks that need the catalog come later."""
     at = f"events[{index}]"
     if type(raw) is not dict:
         return Rejection(index, "invalid_event", "Each event is a JSON object.", at)
-
-    customer = raw.get("customer")
-    if customer is None:
-        return Rejection(
-            index, "missing_customer", "customer (your external ID) is required.", f"{at}.customer"
-        )
-    if _text(customer, MAX_CUSTOMER_LENGTH) is None:
+    unknown = [name for name in raw if name not in EVENT_FIELDS]
+    if unknown:
+        listed = ", ".join(f"'{name}'" for name in unknown)
         return Rejection(
             index,
-            "invalid_customer",
-            f"customer is a string of 1 to {MAX_CUSTOMER_LENGTH} characters.",
-            f"{at}.customer",
+            "unknown_field",
+            f"Unknown field{'s' if len(unknown) > 1 else ''} {listed}: send your own data in properties.",
+            f"{at}.{unknown[0]}",
         )
 
-    named = _one_of(raw, METER_FIELDS, at, index)
+    # The customer and the subscription are never null: an event names one or both, explicitly.
+    named = _text_field(
+        raw, CUSTOMER_FIELDS, at=at, index=index, code="invalid_customer",
+        max_length=MAX_CUSTOMER_LENGTH, nullable=False,
+    )  # fmt: skip
+    if type(named) is Rejection:
+        return named
+    customer_name, customer = named
+    named = _text_field(
+        raw, SUBSCRIPTION_FIELDS, at=at, index=index, code="invalid_subscription",
+        max_length=MAX_SUBSCRIPTION_LENGTH, nullable=False,
+    )  # fmt: skip
+    if type(named) is Rejection:
+        return named
+    subscription_name, subscription = named
+    if customer is None and subscription is None:
+        return Rejection(
+            index,
+            "missing_customer",
+            "customer (your external ID) is required, unless subscription names the subscription.",
+            f"{at}.customer",
+        )
+    named = _text_field(
+        raw, METER_FIELDS, at=at, index=index, code="invalid_meter",
+        max_length=MAX_METER_LENGTH, nullable=True,
+    )  # fmt: skip
     if type(named) is Rejection:
         return named
     meter_name, meter = named
-    if meter is not None and _text(meter, MAX_METER_LENGTH) is None:
-        return Rejection(
-            index,
-            "invalid_meter",
-            f"{meter_name} is a meter code: a string of 1 to {MAX_METER_LENGTH} characters.",
-            f"{at}.{meter_name}",
-        )
+    named = _text_field(
+        raw, PRODUCT_FIELDS, at=at, index=index, code="invalid_product",
+        max_length=MAX_PRODUCT_LENGTH, nullable=True,
+    )  # fmt: skip
+    if type(named) is Rejection:
+        return named
+    product_name, product = named
 
     named = _one_of(raw, VALUE_FIELDS, at, index)
     if type(named) is Rejection:
         return named
     value_name, raw_value = named
-    if raw_value is None:
-        return Rejection(index, "missing_value", "value (or units, quantity) is required.", f"{at}.value")
-    value, outcome = parse_value(raw_value)
-    if value is None:
-        message = (
-            f"{value_name} must be within ±10^{MAX_INTEGER_DIGITS}, "
-            f"with at most {VALUE_PLACES} decimal places in a decimal string."
-            if outcome == "value_out_of_range"
-            else f"{value_name} must be a number or a decimal string."
-        )
-        return Rejection(index, outcome, message, f"{at}.{value_name}")
+    value, outcome = None, False
+    if value_name in raw:  # absent: decided by the meter
+        value, outcome = parse_value(raw_value)
+        if value is None:
+            message = (
+                f"{value_name} must be within ±10^{MAX_INTEGER_DIGITS}, "
+                f"with at most {VALUE_PLACES} decimal places in a decimal string."
+                if outcome == "value_out_of_range"
+                else f"{value_name} must be a number or a decimal string."
+            )
+            return Rejection(index, outcome, message, f"{at}.{value_name}")
 
-    raw_timestamp = raw.get("timestamp")
+    named = _one_of(raw, TIMESTAMP_FIELDS, at, index)
+    if type(named) is Rejection:
+        return named
+    timestamp_name, raw_timestamp = named
     if raw_timestamp is None:
         timestamp = now
     else:
@@ -294,13 +372,13 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
             timestamp = moment_parse(raw_timestamp)
         except MomentError as error:
             code = "invalid_timestamp" if error.code == "invalid_datetime" else error.code
-            return Rejection(index, code, f"timestamp: {error.message}", f"{at}.timestamp")
+            return Rejection(index, code, f"{timestamp_name}: {error.message}", f"{at}.{timestamp_name}")
         if timestamp > now + FUTURE_TOLERANCE:
             return Rejection(
                 index,
                 "timestamp_in_future",
-                "timestamp is more than 5 minutes in the future.",
-                f"{at}.timestamp",
+                f"{timestamp_name} is more than 5 minutes in the future.",
+                f"{at}.{timestamp_name}",
             )
 
     raw_properties = raw.get("properties")
@@ -331,8 +409,15 @@ def parse_event(index: int, raw: Any, *, now: datetime, require_key: bool) -> Pa
     return ParsedEvent(
         index=index,
         customer=customer,
+        customer_param=f"{at}.{customer_name}",
+        by_processor_id=customer_name == PROCESSOR_CUSTOMER_FIELD,
+        subscription=subscription,
+        subscription_param=f"{at}.{subscription_name}",
         meter=meter,
         meter_param=f"{at}.{meter_name}",
+        meter_by_id=meter_name == METER_ID_FIELD,
+        product=product,
+        product_param=f"{at}.{product_name}",
         value=value,
         value_param=f"{at}.{value_name}",
         is_whole=outcome,

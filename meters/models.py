@@ -73,6 +73,9 @@ SUM_DIGITS = 48
 
 class UnmatchedReason(models.TextChoices):
     UNKNOWN_CUSTOMER = "unknown_customer", "Unknown customer"
+    # Named by the processor's customer ID (stripeCustomerId), which `customer_external_id` then
+    # holds: rematching looks it up as a processor_customer_id, not as an external_id.
+    UNKNOWN_PROCESSOR_CUSTOMER = "unknown_processor_customer", "Unknown processor customer ID"
     UNKNOWN_METER = "unknown_meter", "Unknown meter"
     NO_ACTIVE_SUBSCRIPTION = "no_active_subscription", "No subscription prices the meter at that time"
     # Stored before its meter existed, and the meter does not allow the value (a fraction for a
@@ -96,11 +99,12 @@ def _unchecked_reference(to) -> models.ForeignKey:
 class UsageEvent(models.Model):
     """One report of usage, stored as sent and never updated or deleted by ingestion.
 
-    `customer_external_id` and `meter_code` are what the client sent (the meter may be inferred);
+    `customer_external_id` and `meter_code` say what the client named (see the fields);
     `customer`, `meter` and `subscription` say how the event matched, `unmatched_reason` why it
     did not (blank when matched: then all three are set). Rematching (`usage_rematch`) is the only
     writer after the insert, and it only sets these match columns (and `matched_at`) on events that
-    are still unmatched: a matched event never changes.
+    are still unmatched: a matched event never changes. An event that names its subscription is
+    stored matched to it or refused, never unmatched, so no rematch can give it another one.
 
     Deduplication is the unique constraint on (project, idempotency_key): ingestion inserts with
     ON CONFLICT DO NOTHING, so a key counts once however many requests race with it. NULL keys
@@ -119,8 +123,10 @@ class UsageEvent(models.Model):
     project = models.ForeignKey(
         Project, on_delete=models.PROTECT, related_name="+", db_index=False, db_constraint=False
     )
-    customer_external_id = models.CharField(max_length=255)  # as sent
-    meter_code = models.CharField(max_length=100)  # as sent, or inferred from the subscriptions
+    # As sent (an external_id, an ID or a processor's customer ID), or the external_id of the
+    # customer of the subscription the event named.
+    customer_external_id = models.CharField(max_length=255)
+    meter_code = models.CharField(max_length=100)  # the meter's code; as sent, if no meter has it
     value = models.DecimalField(max_digits=VALUE_DIGITS, decimal_places=VALUE_PLACES)
     timestamp = models.DateTimeField()  # UTC
     properties = models.JSONField(default=dict, blank=True)

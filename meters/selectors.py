@@ -179,6 +179,19 @@ def unmatched_reason_counts(events: QuerySet[UsageEvent]) -> dict[str, int]:
     return {row["unmatched_reason"]: row["n"] for row in rows.order_by()}
 
 
+def unmatched_counts_by_project(*, project_ids: list[int]) -> dict[int, int]:
+    """How many unmatched events each of these projects holds (one GROUP BY over the unmatched
+    events' partial index)."""
+    rows = (
+        UsageEvent.objects.filter(project_id__in=project_ids)
+        .exclude(unmatched_reason="")
+        .values("project_id")
+        .annotate(n=Count("id"))
+        .order_by()
+    )
+    return {row["project_id"]: row["n"] for row in rows}
+
+
 def customer_public_ids(*, project: Project, ids: set[int]) -> dict[int, str]:
     if not ids:
         return {}

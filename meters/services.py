@@ -9,14 +9,14 @@ from django.db.models import Exists, OuterRef, ProtectedError, Q, QuerySet
 from django.utils import timezone
 from django_q.tasks import async_task
 
-from accounts.models import Project
+from accounts.models import Project, UnmatchedUsage
 from accounts.services import Actor, audit_record
 from billing_site.errors import Conflict, InvalidInput, Unprocessable
 from billing_site.ids import new_public_ids
 from catalog.models import Customer
 from catalog.pricing import ChargeKind
-from meters.ingestion import ParsedEvent, Rejection, parse_event
-from meters.matching import Lookup, MeterRules
+from meters.ingestion import NOT_FOUND_REJECTIONS, ParsedEvent, Rejection, parse_event
+from meters.matching import Lookup, Match, MeterRules, NamedSubscription
 from meters.models import Aggregation, FilterOperator, Meter, UnmatchedReason, UsageEvent
 from meters.staleness import drafts_mark_stale
 from meters.storage import EventRow, events_insert, rollup_add
@@ -255,17 +255,35 @@ _INFER_MESSAGES = {
     "ambiguous_meter": "meter is required: the customer's subscriptions price several meters.",
 }
 _UNMATCHED_MESSAGES = {
-    UnmatchedReason.UNKNOWN_CUSTOMER: "No customer has this external_id yet. The event is kept and "
-    "billed once the customer exists.",
+    UnmatchedReason.UNKNOWN_CUSTOMER: "No customer has this external_id (or ID) yet. The event is kept "
+    "and billed once the customer exists.",
+    UnmatchedReason.UNKNOWN_PROCESSOR_CUSTOMER: "No customer has this processor_customer_id yet. The "
+    "event is kept and billed once one has.",
     UnmatchedReason.UNKNOWN_METER: "No meter has this code yet. The event is kept and billed once the "
     "meter exists.",
     UnmatchedReason.NO_ACTIVE_SUBSCRIPTION: "No subscription of the customer prices this meter at the "
     "event's time. The event is kept and billed if one does later.",
 }
+# What a project whose unmatched_usage is "reject" answers instead of keeping the event.
+_REFUSED_MESSAGES = {
+    UnmatchedReason.UNKNOWN_CUSTOMER: "No customer has this external_id (or ID); this project refuses "
+    "usage for unknown customers.",
+    UnmatchedReason.UNKNOWN_PROCESSOR_CUSTOMER: "No customer has this processor_customer_id; this project "
+    "refuses usage for unknown customers.",
+    UnmatchedReason.UNKNOWN_METER: "No meter has this code; this project refuses usage for unknown meters.",
+}
+# At most this many events are listed in a `usage.unmatched` event; `more` counts the others.
+MAX_UNMATCHED_LISTED = 100
 
 
-def _rejected(index: int, code: str, message: str, param: str) -> dict[str, Any]:
-    return {"index": index, "status": REJECTED, "code": code, "message": message, "param": param}
+def _rejected(rejection: Rejection) -> dict[str, Any]:
+    return {
+        "index": rejection.index,
+        "status": REJECTED,
+        "code": rejection.code,
+        "message": rejection.message,
+        "param": rejection.param,
+    }
 
 
 def _refusal_message(code: str, meter: MeterRules) -> str:
@@ -276,7 +294,9 @@ def _refusal_message(code: str, meter: MeterRules) -> str:
 
 def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = None) -> IngestResult:
     """Store a batch of usage events (docs/usage.md): validate each, match them all with one
-    query, insert the new ones in one statement, and record `usage.recorded`.
+    query, insert the new ones in one statement, and record `usage.recorded` (what was stored)
+    and `usage.unmatched` (what named a customer, meter, product or subscription that does not
+    exist, or matched no subscription).
 
     Valid events are stored even when others are rejected. A repeated idempotency key (stored
     before, by a concurrent request, or earlier in this batch) is a duplicate, whatever its value
@@ -288,7 +308,7 @@ def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = 
     for index, raw in enumerate(events):
         item = parse_event(index, raw, now=now, require_key=project.require_usage_idempotency_key)
         if type(item) is Rejection:
-            results[index] = _rejected(index, item.code, item.message, item.param)
+            results[index] = _rejected(item)
         else:
             parsed.append(item)
     row_of_index = _event_rows(project, parsed, results, now) if parsed else {}
@@ -332,6 +352,9 @@ def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = 
             event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
             matched = [row.subscription_id for row in stored]
             transaction.on_commit(lambda: drafts_mark_stale(matched))
+        unmatched = _unmatched(results, parsed, row_of_index)
+        if unmatched is not None:
+            event_record(project=project, type="usage.unmatched", data=unmatched)
     return outcome
 
 
@@ -342,44 +365,40 @@ def _event_rows(
     (events repeating a key share the first one's row). Rejections go into `results`."""
     lookup = Lookup.load(
         project=project,
-        external_ids={event.customer for event in parsed},
-        meter_codes={event.meter for event in parsed if event.meter is not None},
+        customers={
+            event.customer for event in parsed if event.customer is not None and not event.by_processor_id
+        },
+        processor_customers={event.customer for event in parsed if event.by_processor_id},
+        subscriptions={event.subscription for event in parsed if event.subscription is not None},
+        meters={event.meter for event in parsed if event.meter is not None},
+        products={event.product for event in parsed if event.product is not None},
         earliest=min(now, *(event.timestamp for event in parsed)),
         latest=max(now, *(event.timestamp for event in parsed)),
     )
+    refuse_unknown = project.unmatched_usage == UnmatchedUsage.REJECT
     public_ids = iter(new_public_ids("evt", len(parsed)))
     row_of_index: dict[int, EventRow] = {}
     first_with_key: dict[str, EventRow] = {}
     for event in parsed:
-        if event.meter is None:
-            meter, problem = lookup.infer_meter(event.customer, event.timestamp, now)
-            if meter is None:
-                results[event.index] = _rejected(
-                    event.index, problem, _INFER_MESSAGES[problem], event.meter_param
-                )
-                continue
-        else:
-            meter = lookup.meters.get(event.meter)
-        refusal = meter.refuses(event.value, event.is_whole) if meter is not None else None
-        if refusal:
-            message = _refusal_message(refusal, meter)
-            results[event.index] = _rejected(event.index, refusal, message, event.value_param)
+        resolved = _resolve(event, lookup, now, refuse_unknown=refuse_unknown)
+        if type(resolved) is Rejection:
+            results[event.index] = _rejected(resolved)
             continue
         key = event.idempotency_key
         if key is not None and key in first_with_key:
             row_of_index[event.index] = first_with_key[key]  # the first event with this key wins
             continue
-        match = lookup.match(lookup.customers.get(event.customer), meter, event.timestamp)
+        match = resolved.match
         row = EventRow(
             public_id=next(public_ids),
-            customer_external_id=event.customer,
-            meter_code=meter.code if meter is not None else event.meter,
-            value=event.value,
+            customer_external_id=resolved.customer,
+            meter_code=resolved.meter_code,
+            value=resolved.value,
             timestamp=event.timestamp,
             properties=event.properties,
             idempotency_key=key,
             customer_id=match.customer_id,
-            meter_id=meter.id if meter is not None else None,
+            meter_id=match.meter.id if match.meter is not None else None,
             subscription_id=match.subscription_id,
             unmatched_reason=match.reason,
         )
@@ -387,6 +406,188 @@ def _event_rows(
         if key is not None:
             first_with_key[key] = row
     return row_of_index
+
+
+@dataclass(slots=True)
+class _Resolved:
+    customer: str  # stored as customer_external_id
+    meter_code: str
+    value: Decimal
+    match: Match
+
+
+def _resolve(
+    event: ParsedEvent, lookup: Lookup, now: datetime, *, refuse_unknown: bool
+) -> _Resolved | Rejection:
+    """What the event names, and how it matches (docs/usage.md, "Matching"), or why it is refused."""
+    index = event.index
+    pinned: NamedSubscription | None = None
+    if event.subscription is not None:
+        found = lookup.subscription(event.subscription)
+        if not found:
+            return Rejection(
+                index, "unknown_subscription", "No subscription has this ID or external_reference.",
+                event.subscription_param,
+            )  # fmt: skip
+        if len(found) > 1:
+            return Rejection(
+                index, "ambiguous_subscription",
+                "Several subscriptions have this external_reference: name one by its ID (sub_…).",
+                event.subscription_param,
+            )  # fmt: skip
+        pinned = found[0]
+
+    customer_id: int | None = None
+    unknown_customer = UnmatchedReason.UNKNOWN_CUSTOMER
+    if event.by_processor_id:
+        unknown_customer = UnmatchedReason.UNKNOWN_PROCESSOR_CUSTOMER
+        candidates = lookup.processor_customer(event.customer)
+        if len(candidates) > 1:
+            return Rejection(
+                index, "ambiguous_customer",
+                "Several customers have this processor_customer_id: name the customer by its external_id.",
+                event.customer_param,
+            )  # fmt: skip
+        customer_id = next(iter(candidates), None)
+    elif event.customer is not None:
+        customer_id = lookup.customer(event.customer)
+    if pinned is not None:
+        if event.customer is not None and customer_id != pinned.customer_id:
+            return Rejection(
+                index, "subscription_customer_mismatch", "The subscription is not this customer's.",
+                event.customer_param,
+            )  # fmt: skip
+        customer_id = pinned.customer_id
+    elif customer_id is None and refuse_unknown:
+        return Rejection(index, unknown_customer, _REFUSED_MESSAGES[unknown_customer], event.customer_param)
+
+    meter = _meter(event, lookup, customer_id, pinned, now)
+    if type(meter) is Rejection:
+        return meter
+
+    value, is_whole = event.value, event.is_whole
+    if value is None:
+        if meter is None or not meter.counts_events:
+            return Rejection(
+                index, "missing_value",
+                "value (or units, quantity) is required, unless the meter counts events "
+                "(count, unique_count).",
+                event.value_param,
+            )  # fmt: skip
+        value, is_whole = Decimal(1), True  # one event counted
+    refusal = meter.refuses(value, is_whole) if meter is not None else None
+    if refusal:
+        return Rejection(index, refusal, _refusal_message(refusal, meter), event.value_param)
+
+    if pinned is not None:
+        # Stored matched to its subscription or not at all: unmatched, a rematch could give it
+        # another subscription of the customer.
+        if meter is None:
+            return Rejection(
+                index, UnmatchedReason.UNKNOWN_METER,
+                "No meter has this code. An event that names its subscription is not kept unmatched.",
+                event.meter_param,
+            )  # fmt: skip
+        if not lookup.subscription_prices(pinned, meter, event.timestamp):
+            return Rejection(
+                index, "not_priced_by_subscription",
+                "The subscription does not price this meter at the event's time: it had not started, had "
+                "ended or was paused, or its plan has no usage charge for the meter.",
+                event.subscription_param,
+            )  # fmt: skip
+        match = Match(customer_id, meter, pinned.id, "")
+    else:
+        match = lookup.match(customer_id, meter, event.timestamp, unknown_customer=unknown_customer)
+        if match.reason == UnmatchedReason.UNKNOWN_METER and refuse_unknown:
+            return Rejection(
+                index, match.reason, _REFUSED_MESSAGES[match.reason], event.meter_param
+            )  # fmt: skip
+    customer = event.customer if event.customer is not None else lookup.external_ids[customer_id]
+    return _Resolved(customer, meter.code if meter is not None else event.meter, value, match)
+
+
+def _meter(
+    event: ParsedEvent,
+    lookup: Lookup,
+    customer_id: int | None,
+    pinned: NamedSubscription | None,
+    now: datetime,
+) -> MeterRules | Rejection | None:
+    """The meter the event names (None: no meter has that code yet), else its product's, else the
+    one its customer's subscriptions (or the one it names) price; or why there is none."""
+    priced = None
+    if event.product is not None:
+        priced = lookup.product_meters(event.product)
+        if priced is None:
+            return Rejection(
+                event.index, "unknown_product", "No product has this code or ID.", event.product_param
+            )
+    if event.meter is not None:
+        meter = lookup.meter(event.meter, by_id=event.meter_by_id)
+        if priced is not None and (meter is None or meter.id not in priced):
+            return Rejection(
+                event.index, "meter_not_in_product", "The product's plans do not price this meter.",
+                event.meter_param,
+            )  # fmt: skip
+        return meter
+    if priced is not None:
+        if len(priced) == 1:
+            return lookup.meters_by_id[next(iter(priced))]
+        if priced:
+            return Rejection(
+                event.index, "ambiguous_meter",
+                "meter is required: the product's plans price several meters.", event.meter_param,
+            )  # fmt: skip
+        return Rejection(
+            event.index, "product_not_metered", "The product's plans price no meter: it takes no usage.",
+            event.product_param,
+        )  # fmt: skip
+    meter, problem = lookup.infer_meter(
+        customer_id, event.timestamp, now, subscription_id=pinned.id if pinned is not None else None
+    )
+    if meter is None:
+        return Rejection(event.index, problem, _INFER_MESSAGES[problem], event.meter_param)
+    return meter
+
+
+def _unmatched(
+    results: list[dict[str, Any]], parsed: list[ParsedEvent], row_of_index: dict[int, EventRow]
+) -> dict[str, Any] | None:
+    """The `usage.unmatched` event's data, or None: the events stored unmatched, and those refused
+    for naming a customer, meter, product or subscription that does not exist; the first
+    MAX_UNMATCHED_LISTED of them listed, as sent."""
+    counts: Counter[str] = Counter()
+    listed: list[dict[str, Any]] = []
+    events: dict[int, ParsedEvent] = {}
+    for result in results:
+        status = result["status"]
+        if status != UNMATCHED and (status != REJECTED or result["code"] not in NOT_FOUND_REJECTIONS):
+            continue
+        counts[status] += 1
+        if len(listed) == MAX_UNMATCHED_LISTED:
+            continue
+        events = events or {event.index: event for event in parsed}
+        event, row = events[result["index"]], row_of_index.get(result["index"])
+        listed.append(
+            {
+                "index": result["index"],
+                "status": status,
+                "code": result["code"],
+                "id": result.get("id"),
+                "customer": row.customer_external_id if status == UNMATCHED else event.customer,
+                "meter": row.meter_code if status == UNMATCHED else event.meter,
+                "subscription": event.subscription,
+                "product": event.product,
+            }
+        )
+    if not counts:
+        return None
+    return {
+        "unmatched": counts[UNMATCHED],
+        "rejected": counts[REJECTED],
+        "events": listed,
+        "more": counts.total() - len(listed),
+    }
 
 
 def _recorded(outcome: IngestResult, stored: list[EventRow]) -> dict[str, Any]:
@@ -466,15 +667,19 @@ def usage_rematch(
 def _rematch_candidates(
     project: Project, customer_external_ids: list[str] | None, meter_codes: list[str] | None
 ) -> QuerySet[UsageEvent]:
-    """Unmatched events whose state can change now: a customer with their external id exists, a
-    meter with their code exists, or a non-paused phase of their customer prices their meter at
-    their time. The rest are not even read, so the minutely job stays cheap."""
+    """Unmatched events whose state can change now: a customer with their external id (or, for
+    those named by stripeCustomerId, processor customer id) exists, a meter with their code exists,
+    or a non-paused phase of their customer prices their meter at their time. The rest are not even
+    read, so the minutely job stays cheap."""
     events = UsageEvent.objects.filter(project=project).exclude(unmatched_reason="")
     if customer_external_ids is not None:
         events = events.filter(customer_external_id__in=customer_external_ids)
     if meter_codes is not None:
         events = events.filter(meter_code__in=meter_codes)
     customer = Customer.objects.filter(project=project, external_id=OuterRef("customer_external_id"))
+    processor_customer = Customer.objects.filter(
+        project=project, processor_customer_id=OuterRef("customer_external_id")
+    )
     meter = Meter.objects.filter(project=project, code=OuterRef("meter_code"))
     phase = SubscriptionPhase.objects.filter(
         subscription__customer_id=OuterRef("customer_id"),
@@ -485,6 +690,8 @@ def _rematch_candidates(
     ).filter(Q(ends_at__isnull=True) | Q(ends_at__gt=OuterRef("timestamp")))
     return events.filter(
         Q(unmatched_reason=UnmatchedReason.UNKNOWN_CUSTOMER, customer_id__isnull=True) & Exists(customer)
+        | Q(unmatched_reason=UnmatchedReason.UNKNOWN_PROCESSOR_CUSTOMER, customer_id__isnull=True)
+        & Exists(processor_customer)
         | Q(unmatched_reason=UnmatchedReason.UNKNOWN_METER, meter_id__isnull=True) & Exists(meter)
         | Q(
             unmatched_reason__in=[UnmatchedReason.NO_ACTIVE_SUBSCRIPTION, UnmatchedReason.INVALID_VALUE],
@@ -503,10 +710,12 @@ def _lock_rematch(project: Project) -> None:
 
 
 def _rematch_batch(project: Project, batch: list[tuple], result: RematchResult) -> None:
+    by_processor = UnmatchedReason.UNKNOWN_PROCESSOR_CUSTOMER
     lookup = Lookup.load(
         project=project,
-        external_ids={row[1] for row in batch if row[6] is None},
-        meter_codes={row[2] for row in batch if row[7] is None},
+        customers={row[1] for row in batch if row[6] is None and row[5] != by_processor},
+        processor_customers={row[1] for row in batch if row[6] is None and row[5] == by_processor},
+        meters={row[2] for row in batch if row[7] is None},
         earliest=min(row[4] for row in batch),
         latest=max(row[4] for row in batch),
         customer_ids={row[6] for row in batch if row[6] is not None},
@@ -515,12 +724,19 @@ def _rematch_batch(project: Project, batch: list[tuple], result: RematchResult) 
     changes: dict[tuple, list[int]] = defaultdict(list)
     for pk, external_id, meter_code, value, timestamp, reason, known_customer, known_meter in batch:
         result.examined += 1
-        customer_id = known_customer or lookup.customers.get(external_id)
+        if known_customer:
+            customer_id = known_customer
+        elif reason == by_processor:
+            candidates = lookup.processor_customer(external_id)
+            customer_id = next(iter(candidates)) if len(candidates) == 1 else None  # several: still waits
+        else:
+            customer_id = lookup.customers.get(external_id)
         meter = lookup.meters_by_id.get(known_meter) if known_meter else lookup.meters.get(meter_code)
         if customer_id and meter and meter.refuses(value, value == value.to_integral_value()):
             new = (customer_id, meter.id, None, UnmatchedReason.INVALID_VALUE)
         else:
-            match = lookup.match(customer_id, meter, timestamp)
+            unknown = by_processor if reason == by_processor else UnmatchedReason.UNKNOWN_CUSTOMER
+            match = lookup.match(customer_id, meter, timestamp, unknown_customer=unknown)
             new = (match.customer_id, meter.id if meter else None, match.subscription_id, match.reason)
         if new[3]:
             result.by_reason[new[3]] = result.by_reason.get(new[3], 0) + 1

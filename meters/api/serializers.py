@@ -5,15 +5,18 @@ from rest_framework import serializers
 from billing_site.api.fields import MOMENT_SCHEMA, MomentField, RejectUnknownFieldsMixin
 from billing_site.api.json_values import SchemaJSONField
 from meters.ingestion import (
+    ALIASED_FIELDS,
+    CUSTOMER_FIELDS,
     MAX_CUSTOMER_LENGTH,
     MAX_EVENTS,
     MAX_INTEGER_DIGITS,
     MAX_KEY_LENGTH,
     MAX_METER_LENGTH,
+    MAX_PRODUCT_LENGTH,
     MAX_PROPERTIES_BYTES,
     MAX_PROPERTIES_DEPTH,
-    METER_FIELDS,
-    VALUE_FIELDS,
+    MAX_SUBSCRIPTION_LENGTH,
+    SUBSCRIPTION_FIELDS,
     VALUE_TEXT_PATTERN,
 )
 from meters.models import VALUE_PLACES, Aggregation, FilterOperator, Meter, code_validator
@@ -136,38 +139,58 @@ _VALUE_SCHEMA = {
     f"(else 422 value_out_of_range). A decimal string is exact; a JSON number with a fraction is "
     f"rounded to {VALUE_PLACES} places.",
 }
+_CUSTOMER = {"type": "string", "minLength": 1, "maxLength": MAX_CUSTOMER_LENGTH}
+_SUBSCRIPTION = {"type": "string", "minLength": 1, "maxLength": MAX_SUBSCRIPTION_LENGTH}
+_METER = {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_METER_LENGTH}
+_PRODUCT = {"type": ["string", "null"], "minLength": 1, "maxLength": MAX_PRODUCT_LENGTH}
+_TIMESTAMP = {
+    **MOMENT_SCHEMA,
+    "type": ["string", "null"],
+    "description": "When the usage happened (alias: occurred_at); default (or null): when received. "
+    f"{MOMENT_SCHEMA['description']} More than 5 minutes ahead is 422 timestamp_in_future.",
+}
 _EVENT_PROPERTIES = {
     "customer": {
-        "type": "string",
-        "minLength": 1,
-        "maxLength": MAX_CUSTOMER_LENGTH,
-        "description": "The customer's external_id.",
+        **_CUSTOMER,
+        "description": "The customer: its external_id, or its ID (cus_…). Aliases: customer_id, "
+        "external_customer_id; stripeCustomerId names it by its processor_customer_id. May be left out "
+        "when subscription is given.",
     },
+    "customer_id": {**_CUSTOMER, "description": "Alias of customer."},
+    "external_customer_id": {**_CUSTOMER, "description": "Alias of customer."},
+    "stripeCustomerId": {
+        **_CUSTOMER,
+        "description": "The customer by its processor_customer_id (Stripe's cus_…): alias of customer.",
+    },
+    "subscription": {
+        **_SUBSCRIPTION,
+        "description": "The subscription the usage is billed on (alias: subscription_id): its ID (sub_…) or "
+        "its external_reference. It names the customer too; the event is stored matched to it or refused "
+        "(422 not_priced_by_subscription when it does not price the meter at the event's time).",
+    },
+    "subscription_id": {**_SUBSCRIPTION, "description": "Alias of subscription."},
     "meter": {
-        "type": ["string", "null"],
-        "minLength": 1,
-        "maxLength": MAX_METER_LENGTH,
-        "description": "The meter's code (alias: event_name). May be left out when the customer's "
-        "subscriptions price exactly one meter.",
+        **_METER,
+        "description": "The meter's code (alias: event_name; meter_id also takes the meter's ID, mtr_…). May "
+        "be left out when the product, or else the customer's subscriptions, price exactly one meter.",
     },
-    "event_name": {
-        "type": ["string", "null"],
-        "minLength": 1,
-        "maxLength": MAX_METER_LENGTH,
-        "description": "Alias of meter.",
+    "event_name": {**_METER, "description": "Alias of meter."},
+    "meter_id": {**_METER, "description": "The meter's ID (mtr_…) or its code: alias of meter."},
+    "productId": {
+        **_PRODUCT,
+        "description": "A product, by its ID (prod_…) or code (alias: product_item): the meter is the one "
+        "its plans' usage charges price (or, with meter, must be one of them).",
     },
+    "product_item": {**_PRODUCT, "description": "Alias of productId."},
     "value": {
         **_VALUE_SCHEMA,
-        "description": "The quantity (aliases: units, quantity). " + _VALUE_SCHEMA["description"],
+        "description": "The quantity (aliases: units, quantity). Optional for a meter that counts events "
+        "(count, unique_count): 1. " + _VALUE_SCHEMA["description"],
     },
     "units": {**_VALUE_SCHEMA, "description": "Alias of value."},
     "quantity": {**_VALUE_SCHEMA, "description": "Alias of value."},
-    "timestamp": {
-        **MOMENT_SCHEMA,
-        "type": ["string", "null"],
-        "description": "When the usage happened; default (or null): when received. "
-        f"{MOMENT_SCHEMA['description']} More than 5 minutes ahead is 422 timestamp_in_future.",
-    },
+    "timestamp": _TIMESTAMP,
+    "occurred_at": {**_TIMESTAMP, "description": "Alias of timestamp."},
     "properties": {
         "type": ["object", "null"],
         "description": f"Free-form; meters filter and group by them. At most {MAX_PROPERTIES_DEPTH} levels "
@@ -180,20 +203,21 @@ _EVENT_PROPERTIES = {
         "description": "Deduplicates permanently within the project: a repeat is reported as duplicate.",
     },
 }
-# Two names for one field (value and units, meter and event_name) are refused: `conflicting_fields`.
+# Two names for one field (value and units, meter and event_name, …) are refused: `conflicting_fields`.
 _ONE_NAME_EACH = [
     {"required": [first, second]}
-    for names in (METER_FIELDS, VALUE_FIELDS)
+    for names in ALIASED_FIELDS
     for position, first in enumerate(names)
     for second in names[position + 1 :]
 ]
 USAGE_EVENT_SCHEMA = {
     "type": "object",
-    "required": ["customer"],
-    "anyOf": [{"required": [name]} for name in VALUE_FIELDS],
+    # Any other field is refused (400 unknown_field): data of your own goes in properties. This also
+    # keeps `{"events": [...]}`, the list form, from reading as an event.
+    "additionalProperties": False,
+    "anyOf": [{"required": [name]} for name in (*CUSTOMER_FIELDS, *SUBSCRIPTION_FIELDS)],
     "properties": _EVENT_PROPERTIES,
-    # An object with `events` is the list form, not an event.
-    "not": {"anyOf": [*_ONE_NAME_EACH, {"required": ["events"]}]},
+    "not": {"anyOf": _ONE_NAME_EACH},
 }
 # In a list, each element is checked on its own and reported in `results` (partial success), so a
 # list may hold anything: an element that is not a valid event is rejected there, not the request.

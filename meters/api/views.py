@@ -29,7 +29,7 @@ from meters.api.serializers import (
     UsageSummarySerializer,
     format_quantity,
 )
-from meters.ingestion import SEMANTIC_REJECTIONS, BodyError, events_from_body
+from meters.ingestion import NOT_FOUND_REJECTIONS, SEMANTIC_REJECTIONS, BodyError, events_from_body
 from meters.models import Meter
 from meters.services import clean_group_by
 
@@ -87,13 +87,21 @@ class UsageIngestView(APIView):
             "`code` says which is missing) or `rejected` (`code` and `param` say why). Valid events "
             "are stored even when others are rejected (200). When every event is rejected nothing is "
             "stored, and the answer holds the first rejection in `error`, plus `results`: for one event "
-            "object, 400 when it does not have the documented shape and 422 when it has but cannot be "
-            "taken (the meter refuses the value, the timestamp is in the future, …); for a list, whose "
-            "elements are each checked on their own, 422. A body that cannot be read is 400 "
-            "`invalid_json`, `invalid_body`, `unknown_field` or `no_events`."
+            "object, 404 when it names a customer, meter, product or subscription that does not exist "
+            "(and is not kept unmatched), 400 when it does not have the documented shape and 422 when "
+            "it has but cannot be taken (the meter refuses the value, the timestamp is in the future, "
+            "…); for a list, whose elements are each checked on their own, 422. A body that cannot be "
+            "read is 400 `invalid_json`, `invalid_body`, `unknown_field` or `no_events`."
         ),
         request={"application/json": USAGE_REQUEST_SCHEMA},
-        responses={200: UsageIngestResponseSerializer},
+        responses={
+            200: UsageIngestResponseSerializer,
+            404: OpenApiResponse(
+                description="The one event names a customer, meter, product or subscription that does "
+                "not exist, and is not kept unmatched (`unknown_customer`, `unknown_meter`, …): nothing "
+                "was stored."
+            ),
+        },
         tags=["usage"],
     )
     def post(self, request: Request) -> HttpResponse:
@@ -122,7 +130,7 @@ class UsageIngestView(APIView):
         }
         if outcome.all_rejected:  # nothing stored: the first fault is the error
             first = outcome.results[0]
-            status = 400 if single and first["code"] not in SEMANTIC_REJECTIONS else 422
+            status = _refusal_status(first["code"], single=single)
             error = envelope(
                 status=status,
                 type="invalid_request",
@@ -132,6 +140,18 @@ class UsageIngestView(APIView):
             )
             return _json_response({**error, **body}, status)
         return _json_response(body, 200)
+
+
+def _refusal_status(code: str, *, single: bool) -> int:
+    """The status of a request whose every event was rejected, from the first rejection: for one
+    event object, 404 when it names a customer, meter, product or subscription that does not
+    exist, 400 when it does not have the documented shape, else 422; for a list, whose elements
+    are each checked on their own, 422."""
+    if not single:
+        return 422
+    if code in NOT_FOUND_REJECTIONS:
+        return 404
+    return 422 if code in SEMANTIC_REJECTIONS else 400
 
 
 def _json_response(body: dict, status: int) -> HttpResponse:

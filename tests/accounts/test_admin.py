@@ -24,6 +24,7 @@ def _project_form(project, **changes):
         "payout_delay_hours": project.payout_delay_hours,
         "api_rate_limit_per_minute": project.api_rate_limit_per_minute,
         "ingest_rate_limit_per_minute": project.ingest_rate_limit_per_minute,
+        "unmatched_usage": project.unmatched_usage,
         "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
     }  # fmt: skip
     data.update(changes)
@@ -63,18 +64,29 @@ def test_owner_changes_are_audited_announced_and_secrets_masked(client, project)
     client.force_login(owner)
     url = reverse("admin:accounts_project_change", args=[project.pk])
 
-    response = client.post(url, _project_form(project, name="Acme Inc", stripe_secret_key="sk_test_123"))
+    response = client.post(
+        url,
+        _project_form(project, name="Acme Inc", stripe_secret_key="sk_test_123", unmatched_usage="reject"),
+    )
 
     assert response.status_code == 302
     project.refresh_from_db()
-    assert (project.name, project.stripe_secret_key) == ("Acme Inc", "sk_test_123")
+    assert (project.name, project.stripe_secret_key, project.unmatched_usage) == (
+        "Acme Inc",
+        "sk_test_123",
+        "reject",
+    )
     entry = AuditLogEntry.objects.get(action="project.updated")
     assert entry.actor_label == owner.username
     assert entry.project == project
-    assert entry.changes == {"name": ["Acme", "Acme Inc"], "stripe_secret_key": ["••••••", "••••••"]}
+    assert entry.changes == {
+        "name": ["Acme", "Acme Inc"],
+        "stripe_secret_key": ["••••••", "••••••"],
+        "unmatched_usage": ["keep", "reject"],
+    }
     assert "sk_test_123" not in str(AuditLogEntry.objects.values_list("changes", flat=True))
     event = Event.objects.get(type="project.updated")
-    assert event.data["changed_fields"] == ["name", "stripe_secret_key"]
+    assert event.data["changed_fields"] == ["name", "stripe_secret_key", "unmatched_usage"]
     assert event.data["stripe_secret_key_set"] is True
     assert "sk_test_123" not in str(event.data)
 

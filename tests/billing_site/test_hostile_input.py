@@ -16,6 +16,7 @@ from django.utils import timezone
 from billing_site.models import RateLimitCounter
 from invoicing.models import InvoiceStatus
 from invoicing.services import invoice_submit_for_review
+from meters.ingestion import ALIASED_FIELDS
 from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, make_plan, subscribe
 from tests.invoicing.factories import issued_invoice
 from tests.webhooks.factories import make_endpoint, record_event
@@ -182,9 +183,17 @@ def _encode(value) -> str:
     return json.dumps(value)  # ASCII: a lone surrogate travels as \ud800, as a client would send it
 
 
+# A usage event's field and its aliases: a hostile value under an alias replaces the field of the
+# valid event (beside it, the event would be refused for naming the field twice, before its value
+# is read).
+_ALIASES = {name: set(names) - {name} for names in ALIASED_FIELDS for name in names}
+
+
 def _body(valid: dict, field: str, value) -> bytes:
     parts = [
-        f"{json.dumps(name)}: {_encode(value if name == field else item)}" for name, item in valid.items()
+        f"{json.dumps(name)}: {_encode(value if name == field else item)}"
+        for name, item in valid.items()
+        if name not in _ALIASES.get(field, ())
     ]
     if field not in valid:
         parts.append(f"{json.dumps(field)}: {_encode(value)}")

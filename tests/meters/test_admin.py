@@ -97,6 +97,28 @@ def test_the_unmatched_queue_counts_by_reason_and_rematches(staff, usage, projec
     assert UsageEvent.objects.filter(customer_external_id="stranger", unmatched_reason="").count() == 2
 
 
+def test_the_index_shows_the_unmatched_usage_of_the_users_projects(staff, usage, project, other_project):
+    client = staff(Role.VIEWER)
+
+    response = client.get(reverse("admin:index"))
+
+    assert response.status_code == 200
+    html = response.content.decode()
+    assert (
+        f'<th scope="row">Acme</th>\n        <td><a href="{QUEUE}?project={project.pk}">3 unmatched events</a>'
+        in html
+    )
+    assert "Globex" not in html  # a project the user is no member of
+    assert _listed(client.get(QUEUE, {"project": project.pk})) == ["cus_8fq:3", "stranger:1", "stranger:2"]
+
+
+def test_a_superuser_sees_every_projects_unmatched_usage(admin_client, usage, project, other_project):
+    html = admin_client.get(reverse("admin:index")).content.decode()
+
+    assert f'<a href="{QUEUE}?project={project.pk}">3 unmatched events</a>' in html
+    assert f'<a href="{QUEUE}?project={other_project.pk}">1 unmatched event</a>' in html
+
+
 def test_viewers_cannot_rematch(staff, usage):
     client = staff(Role.VIEWER)
 

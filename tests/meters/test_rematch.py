@@ -100,6 +100,30 @@ def test_rematching_skips_events_that_cannot_match_yet(project, meter, plan):
     assert _reasons(project) == [UnmatchedReason.UNKNOWN_CUSTOMER, UnmatchedReason.UNKNOWN_METER]
 
 
+def test_events_named_by_a_processor_id_wait_for_a_customer_carrying_it(project, meter, plan):
+    record(project, {"stripeCustomerId": "cus_Q1w2E3r4", "value": 5}, meter="api_calls")
+    # An external_id that happens to read the same is not what the event named.
+    CustomerFactory(project=project, external_id="cus_Q1w2E3r4")
+    assert usage_rematch(project=project).examined == 0
+
+    customer = CustomerFactory(project=project, processor_customer_id="cus_Q1w2E3r4")
+    subscription = subscribe(customer, plan, starts_at=JANUARY)
+    result = usage_rematch(project=project, customer_external_ids=["cus_Q1w2E3r4"])
+
+    assert (result.examined, result.matched) == (1, 1)
+    [event] = stored(project)
+    assert (event.customer, event.subscription, event.unmatched_reason) == (customer, subscription, "")
+
+
+def test_an_event_naming_its_subscription_keeps_it(project, customer, meter, plan):
+    first = subscribe(customer, plan, starts_at=JANUARY)
+    second = subscribe(customer, plan, starts_at=JANUARY)
+    record(project, {"subscription": second.public_id, "value": 4}, meter="api_calls")
+
+    assert usage_rematch(project=project).examined == 0
+    assert stored(project)[0].subscription == second != first
+
+
 def test_matched_events_are_never_touched(project, subscription):
     record(project, {"value": 4}, customer="cus_8fq", meter="api_calls")
     before = stored(project)[0]
@@ -126,6 +150,8 @@ def test_creating_a_customer_meter_or_subscription_enqueues_a_rematch(
         subscription_create(project=project, customer=customer, plan=plan, actor=None)
         customer_update(customer=customer, changes={"name": "Renamed"}, actor=None)  # no id change: nothing
         customer_update(customer=customer, changes={"external_id": "acme-2"}, actor=None)
+        customer_update(customer=customer, changes={"processor_customer_id": "cus_Q1"}, actor=None)
+        customer_create(project=project, external_id="acme-3", processor_customer_id="cus_Q3", actor=None)
 
     assert enqueued.call_args_list == [
         mock.call(
@@ -139,6 +165,16 @@ def test_creating_a_customer_meter_or_subscription_enqueues_a_rematch(
         ),
         mock.call(
             "meters.tasks.rematch_usage", project.pk, customer_external_ids=["acme-2"], meter_codes=None
+        ),
+        # Usage may name a customer by its processor's ID (stripeCustomerId) too.
+        mock.call(
+            "meters.tasks.rematch_usage", project.pk, customer_external_ids=["cus_Q1"], meter_codes=None
+        ),
+        mock.call(
+            "meters.tasks.rematch_usage",
+            project.pk,
+            customer_external_ids=["acme-3", "cus_Q3"],
+            meter_codes=None,
         ),
     ]
 
