@@ -802,7 +802,8 @@ def proration_invoice(*, subscription: Subscription, at: datetime) -> Invoice | 
     """After a plan change made with proration_behavior always_invoice: the change's proration
     (the current period's fees in advance as the phases now say, minus what was billed for
     them) on an invoice of its own, issued or held for review at once. Idempotent: one such
-    invoice per subscription and change moment (a unique constraint); none when nothing is due.
+    invoice per subscription and change moment (the invoice_one_per_change constraint decides
+    between racing tasks, in _invoice_for); none when nothing is due.
     The next cycle invoice's true-up counts it as billed."""
     with transaction.atomic():
         locked = billing_subscription_locked(subscription.pk)
@@ -814,7 +815,9 @@ def proration_invoice(*, subscription: Subscription, at: datetime) -> Invoice | 
         if not compute_lines(probe):
             return None
         invoice, created = _invoice_for(locked, reason=reason, period=Period(at, at))
-        _recompute(invoice, created=created)
+        if not created:  # a concurrent run made it first
+            return None
+        _recompute(invoice, created=True)
         _deliver(invoice, CloseResult())
     return invoice
 

@@ -101,6 +101,12 @@ class Invoice(models.Model):
                 condition=Q(billing_reason=BillingReason.SUBSCRIPTION_START),
                 name="invoice_one_opening",
             ),
+            # A plan change's prorations invoiced at once (always_invoice): once per change.
+            models.UniqueConstraint(
+                fields=["subscription", "period_start"],
+                condition=Q(billing_reason=BillingReason.SUBSCRIPTION_UPDATE),
+                name="invoice_one_per_change",
+            ),
             models.UniqueConstraint(fields=["project", "number"], name="invoice_number_unique"),
         ]
         indexes = [

@@ -90,8 +90,9 @@ class AutoSchema(BaseAutoSchema):
     def _get_request_for_media_type(self, serializer, direction="request"):
         schema, required = super()._get_request_for_media_type(serializer, direction)
         # A JSON Schema given as is (the usage ingestion body) describes a body the view reads
-        # itself, and there is no request without one.
-        return schema, required or isinstance(serializer, dict)
+        # itself, and there is no request without one; nor is there without a field required
+        # under one of its names (field_aliases: the schema's `required` cannot list it).
+        return schema, required or isinstance(serializer, dict) or _requires_an_alias(serializer)
 
     def _map_serializer_field(self, field, direction, bypass_extensions=False):
         schema = super()._map_serializer_field(field, direction, bypass_extensions)
@@ -117,6 +118,13 @@ class AutoSchema(BaseAutoSchema):
         if serializer_class is not None:
             return serializer_class(partial=attribute == "update_serializer_class")
         return super().get_request_serializer()
+
+
+def _requires_an_alias(serializer) -> bool:
+    instance = force_instance(serializer)
+    if not isinstance(instance, RejectUnknownFieldsMixin) or instance.partial:
+        return False
+    return any(instance.fields[name].required for name in instance.field_aliases.values())
 
 
 def _add_aliases(schema: dict, aliases: dict[str, str]) -> None:
