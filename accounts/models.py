@@ -4,7 +4,12 @@ from django.db import models
 from django.utils import timezone
 
 from billing_site.ids import PublicIdField
-from billing_site.validators import PatternValidator, validate_currency, validate_timezone
+from billing_site.validators import (
+    PatternValidator,
+    validate_currency,
+    validate_locale,
+    validate_timezone,
+)
 
 
 class Scope(models.TextChoices):
@@ -104,7 +109,37 @@ class Project(models.Model):
         validators=[PatternValidator(r"^#[0-9a-fA-F]{6}$", "A colour like #1f6feb.")],
     )
     footer_text = models.TextField(blank=True)
-    invoice_template = models.TextField(blank=True, help_text="Optional HTML template override.")
+    invoice_template = models.TextField(
+        blank=True,
+        help_text="Optional HTML template override of the invoice PDF (docs/documents.md lists its "
+        "variables). Checked by rendering a sample invoice before it is saved.",
+    )
+
+    # Who issues the invoice, as printed on it (the project's name unless set).
+    company_name = models.CharField(max_length=200, blank=True)
+    company_address = models.TextField(blank=True, help_text="Printed under the company name.")
+    company_tax_id = models.CharField(max_length=100, blank=True)
+    payment_instructions = models.TextField(
+        blank=True, help_text="How to pay, printed on every invoice (bank details, payment link, …)."
+    )
+    locale = models.CharField(
+        max_length=20,
+        default="en_US",
+        validators=[validate_locale],
+        help_text="How invoices format money and dates (e.g. en_US, de_DE, fr_FR), unless the customer "
+        "has a locale of their own.",
+    )
+    email_invoices = models.BooleanField(
+        default=True,
+        help_text="Email each invoice, with its PDF, to the customer when it is issued. Off: you "
+        "deliver invoices yourself (the invoice.finalized event and GET /v1/invoices/{id}/pdf).",
+    )
+    email_subject_template = models.CharField(
+        max_length=300, blank=True, help_text="Optional override of the invoice email's subject."
+    )
+    email_body_template = models.TextField(
+        blank=True, help_text="Optional override of the invoice email's text."
+    )
 
     payment_processor = models.CharField(
         max_length=10, choices=PaymentProcessor.choices, default=PaymentProcessor.MANUAL

@@ -22,6 +22,7 @@ JOBS = [
     Job("close billing periods", "invoicing.tasks.close_billing_periods", 15),
     Job("refresh draft invoices", "invoicing.tasks.refresh_draft_invoices", 15),
     Job("rematch unmatched usage", "meters.tasks.rematch_all_usage", 1),
+    Job("send invoice emails", "invoicing.tasks.send_due_invoice_emails", 1),
 ]
 
 

@@ -176,6 +176,12 @@ STORAGES = {
     "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
     # Plain copies: compressing every bundle (Swagger UI, Redoc) would add ~15 s to every start.
     "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
+    # Issued invoice and credit note PDFs (invoicing.models.Document): local files under
+    # MEDIA_ROOT/documents by default; any django-storages backend (S3, GCS, Azure) by naming its
+    # class here and configuring it through its own settings.
+    "documents": {
+        "BACKEND": env_str("BILLABLE_DOCUMENTS_STORAGE", "django.core.files.storage.FileSystemStorage")
+    },
 }
 
 # --- Email -----------------------------------------------------------------------------------
@@ -191,6 +197,12 @@ EMAIL_BACKEND = env_str(
     else "django.core.mail.backends.console.EmailBackend",
 )
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "billing@localhost")
+# Any django-anymail provider: EMAIL_BACKEND=anymail.backends.<provider>.EmailBackend and its
+# settings as ANYMAIL_<SETTING> environment variables (ANYMAIL_POSTMARK_SERVER_TOKEN=…,
+# ANYMAIL_MAILGUN_API_KEY=…), read here into the ANYMAIL dict anymail takes them from.
+ANYMAIL = {
+    name.removeprefix("ANYMAIL_"): value for name, value in os.environ.items() if name.startswith("ANYMAIL_")
+}
 SERVER_EMAIL = DEFAULT_FROM_EMAIL
 
 # --- API -------------------------------------------------------------------------------------
@@ -283,7 +295,8 @@ LOGGING = {
     "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
     "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
-    "loggers": {"django.db.backends": {"level": "WARNING"}},
+    # WeasyPrint logs every rendering step at INFO.
+    "loggers": {"django.db.backends": {"level": "WARNING"}, "weasyprint": {"level": "WARNING"}},
 }
 
 AUTH_PASSWORD_VALIDATORS = [

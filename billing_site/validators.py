@@ -5,6 +5,7 @@ import zoneinfo
 from functools import lru_cache
 
 from babel import Locale
+from babel.localedata import locale_identifiers
 from django.core.exceptions import ValidationError
 from django.core.validators import RegexValidator
 from django.utils.deconstruct import deconstructible
@@ -71,3 +72,29 @@ def check(validator, value, *, param: str) -> None:
         validator(value)
     except ValidationError as exc:
         raise InvalidInput(exc.messages[0], code=exc.code or "invalid", param=param) from None
+
+
+@lru_cache(maxsize=1)
+def locales() -> frozenset[str]:
+    """CLDR locale identifiers babel knows (en_US, de_DE, fr, pt_BR, …)."""
+    return frozenset(locale_identifiers())
+
+
+def validate_locale(value: str) -> None:
+    if value not in locales():
+        raise ValidationError(
+            f"{value!r} is not a locale (e.g. en_US, de_DE, fr_FR, ja_JP).", code="invalid_locale"
+        )
+
+
+MAX_INVOICE_RECIPIENTS = 10
+
+
+def validate_email_list(value) -> None:
+    """A JSON list of at most MAX_INVOICE_RECIPIENTS distinct email addresses."""
+    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
+        raise ValidationError("A list of email addresses.", code="invalid")
+    if len(value) > MAX_INVOICE_RECIPIENTS:
+        raise ValidationError(f"At most {MAX_INVOICE_RECIPIENTS} addresses.", code="max_length")
+    for address in value:
+        validate_email_address(address)

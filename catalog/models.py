@@ -6,7 +6,13 @@ from django.db import models
 
 from accounts.models import InvoiceDelivery, Project
 from billing_site.ids import PublicIdField
-from billing_site.validators import validate_currency, validate_email_address, validate_timezone
+from billing_site.validators import (
+    validate_currency,
+    validate_email_address,
+    validate_email_list,
+    validate_locale,
+    validate_timezone,
+)
 from catalog.pricing import PRICE_DIGITS, PRICE_PLACES, FeeTiming, PricedItem
 from meters.models import code_validator
 
@@ -124,6 +130,21 @@ class Customer(models.Model):
     currency = models.CharField(max_length=3, validators=[validate_currency])
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     processor_customer_id = models.CharField(max_length=255, blank=True)
+    locale = models.CharField(
+        max_length=20,
+        blank=True,
+        validators=[validate_locale],
+        help_text="How their invoices format money and dates; blank: the project's locale.",
+    )
+    invoice_emails = models.JSONField(
+        default=list,
+        blank=True,
+        validators=[validate_email_list],
+        help_text="Where invoices are emailed; empty: the customer's email.",
+    )
+    invoice_cc = models.JSONField(
+        default=list, blank=True, validators=[validate_email_list], help_text="Copied on invoice emails."
+    )
     invoice_delivery = models.CharField(
         max_length=10, choices=InvoiceDelivery.choices, blank=True, help_text="Blank: the project's setting."
     )

@@ -9,6 +9,7 @@ lines on a later invoice.
 from decimal import Decimal
 
 from django.conf import settings
+from django.core.files.storage import storages
 from django.db import models
 from django.db.models import Q
 
@@ -249,3 +250,93 @@ class PendingReviewInvoice(Invoice):
         proxy = True
         verbose_name = "invoice pending review"
         verbose_name_plural = "pending review"
+
+
+def document_storage():
+    """Where issued PDFs are kept: the `documents` storage (settings.STORAGES), local files unless
+    BILLABLE_DOCUMENTS_STORAGE names a django-storages backend."""
+    return storages["documents"]
+
+
+class Document(models.Model):
+    """The PDF of an issued invoice or of a credit note, rendered once and kept as the financial
+    record it is: never re-rendered, never changed. `sha256` is the digest of the stored bytes."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    invoice = models.OneToOneField(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="document"
+    )
+    credit_note = models.OneToOneField(
+        CreditNote, null=True, blank=True, on_delete=models.PROTECT, related_name="document"
+    )
+    file = models.FileField(storage=document_storage, upload_to="documents/%Y/%m/", max_length=300)
+    sha256 = models.CharField(max_length=64)
+    size = models.PositiveIntegerField()
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.CheckConstraint(
+                condition=Q(invoice__isnull=False, credit_note__isnull=True)
+                | Q(invoice__isnull=True, credit_note__isnull=False),
+                name="document_of_one_record",
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.file.name
+
+
+class EmailReason(models.TextChoices):
+    ISSUED = "issued", "Issued"
+    RESEND = "resend", "Sent again on request"
+
+
+class EmailStatus(models.TextChoices):
+    QUEUED = "queued", "Queued"
+    SENDING = "sending", "Sending"
+    SENT = "sent", "Sent"
+    RETRYING = "retrying", "Failed; will retry"
+    FAILED = "failed", "Failed"
+    SKIPPED = "skipped", "Not sent (no recipient)"
+
+
+class InvoiceEmail(models.Model):
+    """One sending of an invoice by email: the delivery log. The email of an issued invoice is
+    created in the transaction that issues it, and only once (a unique constraint); another one
+    exists only when someone asks for a resend."""
+
+    public_id = PublicIdField(prefix="mail")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="emails")
+    reason = models.CharField(max_length=10, choices=EmailReason.choices)
+    status = models.CharField(max_length=10, choices=EmailStatus.choices, default=EmailStatus.QUEUED)
+    from_email = models.CharField(max_length=300, blank=True)
+    reply_to = models.JSONField(default=list, blank=True)
+    to = models.JSONField(default=list, blank=True)
+    cc = models.JSONField(default=list, blank=True)
+    subject = models.CharField(max_length=300, blank=True)
+    message_id = models.CharField(max_length=300, blank=True)
+    attempts = models.PositiveIntegerField(default=0)
+    # Queued or retrying: when it is due. Sending: when a sender that claimed it is presumed dead.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    error = models.TextField(blank=True)
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    sent_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-id"]
+        verbose_name = "invoice email"
+        constraints = [
+            # Issuing emails an invoice once, however often the task runs.
+            models.UniqueConstraint(
+                fields=["invoice"], condition=Q(reason=EmailReason.ISSUED), name="invoice_email_once"
+            )
+        ]
+        indexes = [models.Index(fields=["status", "next_attempt_at"], name="invoice_email_due")]
+
+    def __str__(self) -> str:
+        return f"{self.invoice} → {', '.join(self.to) or 'nobody'} ({self.status})"

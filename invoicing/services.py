@@ -23,6 +23,7 @@ from accounts.services import Actor, audit_record
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import round_money
 from catalog.pricing import to_decimal
+from invoicing.emails import invoice_issued_deliver
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
@@ -125,6 +126,7 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
     _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number})
     if invoice.status == InvoiceStatus.PAID:
         event_record(project=invoice.project, type="invoice.paid", obj=invoice)
+    invoice_issued_deliver(invoice=invoice)
     return invoice
 
 

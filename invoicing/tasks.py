@@ -12,7 +12,10 @@ from invoicing.billing import (
     proration_invoice,
     subscription_close_periods,
 )
+from invoicing.documents import document_for
 from invoicing.drafts import draft_freshen
+from invoicing.emails import invoice_email_send, invoice_emails_due
+from invoicing.models import EmailStatus, Invoice
 from subscriptions.models import Subscription
 
 
@@ -40,3 +43,22 @@ def refresh_stale_drafts(subscription_ids: list[int]) -> int:
 def invoice_prorations(subscription_id: int, at: str) -> None:
     """After a plan change with proration_behavior always_invoice (subscriptions.services)."""
     proration_invoice(subscription=Subscription.objects.get(pk=subscription_id), at=parse_datetime(at))
+
+
+def deliver_invoice(invoice_id: int) -> None:
+    """After an invoice is issued: render and keep its PDF, then send its email. Each step is
+    idempotent, so a rerun after a crash between them sends exactly once (invoicing.emails)."""
+    invoice = Invoice.objects.select_related("project", "customer").get(pk=invoice_id)
+    document_for(invoice=invoice)
+    for email_id in invoice.emails.filter(status=EmailStatus.QUEUED).values_list("pk", flat=True):
+        invoice_email_send(email_id=email_id)
+
+
+def send_invoice_email(email_id: int) -> None:
+    invoice_email_send(email_id=email_id)
+
+
+def send_due_invoice_emails() -> int:
+    """Every minute: retries that are due, first sends whose task was lost, abandoned claims."""
+    sent = [invoice_email_send(email_id=pk) for pk in invoice_emails_due(now=timezone.now())]
+    return sum(email is not None for email in sent)
