@@ -15,6 +15,8 @@ from billing_site.validators import (
     countries,
     validate_currency,
     validate_email_address,
+    validate_email_list,
+    validate_locale,
     validate_timezone,
 )
 from catalog.models import (
@@ -406,6 +408,12 @@ def _clean_customer_fields(fields: dict[str, Any]) -> dict[str, Any]:
         raise InvalidInput("external_id cannot be empty.", code="blank", param="external_id")
     if fields.get("email"):
         check(validate_email_address, fields["email"], param="email")
+    if fields.get("locale"):
+        check(validate_locale, fields["locale"], param="locale")
+    for name in ("invoice_emails", "invoice_cc"):
+        if name in fields:
+            check(validate_email_list, fields[name], param=name)
+            cleaned[name] = list(dict.fromkeys(fields[name]))  # each address once, in order
     return cleaned
 
 

@@ -28,7 +28,7 @@ from django.template.loader import render_to_string
 from django.utils import timezone
 from weasyprint import HTML
 from weasyprint.text.fonts import FontConfiguration
-from weasyprint.urls import URLFetcher
+from weasyprint.urls import FatalURLFetchingError, URLFetcher
 
 from accounts.models import Project
 from billing_site import formats
@@ -63,9 +63,17 @@ def _font_config() -> FontConfiguration:
     return _local.font_config
 
 
+class _DataOnly(URLFetcher):
+    """Fetches `data:` URIs and stops the rendering at any other URL (a file, the network)."""
+
+    def fetch(self, url, headers=None):
+        if not url.startswith("data:"):
+            raise FatalURLFetchingError(f"Templates may load only data: URIs, not {url[:200]}")
+        return super().fetch(url, headers)
+
+
 def pdf_from_html(html: str) -> bytes:
-    fetcher = URLFetcher(allowed_protocols=("data",), fail_on_errors=True)
-    return HTML(string=html, url_fetcher=fetcher).write_pdf(font_config=_font_config())
+    return HTML(string=html, url_fetcher=_DataOnly()).write_pdf(font_config=_font_config())
 
 
 def pdf_name(number: str | None, public_id: str) -> str:
@@ -390,7 +398,7 @@ def template_check(project: Project, template: str) -> None:
         pdf_from_html(sample_html(project, template=template))
     except TemplateSyntaxError as exc:
         raise ValidationError(f"The template does not compile: {exc}", code="invalid_template") from exc
-    except Exception as exc:  # any renderer failure is the template's error, shown as such
+    except (Exception, FatalURLFetchingError) as exc:  # the renderer's failure is the template's
         raise ValidationError(
             f"The template does not render: {type(exc).__name__}: {exc}", code="invalid_template"
         ) from exc

@@ -1,7 +1,7 @@
 from django.db.models import Prefetch, QuerySet
 
 from accounts.models import Project
-from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceLine
+from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceEmail, InvoiceLine
 
 
 def invoice_lines_prefetch() -> Prefetch:
@@ -14,8 +14,13 @@ def invoice_list(*, project: Project) -> QuerySet[Invoice]:
     return (
         Invoice.objects.filter(project=project)
         .select_related("customer", "subscription", "project")
-        .prefetch_related(invoice_lines_prefetch())
+        .prefetch_related(invoice_lines_prefetch(), invoice_emails_prefetch())
     )
+
+
+def invoice_emails_prefetch() -> Prefetch:
+    """An invoice's emails, latest first (the API shows the latest as `last_delivery`)."""
+    return Prefetch("emails", queryset=InvoiceEmail.objects.select_related("invoice").order_by("-id"))
 
 
 def credit_note_list(*, project: Project) -> QuerySet[CreditNote]:

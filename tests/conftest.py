@@ -1,6 +1,12 @@
 import os
+import socket
+from dataclasses import dataclass, field
+from email import policy as email_policy
+from email.message import EmailMessage
+from email.parser import BytesParser
 
 import pytest
+from aiosmtpd.controller import Controller
 from django.conf import settings
 from rest_framework.test import APIClient
 
@@ -85,3 +91,38 @@ def other_project(db) -> Project:
 @pytest.fixture
 def api(project) -> APIClient:
     return api_client(project)
+
+
+@dataclass
+class SmtpServer:
+    """A real SMTP server (aiosmtpd) on a free loopback port, keeping what it receives."""
+
+    port: int
+    messages: list[EmailMessage] = field(default_factory=list)
+    refuse: bool = False
+
+    async def handle_DATA(self, server, session, envelope):  # aiosmtpd's hook name
+        if self.refuse:
+            return "451 Try again later"
+        message = BytesParser(policy=email_policy.default).parsebytes(envelope.content)
+        message["X-Envelope-To"] = ", ".join(envelope.rcpt_tos)
+        self.messages.append(message)
+        return "250 OK"
+
+
+@pytest.fixture
+def smtp_server(settings):
+    """Django's SMTP backend pointed at a local aiosmtpd server for the test."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = SmtpServer(port=port)
+    controller = Controller(server, hostname="127.0.0.1", port=port)
+    controller.start()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", port
+    settings.EMAIL_USE_TLS, settings.EMAIL_HOST_USER, settings.EMAIL_HOST_PASSWORD = False, "", ""
+    try:
+        yield server
+    finally:
+        controller.stop()

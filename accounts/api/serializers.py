@@ -2,7 +2,13 @@ from rest_framework import serializers
 
 from accounts.models import ALL_SCOPES, ApiKey, ApiKeyStatus, Project
 from accounts.services import MAX_ROLL_EXPIRY
-from billing_site.api.fields import CurrencyField, EmailTextField, RejectUnknownFieldsMixin, TimezoneField
+from billing_site.api.fields import (
+    CurrencyField,
+    EmailTextField,
+    LocaleField,
+    RejectUnknownFieldsMixin,
+    TimezoneField,
+)
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -68,6 +74,9 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     sender_email = EmailTextField(required=False, help_text="From-address of invoice emails; empty: none.")
     reply_to_email = EmailTextField(required=False)
     footer_text = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    company_address = serializers.CharField(max_length=1000, required=False, allow_blank=True)
+    payment_instructions = serializers.CharField(max_length=2000, required=False, allow_blank=True)
+    locale = LocaleField(required=False, help_text="How invoices format money and dates (CLDR).")
     stripe_secret_key_set = serializers.SerializerMethodField(
         help_text="Whether a Stripe secret key is configured (the key itself is never shown)."
     )
@@ -94,6 +103,12 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             "reply_to_email",
             "accent_color",
             "footer_text",
+            "company_name",
+            "company_address",
+            "company_tax_id",
+            "payment_instructions",
+            "locale",
+            "email_invoices",
             "payment_processor",
             "stripe_secret_key_set",
             "stripe_webhook_secret_set",

@@ -15,6 +15,7 @@ from billing_site.validators import (
     EMAIL_PATTERN,
     MAX_EMAIL_LENGTH,
     countries,
+    locales,
     timezones,
     validate_email_address,
 )
@@ -260,6 +261,14 @@ class TimezoneField(CodeChoiceField):
     choices_list = timezones
     code = "invalid_timezone"
     message = "{data!r} is not an IANA time zone (e.g. America/New_York)."
+
+
+class LocaleField(CodeChoiceField):
+    """A CLDR locale identifier: how invoices format money and dates."""
+
+    choices_list = locales
+    code = "invalid_locale"
+    message = "{data!r} is not a locale (e.g. en_US, de_DE, fr_FR, ja_JP)."
 
 
 class CountryField(CodeChoiceField):

@@ -6,12 +6,14 @@ from billing_site.api.fields import (
     CurrencyField,
     DecimalStringField,
     EmailTextField,
+    LocaleField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
     TimezoneField,
 )
 from billing_site.api.json_values import METADATA_SCHEMA, SchemaJSONField
 from billing_site.money import decimal_string
+from billing_site.validators import MAX_INVOICE_RECIPIENTS
 from catalog.api.schemas import CHARGES_SCHEMA, ENTITLEMENTS_SCHEMA, price_schema
 from catalog.models import MAX_INTERVAL_COUNT, MAX_TRIAL_DAYS, Contract, Customer, Interval, Plan, Product
 from catalog.pricing import ChargeKind, FeeTiming, PackageRounding, PricingModel
@@ -159,6 +161,23 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         choices=[*InvoiceDelivery.choices, ("", "The project's setting")], required=False, allow_blank=True
     )
     metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
+    locale = LocaleField(
+        required=False,
+        allow_blank=True,
+        help_text="How their invoices format money and dates; empty: the project's.",
+    )
+    invoice_emails = serializers.ListField(
+        child=EmailTextField(allow_blank=False),
+        required=False,
+        max_length=MAX_INVOICE_RECIPIENTS,
+        help_text="Where invoices are emailed; empty: `email`.",
+    )
+    invoice_cc = serializers.ListField(
+        child=EmailTextField(allow_blank=False),
+        required=False,
+        max_length=MAX_INVOICE_RECIPIENTS,
+        help_text="Copied on invoice emails.",
+    )
 
     class Meta:
         model = Customer
@@ -173,6 +192,9 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             "timezone",
             "processor_customer_id",
             "invoice_delivery",
+            "locale",
+            "invoice_emails",
+            "invoice_cc",
             "metadata",
             "created_at",
             "updated_at",

@@ -12,7 +12,14 @@ from billing_site.api.fields import (
 )
 from billing_site.money import to_minor_units
 from catalog.models import Plan
-from invoicing.models import CreditNote, CreditNoteLine, CreditNoteReason, Invoice, InvoiceLine
+from invoicing.models import (
+    CreditNote,
+    CreditNoteLine,
+    CreditNoteReason,
+    Invoice,
+    InvoiceEmail,
+    InvoiceLine,
+)
 from invoicing.selectors import invoice_lines_prefetch
 from subscriptions.models import Subscription
 
@@ -67,6 +74,34 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class InvoiceEmailSerializer(serializers.ModelSerializer):
+    """One sending of the invoice by email: the delivery log's row."""
+
+    id = serializers.CharField(source="public_id")
+    invoice = serializers.CharField(source="invoice.public_id")
+    to = serializers.ListField(child=serializers.EmailField())
+    cc = serializers.ListField(child=serializers.EmailField())
+
+    class Meta:
+        model = InvoiceEmail
+        fields = [
+            "id",
+            "invoice",
+            "reason",
+            "status",
+            "to",
+            "cc",
+            "subject",
+            "message_id",
+            "attempts",
+            "next_attempt_at",
+            "error",
+            "created_at",
+            "sent_at",
+        ]
+        read_only_fields = fields
+
+
 class InvoiceSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
     customer = serializers.CharField(source="customer.public_id")
@@ -77,6 +112,11 @@ class InvoiceSerializer(serializers.ModelSerializer):
     amount_paid = MoneyField()
     amount_credited = MoneyField()
     lines = InvoiceLineSerializer(many=True)
+    pdf_url = serializers.SerializerMethodField(
+        help_text="Where the invoice's PDF is (GET, application/pdf): the kept document once issued, "
+        "a DRAFT-marked rendering before."
+    )
+    last_delivery = serializers.SerializerMethodField(help_text="The invoice's latest email, if any.")
 
     class Meta:
         model = Invoice
@@ -101,8 +141,18 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "created_at",
             "updated_at",
             "lines",
+            "pdf_url",
+            "last_delivery",
         ]
         read_only_fields = fields
+
+    def get_pdf_url(self, invoice: Invoice) -> str:
+        return f"/v1/invoices/{invoice.public_id}/pdf"
+
+    @extend_schema_field(InvoiceEmailSerializer(allow_null=True))
+    def get_last_delivery(self, invoice: Invoice) -> dict | None:
+        email = next(iter(invoice.emails.all()), None)
+        return None if email is None else InvoiceEmailSerializer(email).data
 
 
 def invoice_payload(invoice: Invoice) -> dict:
@@ -176,6 +226,7 @@ class CreditNoteSerializer(serializers.ModelSerializer):
     amount_credited = MoneyField(currency="invoice.currency")
     refund_owed = MoneyField(currency="invoice.currency")
     lines = CreditNoteLineSerializer(many=True)
+    pdf_url = serializers.SerializerMethodField(help_text="Where the credit note's PDF is (GET).")
 
     class Meta:
         model = CreditNote
@@ -189,9 +240,13 @@ class CreditNoteSerializer(serializers.ModelSerializer):
             "amount_credited",
             "refund_owed",
             "lines",
+            "pdf_url",
             "created_at",
         ]
         read_only_fields = fields
+
+    def get_pdf_url(self, note: CreditNote) -> str:
+        return f"/v1/credit-notes/{note.public_id}/pdf"
 
 
 class PreviewRequestSerializer(RejectUnknownFieldsMixin, serializers.Serializer):

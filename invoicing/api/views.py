@@ -1,4 +1,6 @@
 import django_filters
+from django.http import HttpResponse
+from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
 from rest_framework.decorators import action
@@ -15,13 +17,16 @@ from invoicing.api.serializers import (
     AdjustmentSerializer,
     CreditNoteCreateSerializer,
     CreditNoteSerializer,
+    InvoiceEmailSerializer,
     InvoicePreviewSerializer,
     InvoiceSerializer,
     PreviewRequestSerializer,
     ReasonSerializer,
 )
 from invoicing.billing import invoice_preview
+from invoicing.documents import credit_note_pdf, invoice_pdf, pdf_name
 from invoicing.drafts import drafts_freshen
+from invoicing.emails import invoice_email_resend
 from invoicing.models import CreditNote, Invoice, InvoiceStatus
 from subscriptions.services import period_grid
 
@@ -67,6 +72,32 @@ class InvoiceViewSet(ListRetrieveViewSet):
         payload = ReasonSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
         return payload.validated_data["reason"]
+
+    @extend_schema(
+        request=None,
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+        summary="Download the invoice as a PDF",
+        description="The kept document of an issued invoice (rendered once when it was issued), or "
+        "a rendering of a draft or an invoice in review marked DRAFT on every page. "
+        "`Content-Disposition` names the file after the invoice number.",
+    )
+    @action(detail=True, methods=["get"])
+    def pdf(self, request, id=None):
+        invoice = self.get_object()
+        return pdf_response(invoice_pdf(invoice), pdf_name(invoice.number, invoice.public_id))
+
+    @extend_schema(
+        request=None,
+        responses={202: InvoiceEmailSerializer},
+        summary="Email an issued invoice again",
+        description="Queues one more email of the invoice, with its PDF, to the customer's invoice "
+        "addresses; `last_delivery` on the invoice follows it. 422 for a draft, a voided invoice, or "
+        "a customer without an email address.",
+    )
+    @action(detail=True, methods=["post"])
+    def send(self, request, id=None):
+        email = invoice_email_resend(invoice=self.get_object(), actor=request.auth)
+        return Response(InvoiceEmailSerializer(email).data, status=status.HTTP_202_ACCEPTED)
 
     @extend_schema(request=ReasonSerializer, responses=InvoiceSerializer, summary="Void an open invoice")
     @action(detail=True, methods=["post"])
@@ -190,3 +221,19 @@ class CreditNoteViewSet(ListRetrieveViewSet):
 
     def get_project_queryset(self):
         return selectors.credit_note_list(project=self.project)
+
+    @extend_schema(
+        request=None,
+        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+        summary="Download the credit note as a PDF",
+    )
+    @action(detail=True, methods=["get"])
+    def pdf(self, request, id=None):
+        note = self.get_object()
+        return pdf_response(credit_note_pdf(note), pdf_name(note.number, note.public_id))
+
+
+def pdf_response(data: bytes, filename: str) -> HttpResponse:
+    response = HttpResponse(data, content_type="application/pdf")
+    response["Content-Disposition"] = f'inline; filename="{filename}"'
+    return response
