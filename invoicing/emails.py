@@ -127,9 +127,11 @@ def invoice_email_queue(*, invoice: Invoice, reason: str, actor: Actor = None) -
 
 
 def invoice_issued_deliver(*, invoice: Invoice) -> None:
-    """On issuing (inside its transaction): the invoice's one email, if the project sends them;
-    after commit, its PDF is rendered and kept, then the email sent (invoicing.tasks)."""
-    if invoice.project.email_invoices:
+    """On issuing (inside its transaction): the invoice's one email, if the project sends them
+    and something is billed (an invoice for nothing, such as the opening invoice of a metered
+    plan, is issued and kept but not mailed; it can still be sent on request); after commit, its
+    PDF is rendered and kept, then the email sent (invoicing.tasks)."""
+    if invoice.project.email_invoices and invoice.total != 0:
         invoice_email_queue(invoice=invoice, reason=EmailReason.ISSUED)
     transaction.on_commit(lambda: async_task("invoicing.tasks.deliver_invoice", invoice.pk), robust=True)
 
