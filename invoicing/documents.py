@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
+from babel import Locale
 from django.core.exceptions import ValidationError
 from django.core.files.base import ContentFile
 from django.db import IntegrityError, transaction
@@ -106,9 +107,13 @@ def _lines_of(text: str) -> list[str]:
     return [line.strip() for line in text.splitlines() if line.strip()]
 
 
-def _address_lines(address: dict) -> list[str]:
+def _address_lines(address: dict, locale: str) -> list[str]:
+    """Street lines, postal code and city, state, and the country by name in the reader's
+    language (DE: Germany, Deutschland)."""
     city = " ".join(part for part in (address.get("postal_code"), address.get("city")) if part)
-    parts = [address.get("line1"), address.get("line2"), city, address.get("state"), address.get("country")]
+    country = address.get("country") or ""
+    country = Locale.parse(locale).territories.get(country, country)
+    parts = [address.get("line1"), address.get("line2"), city, address.get("state"), country]
     return [part for part in parts if part]
 
 
@@ -133,11 +138,11 @@ def _company(project: Project) -> dict:
     }
 
 
-def _customer(customer) -> dict:
+def _customer(customer, fmt: "Formatter") -> dict:
     return {
         "name": customer.name or customer.email or customer.external_id,
         "email": customer.email,
-        "address_lines": _address_lines(customer.billing_address or {}),
+        "address_lines": _address_lines(customer.billing_address or {}, fmt.locale),
         "tax_id": customer.tax_id,
         "external_id": customer.external_id,
     }
@@ -213,7 +218,7 @@ def invoice_context(
             "currency": invoice.currency,
         },
         "company": _company(project),
-        "customer": _customer(customer),
+        "customer": _customer(customer, fmt),
         "lines": [_line(line, fmt) for line in lines],
         "totals": {
             "subtotal": fmt.money(invoice.total - credits),
@@ -245,7 +250,7 @@ def credit_note_context(note: CreditNote) -> dict:
             "currency": invoice.currency,
         },
         "company": _company(project),
-        "customer": _customer(customer),
+        "customer": _customer(customer, fmt),
         "lines": [
             {"description": line.description, "amount": fmt.money(line.amount)} for line in note.lines.all()
         ],
@@ -275,8 +280,9 @@ def invoice_html(invoice: Invoice, *, draft: bool | None = None) -> str:
 
 
 def invoice_pdf(invoice: Invoice) -> bytes:
-    """The invoice as a PDF: the kept document once issued; a DRAFT-marked rendering before."""
-    if invoice.status in EDITABLE_STATUSES:
+    """The invoice as a PDF: the kept document once issued; a DRAFT-marked rendering before (and
+    a VOID-marked one of an invoice rejected in review, which was never issued)."""
+    if invoice.status in EDITABLE_STATUSES or invoice.number is None:
         return pdf_from_html(invoice_html(invoice))
     with document_for(invoice=invoice).file.open("rb") as file:
         return file.read()
@@ -294,8 +300,8 @@ def document_for(*, invoice: Invoice | None = None, credit_note: CreditNote | No
     racing keep one and the other's file is removed; a crash after storing the file and before
     the row commits leaves a file nothing names, and the rerun renders and keeps a new one.
     """
-    if invoice is not None and invoice.status in EDITABLE_STATUSES:
-        raise ValueError("A draft has no kept document; it is rendered on demand.")
+    if invoice is not None and invoice.number is None:
+        raise ValueError("An invoice that was never issued has no kept document.")
     found = Document.objects.filter(Q(invoice=invoice) if invoice else Q(credit_note=credit_note)).first()
     if found is not None:
         return found

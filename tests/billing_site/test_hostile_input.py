@@ -162,6 +162,7 @@ VALID = {
 # Operations without a body: the only input is the ID in the path.
 NO_BODY = {
     "DELETE /v1/api-keys/{id}", "DELETE /v1/customers/{id}", "POST /v1/invoices/{id}/approve",
+    "POST /v1/invoices/{id}/send",
     "DELETE /v1/meters/{id}", "POST /v1/meters/{id}/archive", "DELETE /v1/plans/{id}",
     "POST /v1/plans/{id}/archive", "DELETE /v1/products/{id}", "POST /v1/products/{id}/archive",
     "DELETE /v1/webhook-endpoints/{id}", "POST /v1/webhook-endpoints/{id}/rotate-secret",

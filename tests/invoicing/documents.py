@@ -1,9 +1,11 @@
 """Invoices with the lines a real one has, and the text of their PDFs (pdftotext)."""
 
+import os
 import shutil
 import subprocess
 from datetime import UTC, datetime
 from decimal import Decimal
+from pathlib import Path
 
 from django.db import transaction
 
@@ -28,6 +30,25 @@ def pdf_text(data: bytes, tmp_path) -> str:
         capture_output=True,
         text=True,
     ).stdout
+
+
+# Pictures the tests make (PDF pages as PNG), kept for a person to look at: var/artefacts/.
+ARTEFACTS = Path(
+    os.environ.get("BILLABLE_ARTEFACTS", Path(__file__).resolve().parents[2] / "var" / "artefacts")
+)
+
+
+def pdf_picture(data: bytes, name: str, tmp_path) -> Path:
+    """The PDF's first page as a PNG in the artefacts directory (pdftoppm)."""
+    require(shutil.which("pdftoppm") is not None, "pdftoppm (poppler-utils)")
+    ARTEFACTS.mkdir(parents=True, exist_ok=True)
+    source = tmp_path / f"{name}.pdf"
+    source.write_bytes(data)
+    subprocess.run(  # noqa: S603 - a fixed command on files the test wrote
+        ["pdftoppm", "-png", "-r", "80", "-singlefile", str(source), str(ARTEFACTS / name)],  # noqa: S607
+        check=True,
+    )
+    return ARTEFACTS / f"{name}.png"
 
 
 def invoice_of(project, lines: list[dict], *, status=InvoiceStatus.DRAFT, customer=None, **customer_fields):

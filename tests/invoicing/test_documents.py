@@ -7,10 +7,10 @@ import pytest
 from django.core.exceptions import ValidationError
 
 from invoicing.documents import document_for, invoice_html, invoice_pdf, template_check
-from invoicing.models import Document, InvoiceStatus, LineType
+from invoicing.models import Document, Invoice, InvoiceStatus, LineType
 from invoicing.services import credit_note_create
 from tests.conftest import api_client
-from tests.invoicing.documents import OCT, invoice_of, pdf_text
+from tests.invoicing.documents import OCT, invoice_of, pdf_picture, pdf_text
 
 pytestmark = pytest.mark.django_db
 
@@ -52,7 +52,7 @@ def test_an_issued_invoice_pdf_says_everything_the_customer_needs(project, tmp_p
     text = pdf_text(response.content, tmp_path)
     for expected in [
         "ACME-000001", "Acme Cloud Inc.", "1 Market St", "San Francisco, CA 94105", "US12-3456789",
-        "Globex GmbH", "Hauptstr. 5", "10115 Berlin", "DE811907980",
+        "Globex GmbH", "Hauptstr. 5", "10115 Berlin", "Germany", "DE811907980",
         "Nov 1, 2026 – Nov 30, 2026",
         "Pro plan", "$49.00",
         "API calls", "1,250.5", "$5.01", "Tier 1", "1,000", "Tier 2", "250.5", "$0.02",
@@ -65,6 +65,9 @@ def test_an_issued_invoice_pdf_says_everything_the_customer_needs(project, tmp_p
         assert expected in text, expected
     assert "DRAFT" not in text
     assert f"Due {invoice.due_at:%b} {invoice.due_at.day}, {invoice.due_at.year}" in text
+    # For a person to look at (docs/documents.md shows it): a picture of the page.
+    picture = pdf_picture(response.content, "invoice-usd", tmp_path)
+    assert picture.stat().st_size > 10_000
 
 
 @pytest.mark.parametrize(
@@ -189,3 +192,15 @@ def test_the_invoice_names_its_pdf(project):
     assert body["pdf_url"] == f"/v1/invoices/{invoice.public_id}/pdf"
     assert body["last_delivery"]["status"] == "queued"
     assert body["last_delivery"]["reason"] == "issued"
+
+
+def test_an_invoice_rejected_in_review_renders_void_and_is_not_kept(project, tmp_path):
+    invoice = invoice_of(project, usd_lines())
+    Invoice.objects.filter(pk=invoice.pk).update(status=InvoiceStatus.VOID)
+    invoice.refresh_from_db()
+
+    text = pdf_text(invoice_pdf(invoice), tmp_path)
+
+    assert "Rejected — never issued" in text
+    assert '<div class="mark">VOID</div>' in invoice_html(invoice)
+    assert not Document.objects.exists()
