@@ -11,7 +11,7 @@ from django.db import transaction
 from django.utils import timezone
 
 from accounts.models import Project, Role
-from accounts.services import membership_set, project_bootstrap
+from accounts.services import membership_set, project_bootstrap, project_update
 from catalog.services import customer_create, plan_create, product_create
 from meters.services import meter_create
 from subscriptions.services import subscription_create
@@ -41,8 +41,28 @@ def demo_load() -> Demo:
         # A sandbox: close_billing_periods --as-of a future date rehearses the month-end on it.
         project, _, secret = project_bootstrap(name=DEMO_PROJECT, sandbox=True)
         membership_set(project=project, user=user, role=Role.OWNER, actor=None)
+        _demo_branding(project)
         _demo_catalog(project)
     return Demo(project=project, api_key_secret=secret)
+
+
+def _demo_branding(project: Project) -> None:
+    """What the demo's invoice PDFs and emails show (docs/documents.md)."""
+    project_update(
+        project=project,
+        actor=None,
+        changes={
+            "company_name": "Demo Cloud Inc.",
+            "company_address": "1 Market Street\nSan Francisco, CA 94105\nUnited States",
+            "company_tax_id": "US 12-3456789",
+            "sender_name": "Demo Cloud Billing",
+            "sender_email": "billing@demo-cloud.example",
+            "reply_to_email": "accounts@demo-cloud.example",
+            "payment_instructions": "Bank transfer to IBAN US00 DEMO 0000 0000 0000 00, "
+            "reference: the invoice number.",
+            "footer_text": "Demo Cloud Inc. · a demo project of Billable",
+        },
+    )
 
 
 def _demo_catalog(project: Project) -> None:

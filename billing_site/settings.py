@@ -197,8 +197,11 @@ EMAIL_BACKEND = env_str(
     "EMAIL_BACKEND",
     "django.core.mail.backends.smtp.EmailBackend"
     if EMAIL_HOST
-    else "django.core.mail.backends.console.EmailBackend",
+    else "django.core.mail.backends.filebased.EmailBackend",
 )
+# Without a mail server, emails (invoices with their PDF attached) are written here, one file per
+# message, rather than printed over the server's log.
+EMAIL_FILE_PATH = env_str("EMAIL_FILE_PATH", str(DATA_DIR / "mail"))
 DEFAULT_FROM_EMAIL = env_str("DEFAULT_FROM_EMAIL", "billing@localhost")
 # Any django-anymail provider: EMAIL_BACKEND=anymail.backends.<provider>.EmailBackend and its
 # settings as ANYMAIL_<SETTING> environment variables (ANYMAIL_POSTMARK_SERVER_TOKEN=…,
