@@ -1,0 +1,166 @@
+from decimal import Decimal
+
+import pytest
+from django.contrib.messages import get_messages
+from django.urls import reverse
+
+from accounts.models import Role
+from catalog.models import Customer
+from invoicing import services
+from invoicing.models import BillingReason, EmailReason, EmailStatus, Invoice, InvoiceEmail, InvoiceStatus
+from tests.accounts.factories import MembershipFactory
+from tests.invoicing.factories import issued_invoice
+
+pytestmark = pytest.mark.django_db
+
+
+def _login(client, project, role):
+    user = MembershipFactory(project=project, role=role).user
+    client.force_login(user)
+    return user
+
+
+def _draft(project, status: str = InvoiceStatus.DRAFT) -> Invoice:
+    """The next period's draft of a subscription whose opening invoice is issued."""
+    opening = issued_invoice(project)
+    return Invoice.objects.create(
+        project=project, customer=opening.customer, subscription=opening.subscription,
+        billing_reason=BillingReason.SUBSCRIPTION_CYCLE, currency="USD", total=Decimal(0),
+        period_start=opening.period_end, period_end=opening.period_end, status=status,
+    )  # fmt: skip
+
+
+def _messages(response) -> list[str]:
+    return [str(message) for message in get_messages(response.wsgi_request)]
+
+
+# --- invoice page ---------------------------------------------------------------------------------
+
+
+def test_download_pdf_serves_the_kept_invoice_under_its_number(client, project):
+    _login(client, project, Role.VIEWER)
+    invoice = issued_invoice(project)
+
+    response = client.get(reverse("admin:invoicing_invoice_pdf", args=[invoice.pk]))
+
+    assert response.status_code == 200
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == 'attachment; filename="ACME-000001.pdf"'
+    assert response.content.startswith(b"%PDF")
+
+
+def test_a_draft_downloads_under_its_id(client, project):
+    _login(client, project, Role.VIEWER)
+    draft = _draft(project)
+
+    response = client.get(reverse("admin:invoicing_invoice_pdf", args=[draft.pk]))
+
+    assert response["Content-Disposition"] == f'attachment; filename="draft-{draft.public_id}.pdf"'
+    assert response.content.startswith(b"%PDF")
+
+
+def test_preview_email_shows_recipients_subject_body_and_attachment(client, project):
+    _login(client, project, Role.VIEWER)
+    invoice = issued_invoice(project)
+    Customer.objects.filter(pk=invoice.customer_id).update(invoice_cc=["accounts@initech.example"])
+
+    response = client.get(reverse("admin:invoicing_invoice_email", args=[invoice.pk]))
+
+    content = response.content.decode()
+    assert response.status_code == 200
+    assert invoice.customer.email in content
+    assert "accounts@initech.example" in content
+    assert "Invoice ACME-000001 from Acme" in content
+    assert "<pre" in content
+    assert "Amount due: $100.00" in content
+    assert "ACME-000001.pdf" in content
+
+
+def test_the_invoice_page_lists_its_emails_and_offers_send_again_to_who_may_act(client, project):
+    invoice = issued_invoice(project)
+    InvoiceEmail.objects.filter(invoice=invoice).update(
+        status=EmailStatus.SENT, to=["ap@initech.example"], message_id="msg-1@billing.example"
+    )
+    url = reverse("admin:invoicing_invoice_change", args=[invoice.pk])
+
+    _login(client, project, Role.VIEWER)
+    as_viewer = client.get(url).content.decode()
+    _login(client, project, Role.BILLING_ADMIN)
+    as_admin = client.get(url).content.decode()
+
+    for page in (as_viewer, as_admin):
+        assert "Download PDF" in page
+        assert "Preview email" in page
+        assert "ap@initech.example" in page
+        assert "msg-1@billing.example" in page
+    assert ("Send again" in as_viewer, "Send again" in as_admin) == (False, True)
+
+
+def test_send_again_queues_one_resend(client, project, django_capture_on_commit_callbacks):
+    user = _login(client, project, Role.BILLING_ADMIN)
+    invoice = issued_invoice(project)
+
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client.post(reverse("admin:invoicing_invoice_resend", args=[invoice.pk]))
+
+    assert response.status_code == 302
+    resend = InvoiceEmail.objects.get(invoice=invoice, reason=EmailReason.RESEND)
+    assert (resend.status, resend.requested_by) == (EmailStatus.QUEUED, user)
+    assert InvoiceEmail.objects.filter(invoice=invoice).count() == 2  # the issue's email and this one
+    assert _messages(response) == [f"Queued: the invoice will be emailed to {invoice.customer.email}."]
+
+
+def test_a_viewer_cannot_send_again(client, project):
+    _login(client, project, Role.VIEWER)
+    invoice = issued_invoice(project)
+
+    response = client.post(reverse("admin:invoicing_invoice_resend", args=[invoice.pk]))
+
+    assert response.status_code == 403
+    assert not InvoiceEmail.objects.filter(reason=EmailReason.RESEND).exists()
+
+
+def test_a_draft_cannot_be_sent(client, project):
+    _login(client, project, Role.BILLING_ADMIN)
+    draft = _draft(project)
+
+    response = client.post(reverse("admin:invoicing_invoice_resend", args=[draft.pk]))
+
+    assert response.status_code == 302
+    assert _messages(response) == ["Only an issued invoice can be sent; this one is draft."]
+    assert not InvoiceEmail.objects.filter(invoice=draft).exists()
+    assert b"Send again" not in client.get(reverse("admin:invoicing_invoice_change", args=[draft.pk])).content
+
+
+def test_a_customer_without_an_address_is_not_sent_to(client, project):
+    _login(client, project, Role.BILLING_ADMIN)
+    invoice = issued_invoice(project)
+    Customer.objects.filter(pk=invoice.customer_id).update(email="")
+
+    response = client.post(reverse("admin:invoicing_invoice_resend", args=[invoice.pk]))
+
+    assert response.status_code == 302
+    assert "no email address" in _messages(response)[0]
+    assert not InvoiceEmail.objects.filter(reason=EmailReason.RESEND).exists()
+
+
+def test_a_rejected_invoice_has_no_pdf(client, project):
+    _login(client, project, Role.BILLING_ADMIN)
+    draft = _draft(project, InvoiceStatus.PENDING_REVIEW)
+    services.invoice_reject(invoice=draft, actor=None, reason="Duplicate")
+
+    page = client.get(reverse("admin:invoicing_invoice_change", args=[draft.pk]))
+    response = client.get(reverse("admin:invoicing_invoice_pdf", args=[draft.pk]))
+
+    assert b"Download PDF" not in page.content
+    assert response.status_code == 404
+
+
+def test_another_projects_invoice_is_not_found(client, project, other_project):
+    _login(client, other_project, Role.OWNER)
+    invoice = issued_invoice(project)
+
+    for name in ("pdf", "email"):
+        assert client.get(reverse(f"admin:invoicing_invoice_{name}", args=[invoice.pk])).status_code == 404
+    assert client.post(reverse("admin:invoicing_invoice_resend", args=[invoice.pk])).status_code == 404
+    assert InvoiceEmail.objects.filter(invoice=invoice).count() == 1
