@@ -18,12 +18,13 @@ from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScopedAdmin, ReadOnlyAdminMixin
 from billing_site.errors import DomainError
 from billing_site.money import round_money
 from invoicing import services
-from invoicing.documents import invoice_pdf, pdf_name
+from invoicing.documents import credit_note_pdf, invoice_pdf, pdf_name
 from invoicing.drafts import drafts_freshen
 from invoicing.emails import email_compose, invoice_email_resend, recipients
 from invoicing.models import (
@@ -499,6 +500,7 @@ class PendingReviewAdmin(InvoiceAdmin):
 
 @admin.register(CreditNote)
 class CreditNoteAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    change_form_template = "admin/invoicing/creditnote/change_form.html"
     list_display = [
         "number",
         "invoice",
@@ -523,3 +525,67 @@ class CreditNoteAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         "created_at",
         "created_by",
     ]
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="invoicing_creditnote_pdf",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pdf_view(self, request, pk):
+        note = get_object_or_404(self.get_queryset(request), pk=pk)
+        return _pdf_response(credit_note_pdf(note), pdf_name(note.number, note.public_id))
+
+
+@admin.register(InvoiceEmail)
+class InvoiceEmailAdmin(RecipientLabels, ReadOnlyAdminMixin, ProjectScopedAdmin):
+    """Every invoice email and its fate; failed ones are sent again from the invoice's page."""
+
+    list_display = [
+        "created_at",
+        "invoice_link",
+        "reason",
+        "status",
+        "to_label",
+        "attempts",
+        "sent_at",
+        "error_label",
+        "project",
+    ]
+    list_filter = [ProjectListFilter, "status", "reason"]
+    search_fields = ["invoice__number", "invoice__public_id", "public_id", "to", "cc"]
+    list_select_related = ["invoice", "project"]
+    paginator = CappedPaginator
+    show_full_result_count = False
+    readonly_fields = [
+        "public_id",
+        "invoice_link",
+        "reason",
+        "status",
+        "from_email",
+        "reply_to",
+        "to_label",
+        "cc_label",
+        "subject",
+        "message_id",
+        "attempts",
+        "next_attempt_at",
+        "error",
+        "requested_by",
+        "created_at",
+        "sent_at",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description="invoice", ordering="invoice")
+    def invoice_link(self, email):
+        url = reverse("admin:invoicing_invoice_change", args=[email.invoice_id])
+        return format_html('<a href="{}">{}</a>', url, email.invoice)
+
+    @admin.display(description="error")
+    def error_label(self, email):
+        return Truncator(email.error).chars(80) or "-"

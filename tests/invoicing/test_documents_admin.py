@@ -164,3 +164,46 @@ def test_another_projects_invoice_is_not_found(client, project, other_project):
         assert client.get(reverse(f"admin:invoicing_invoice_{name}", args=[invoice.pk])).status_code == 404
     assert client.post(reverse("admin:invoicing_invoice_resend", args=[invoice.pk])).status_code == 404
     assert InvoiceEmail.objects.filter(invoice=invoice).count() == 1
+
+
+# --- credit notes and the email log ------------------------------------------------------------------
+
+
+def test_credit_note_pdf(client, project):
+    _login(client, project, Role.VIEWER)
+    invoice = issued_invoice(project)
+    note = services.credit_note_create(
+        invoice=invoice, actor=None, reason="billing_error", amount=Decimal(10)
+    )
+
+    page = client.get(reverse("admin:invoicing_creditnote_change", args=[note.pk]))
+    response = client.get(reverse("admin:invoicing_creditnote_pdf", args=[note.pk]))
+
+    assert b"Download PDF" in page.content
+    assert response["Content-Type"] == "application/pdf"
+    assert response["Content-Disposition"] == f'attachment; filename="{note.number}.pdf"'
+    assert response.content.startswith(b"%PDF")
+
+
+def test_the_email_log_filters_by_status_and_finds_by_number_or_recipient(client, project, other_project):
+    _login(client, project, Role.VIEWER)
+    failed = issued_invoice(project)
+    InvoiceEmail.objects.filter(invoice=failed).update(
+        status=EmailStatus.FAILED, to=["ap@initech.example"], error="SMTPRecipientsRefused"
+    )
+    issued_invoice(project)
+    issued_invoice(other_project)
+    url = reverse("admin:invoicing_invoiceemail_changelist")
+
+    by_status = client.get(url, {"status__exact": "failed"}).content.decode()
+    by_recipient = client.get(url, {"q": "ap@initech"}).content.decode()
+    by_number = client.get(url, {"q": "ACME-000002"}).content.decode()
+    everything = client.get(url).content.decode()
+
+    assert "SMTPRecipientsRefused" in by_status
+    assert "ACME-000002" not in by_status
+    assert "ACME-000001" in by_recipient
+    assert "ACME-000002" not in by_recipient
+    assert "ACME-000002" in by_number
+    assert "ACME-000001" not in by_number
+    assert "Globex" not in everything
