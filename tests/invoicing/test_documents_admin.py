@@ -8,7 +8,7 @@ from accounts.models import Role
 from catalog.models import Customer
 from invoicing import services
 from invoicing.models import BillingReason, EmailReason, EmailStatus, Invoice, InvoiceEmail, InvoiceStatus
-from tests.accounts.factories import MembershipFactory
+from tests.accounts.factories import MembershipFactory, project_admin_form
 from tests.invoicing.factories import issued_invoice
 
 pytestmark = pytest.mark.django_db
@@ -207,3 +207,90 @@ def test_the_email_log_filters_by_status_and_finds_by_number_or_recipient(client
     assert "ACME-000002" in by_number
     assert "ACME-000001" not in by_number
     assert "Globex" not in everything
+
+
+# --- project settings ------------------------------------------------------------------------------
+
+
+def test_a_broken_invoice_template_is_refused_on_the_field(client, project):
+    project.invoice_template = "<p>{{ document.number }}</p>"
+    project.save()
+    _login(client, project, Role.OWNER)
+
+    response = client.post(
+        reverse("admin:accounts_project_change", args=[project.pk]),
+        project_admin_form(project, invoice_template="{% if %}"),
+    )
+
+    assert response.status_code == 200
+    assert "The template does not compile" in str(
+        response.context["adminform"].form.errors["invoice_template"]
+    )
+    project.refresh_from_db()
+    assert project.invoice_template == "<p>{{ document.number }}</p>"
+
+
+def test_a_working_invoice_template_is_saved(client, project):
+    _login(client, project, Role.OWNER)
+
+    response = client.post(
+        reverse("admin:accounts_project_change", args=[project.pk]),
+        project_admin_form(project, invoice_template="<h1>{{ company.name }} {{ document.number }}</h1>"),
+    )
+
+    assert response.status_code == 302
+    project.refresh_from_db()
+    assert project.invoice_template == "<h1>{{ company.name }} {{ document.number }}</h1>"
+
+
+def test_a_broken_email_subject_is_refused_on_the_field(client, project):
+    _login(client, project, Role.OWNER)
+
+    response = client.post(
+        reverse("admin:accounts_project_change", args=[project.pk]),
+        project_admin_form(project, email_subject_template="Invoice {% if %}"),
+    )
+
+    assert response.status_code == 200
+    errors = response.context["adminform"].form.errors
+    assert "The template does not compile" in str(errors["email_subject_template"])
+    project.refresh_from_db()
+    assert project.email_subject_template == ""
+
+
+def test_the_preview_shows_unsaved_branding_and_saves_nothing(client, project):
+    _login(client, project, Role.VIEWER)
+    url = reverse("admin:accounts_project_invoice_preview", args=[project.pk])
+
+    response = client.get(url, {"accent_color": "#ff0066", "company_name": "Acme Europe GmbH"})
+    bad_colour = client.get(url, {"accent_color": "red;}</style><script>"})
+    pdf = client.get(url, {"format": "pdf", "company_name": "Acme Europe GmbH"})
+
+    assert response["Content-Type"] == "text/html; charset=utf-8"
+    assert response["Content-Security-Policy"].startswith("sandbox")
+    content = response.content.decode()
+    assert "#ff0066" in content
+    assert "Acme Europe GmbH" in content
+    assert "<script>" not in bad_colour.content.decode()
+    assert project.accent_color in bad_colour.content.decode()
+    assert pdf["Content-Type"] == "application/pdf"
+    assert pdf.content.startswith(b"%PDF")
+    project.refresh_from_db()
+    assert (project.accent_color, project.company_name) == ("#1f6feb", "")
+
+
+def test_the_project_page_embeds_the_preview(client, project):
+    _login(client, project, Role.VIEWER)
+
+    page = client.get(reverse("admin:accounts_project_change", args=[project.pk])).content.decode()
+
+    assert reverse("admin:accounts_project_invoice_preview", args=[project.pk]) in page
+    assert "<iframe" in page
+
+
+def test_another_projects_preview_is_not_found(client, project, other_project):
+    _login(client, other_project, Role.OWNER)
+
+    response = client.get(reverse("admin:accounts_project_invoice_preview", args=[project.pk]))
+
+    assert response.status_code == 404
