@@ -9,6 +9,7 @@ from catalog.models import Customer
 from invoicing import services
 from invoicing.models import BillingReason, EmailReason, EmailStatus, Invoice, InvoiceEmail, InvoiceStatus
 from tests.accounts.factories import MembershipFactory, project_admin_form
+from tests.catalog.factories import CustomerFactory
 from tests.invoicing.factories import issued_invoice
 
 pytestmark = pytest.mark.django_db
@@ -294,3 +295,57 @@ def test_another_projects_preview_is_not_found(client, project, other_project):
     response = client.get(reverse("admin:accounts_project_invoice_preview", args=[project.pk]))
 
     assert response.status_code == 404
+
+
+# --- customers ---------------------------------------------------------------------------------------
+
+
+def _customer_form(project, customer, **changes):
+    data = {
+        "project": project.pk, "external_id": customer.external_id, "name": customer.name,
+        "email": customer.email, "currency": "USD", "timezone": "UTC", "billing_address": "{}",
+        "metadata": "{}", "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0",
+    }  # fmt: skip
+    data.update(changes)
+    return data
+
+
+def test_customer_invoice_addresses_are_typed_as_text(client, project):
+    _login(client, project, Role.BILLING_ADMIN)
+    customer = CustomerFactory(project=project)
+    url = reverse("admin:catalog_customer_change", args=[customer.pk])
+
+    response = client.post(
+        url,
+        _customer_form(
+            project,
+            customer,
+            locale="de_DE",
+            invoice_emails="a@x.com, b@y.com",
+            invoice_cc="c@z.com\nd@z.com",
+        ),
+    )
+
+    assert response.status_code == 302
+    customer.refresh_from_db()
+    assert (customer.locale, customer.invoice_emails, customer.invoice_cc) == (
+        "de_DE",
+        ["a@x.com", "b@y.com"],
+        ["c@z.com", "d@z.com"],
+    )
+    assert "a@x.com, b@y.com" in client.get(url).content.decode()
+
+
+def test_a_bad_invoice_address_is_refused(client, project):
+    _login(client, project, Role.BILLING_ADMIN)
+    customer = CustomerFactory(project=project, invoice_emails=["a@x.com"])
+
+    response = client.post(
+        reverse("admin:catalog_customer_change", args=[customer.pk]),
+        _customer_form(project, customer, invoice_emails="nope"),
+    )
+
+    assert response.status_code == 200
+    assert "Enter a valid email address." in str(response.context["adminform"].form.errors["invoice_emails"])
+    customer.refresh_from_db()
+    assert customer.invoice_emails == ["a@x.com"]
