@@ -1,6 +1,14 @@
+import copy
+
 from django import forms
 from django.contrib import admin, messages
+from django.core.exceptions import ValidationError
 from django.db import transaction
+from django.forms.models import construct_instance
+from django.http import HttpResponse
+from django.shortcuts import get_object_or_404
+from django.urls import path
+from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from accounts import services
 from accounts.models import ALL_SCOPES, ApiKey, AuditLogEntry, Membership, Project, Role, Scope
@@ -9,10 +17,26 @@ from billing_site.admin import (
     ProjectListFilter,
     ProjectScopedAdmin,
     ReadOnlyAdminMixin,
+    SameProjectForm,
     roles_for,
 )
+from invoicing.documents import pdf_from_html, sample_html, template_check
+from invoicing.emails import email_templates_check
 
 OWNER_ONLY = frozenset({Role.OWNER})
+# What the invoice preview takes from the unsaved form (GET parameters), to show it as typed.
+PREVIEW_FIELDS = (
+    "accent_color",
+    "company_name",
+    "company_address",
+    "company_tax_id",
+    "footer_text",
+    "payment_instructions",
+)
+# The HTML preview is the project's own template, which may print values raw: it runs as a document
+# of no origin, with no scripts and nothing loaded but inline styles and data: images and fonts.
+# (Not the PDF: browsers refuse to show a PDF in a sandboxed document, and WeasyPrint runs no script.)
+PREVIEW_CSP = "sandbox; default-src 'none'; style-src 'unsafe-inline'; img-src data:; font-src data:"
 
 
 class MembershipInline(admin.TabularInline):
@@ -37,11 +61,40 @@ class MembershipInline(admin.TabularInline):
         return True
 
 
+class ProjectForm(SameProjectForm):
+    """Refuses invoice and email templates that do not render, with the error on the field: each is
+    checked when it changes, against the project as the form would save it."""
+
+    def clean(self):
+        cleaned = super().clean()
+        # The project as it would be saved, without the uploaded logo (reading it here would
+        # close the upload before it is stored); the logo does not decide whether a template renders.
+        project = construct_instance(self, copy.copy(self.instance), exclude=["logo"])
+        if "invoice_template" in self.changed_data and "invoice_template" in cleaned:
+            try:
+                template_check(project, cleaned["invoice_template"])
+            except ValidationError as error:
+                self.add_error("invoice_template", error)
+        email_fields = ("email_subject_template", "email_body_template")
+        if any(name in self.changed_data for name in email_fields) and all(
+            name in cleaned for name in email_fields
+        ):
+            try:
+                email_templates_check(
+                    project, subject=cleaned["email_subject_template"], body=cleaned["email_body_template"]
+                )
+            except ValidationError as error:
+                self.add_error(None, error)
+        return cleaned
+
+
 @admin.register(Project)
 class ProjectAdmin(ProjectScopedAdmin):
     project_path = "id"
     write_roles = OWNER_ONLY
     audit_masked_fields = services.PROJECT_SECRET_FIELDS
+    form = ProjectForm
+    change_form_template = "admin/accounts/project/change_form.html"
     list_display = ["name", "public_id", "currency", "timezone", "invoice_delivery", "payment_processor"]
     search_fields = ["name", "public_id"]
     readonly_fields = ["public_id", "created_at"]
@@ -59,8 +112,35 @@ class ProjectAdmin(ProjectScopedAdmin):
                 ]
             },
         ),
-        ("Sender identity", {"fields": ["sender_name", "sender_email", "reply_to_email"]}),
-        ("Branding", {"fields": ["logo", "accent_color", "footer_text", "invoice_template"]}),
+        (
+            "Company on invoices",
+            {
+                "fields": [
+                    "company_name",
+                    "company_address",
+                    "company_tax_id",
+                    "logo",
+                    "accent_color",
+                    "footer_text",
+                    "payment_instructions",
+                    "locale",
+                ]
+            },
+        ),
+        (
+            "Invoice emails",
+            {
+                "fields": [
+                    "email_invoices",
+                    "sender_name",
+                    "sender_email",
+                    "reply_to_email",
+                    "email_subject_template",
+                    "email_body_template",
+                ]
+            },
+        ),
+        ("Invoice template", {"fields": ["invoice_template"]}),
         (
             "Payments",
             {
@@ -93,6 +173,38 @@ class ProjectAdmin(ProjectScopedAdmin):
 
     def has_delete_permission(self, request, obj=None) -> bool:
         return False
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        context["preview_fields"] = PREVIEW_FIELDS
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/invoice-preview/",
+                self.admin_site.admin_view(xframe_options_sameorigin(self.invoice_preview_view)),
+                name="accounts_project_invoice_preview",
+            ),
+            *super().get_urls(),
+        ]
+
+    def invoice_preview_view(self, request, pk):
+        """The sample invoice with the project's saved settings and the form's unsaved values of
+        PREVIEW_FIELDS (a value the field would refuse is ignored). Saves nothing."""
+        project = get_object_or_404(self.get_queryset(request), pk=pk)
+        for name in PREVIEW_FIELDS:
+            if name in request.GET:
+                try:
+                    value = Project._meta.get_field(name).clean(request.GET[name], project)
+                except ValidationError:
+                    continue
+                setattr(project, name, value)
+        html = sample_html(project)
+        if request.GET.get("format") == "pdf":
+            return HttpResponse(pdf_from_html(html), content_type="application/pdf")
+        return HttpResponse(
+            html, content_type="text/html; charset=utf-8", headers={"Content-Security-Policy": PREVIEW_CSP}
+        )
 
     def save_model(self, request, obj, form, change):
         """Changes go through the service, as the API's do: audited, and announced by a

@@ -4,11 +4,12 @@ from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import capfirst
 
 from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ProjectScopedInline
 from billing_site.errors import DomainError
 from catalog import services
-from catalog.forms import ContractForm, PricedItemForm
+from catalog.forms import ContractForm, EmailListField, PricedItemForm
 from catalog.models import Charge, Contract, ContractLine, ContractStatus, Customer, Plan, Product
 from catalog.selectors import plan_in_use
 from meters.admin import customer_usage_panel
@@ -234,6 +235,7 @@ class CustomerAdmin(ProjectScopedAdmin):
                 "fields": [
                     "currency",
                     "timezone",
+                    "locale",
                     "billing_address",
                     "tax_id",
                     "invoice_delivery",
@@ -241,9 +243,15 @@ class CustomerAdmin(ProjectScopedAdmin):
                 ]
             },
         ),
+        ("Invoice emails", {"fields": ["invoice_emails", "invoice_cc"]}),
         ("Usage this period", {"fields": ["usage_this_period"]}),
         ("Other", {"fields": ["metadata", "created_at", "updated_at", "audit_trail"]}),
     ]
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name in ("invoice_emails", "invoice_cc"):
+            return EmailListField(label=capfirst(db_field.verbose_name), help_text=db_field.help_text)
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
 
     @admin.display(description="usage")
     def usage_this_period(self, customer):

@@ -1,4 +1,5 @@
-"""Admin forms for priced items and contracts: the same validation as the API, shown on the field."""
+"""Admin forms for priced items, contracts and customers: the same validation as the API, shown on
+the field."""
 
 from typing import Any
 
@@ -7,6 +8,7 @@ from django.core.exceptions import ValidationError
 
 from billing_site.errors import DomainError
 from billing_site.money import decimal_string
+from billing_site.validators import validate_email_list
 from catalog.models import MAX_CONTRACT_BYTES, Contract
 from catalog.pricing import PRICING_FIELDS, clean_pricing
 
@@ -65,6 +67,24 @@ class TiersField(forms.CharField):
                 }
             )
         return tiers
+
+
+class EmailListField(forms.CharField):
+    """A list of email addresses typed as text: separated by commas or one per line."""
+
+    widget = forms.Textarea(attrs={"rows": 2, "cols": 60})
+    default_validators = [validate_email_list]
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        super().__init__(**kwargs)
+
+    def prepare_value(self, value: Any) -> str:
+        return ", ".join(value) if isinstance(value, list) else value or ""
+
+    def to_python(self, value: Any) -> list[str]:
+        text = super().to_python(value)
+        return [address.strip() for address in text.replace("\n", ",").split(",") if address.strip()]
 
 
 def field_of(param: str | None) -> str | None:

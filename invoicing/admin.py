@@ -1,8 +1,9 @@
-"""The finance back office: the review queue and invoice pages.
+"""The finance back office: the review queue, invoice pages, their PDFs and the email log.
 
 Invoices are never edited as forms. Staff act on them through explicit buttons (approve, reject,
-add an adjustment, void, credit) that call the same services as the API, so every action is
-audited and emits its event. `billing_admin` and `owner` may act; `viewer` reads.
+add an adjustment, void, credit, send again) that call the same services as the API, so every
+action is audited and emits its event. `billing_admin` and `owner` may act; `viewer` reads, which
+includes downloading PDFs and previewing the email.
 """
 
 from decimal import Decimal
@@ -12,21 +13,27 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.http import HttpResponseRedirect
+from django.http import Http404, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 
 from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScopedAdmin, ReadOnlyAdminMixin
 from billing_site.errors import DomainError
 from billing_site.money import round_money
 from invoicing import services
+from invoicing.documents import credit_note_pdf, invoice_pdf, pdf_name
 from invoicing.drafts import drafts_freshen
+from invoicing.emails import email_compose, invoice_email_resend, recipients
 from invoicing.models import (
+    EDITABLE_STATUSES,
+    ISSUED_STATUSES,
     CreditNote,
     CreditNoteReason,
     Invoice,
+    InvoiceEmail,
     InvoiceLine,
     InvoiceStatus,
     LineType,
@@ -36,6 +43,20 @@ from invoicing.models import (
 
 def _money(amount: Decimal, currency: str) -> str:
     return f"{round_money(amount, currency):,} {currency}"
+
+
+def _pdf_response(data: bytes, filename: str) -> HttpResponse:
+    return HttpResponse(
+        data,
+        content_type="application/pdf",
+        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
+    )
+
+
+def _has_pdf(invoice: Invoice) -> bool:
+    """Drafts are rendered on demand and numbered invoices have their kept PDF; an invoice rejected
+    in review was never numbered nor issued, so it has no document to show."""
+    return invoice.status in EDITABLE_STATUSES or bool(invoice.number)
 
 
 class ReasonForm(forms.Form):
@@ -104,6 +125,49 @@ class LineInline(admin.TabularInline):
         return format_html('<a href="{}">events</a>', url)
 
 
+class RecipientLabels:
+    """An email's recipients as a line to read, not a JSON list."""
+
+    @admin.display(description="to")
+    def to_label(self, email):
+        return ", ".join(email.to) or "-"
+
+    @admin.display(description="cc")
+    def cc_label(self, email):
+        return ", ".join(email.cc) or "-"
+
+
+class EmailInline(RecipientLabels, admin.TabularInline):
+    """The invoice's delivery log: every sending, newest first."""
+
+    model = InvoiceEmail
+    fk_name = "invoice"
+    verbose_name_plural = "emails"
+    fields = [
+        "created_at",
+        "reason",
+        "status",
+        "to_label",
+        "cc_label",
+        "attempts",
+        "sent_at",
+        "message_id",
+        "error",
+    ]
+    readonly_fields = fields
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
+
+
 def _previous_total():
     # The opening invoice and the first cycle invoice share a period start: order by creation.
     previous = (
@@ -131,7 +195,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_select_related = ["customer", "project"]
     paginator = CappedPaginator
     show_full_result_count = False
-    inlines = [LineInline]
+    inlines = [LineInline, EmailInline]
     actions = ["approve_selected", "reject_selected"]
     change_form_template = "admin/invoicing/invoice/change_form.html"
     readonly_fields = [
@@ -213,6 +277,8 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         if obj is not None:
             context["may_act"] = ProjectScopedAdmin.has_change_permission(self, request, obj)
             context["invoice"] = obj
+            context["has_pdf"] = _has_pdf(obj)
+            context["may_send"] = obj.status in ISSUED_STATUSES
         return super().render_change_form(request, context, add, change, form_url, obj)
 
     def get_urls(self):
@@ -227,11 +293,18 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
             view("adjust", self.adjust_view),
             view("void", self.void_view),
             view("credit", self.credit_view),
+            view("pdf", self.pdf_view),
+            view("email", self.email_preview_view),
+            view("resend", self.resend_view),
             *super().get_urls(),
         ]
 
+    def _visible(self, request, pk) -> Invoice:
+        """The invoice, if it is of one of the user's projects (the queryset is scoped): else 404."""
+        return get_object_or_404(self.get_queryset(request), pk=pk)
+
     def _invoice(self, request, pk) -> Invoice:
-        invoice = get_object_or_404(self.get_queryset(request), pk=pk)
+        invoice = self._visible(request, pk)
         self._may_act(request, invoice)
         return invoice
 
@@ -268,6 +341,35 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
             lambda: services.invoice_approve(invoice=invoice, actor=request.user),
             "Approved and issued.",
         )
+
+    def resend_view(self, request, pk):
+        invoice = self._invoice(request, pk)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
+        to, cc = recipients(invoice.customer)
+        return self._run(
+            request,
+            invoice,
+            lambda: invoice_email_resend(invoice=invoice, actor=request.user),
+            f"Queued: the invoice will be emailed to {', '.join(to + cc)}.",
+        )
+
+    def pdf_view(self, request, pk):
+        invoice = self._visible(request, pk)
+        if not _has_pdf(invoice):
+            raise Http404("This invoice was never issued; it has no PDF.")
+        return _pdf_response(invoice_pdf(invoice), pdf_name(invoice.number, invoice.public_id))
+
+    def email_preview_view(self, request, pk):
+        invoice = self._visible(request, pk)
+        context = {
+            **self.admin_site.each_context(request),
+            "title": f"Email of {invoice}",
+            "invoice": invoice,
+            "email": email_compose(invoice),
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, "admin/invoicing/invoice/email_preview.html", context)
 
     def _form_view(self, request, pk, form_class, act, *, success: str, title: str, button: str):
         """An action that asks for a form first (reason, amount…): `act(invoice, cleaned_data)`."""
@@ -398,6 +500,7 @@ class PendingReviewAdmin(InvoiceAdmin):
 
 @admin.register(CreditNote)
 class CreditNoteAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    change_form_template = "admin/invoicing/creditnote/change_form.html"
     list_display = [
         "number",
         "invoice",
@@ -422,3 +525,67 @@ class CreditNoteAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         "created_at",
         "created_by",
     ]
+
+    def get_urls(self):
+        return [
+            path(
+                "<int:pk>/pdf/",
+                self.admin_site.admin_view(self.pdf_view),
+                name="invoicing_creditnote_pdf",
+            ),
+            *super().get_urls(),
+        ]
+
+    def pdf_view(self, request, pk):
+        note = get_object_or_404(self.get_queryset(request), pk=pk)
+        return _pdf_response(credit_note_pdf(note), pdf_name(note.number, note.public_id))
+
+
+@admin.register(InvoiceEmail)
+class InvoiceEmailAdmin(RecipientLabels, ReadOnlyAdminMixin, ProjectScopedAdmin):
+    """Every invoice email and its fate; failed ones are sent again from the invoice's page."""
+
+    list_display = [
+        "created_at",
+        "invoice_link",
+        "reason",
+        "status",
+        "to_label",
+        "attempts",
+        "sent_at",
+        "error_label",
+        "project",
+    ]
+    list_filter = [ProjectListFilter, "status", "reason"]
+    search_fields = ["invoice__number", "invoice__public_id", "public_id", "to", "cc"]
+    list_select_related = ["invoice", "project"]
+    paginator = CappedPaginator
+    show_full_result_count = False
+    readonly_fields = [
+        "public_id",
+        "invoice_link",
+        "reason",
+        "status",
+        "from_email",
+        "reply_to",
+        "to_label",
+        "cc_label",
+        "subject",
+        "message_id",
+        "attempts",
+        "next_attempt_at",
+        "error",
+        "requested_by",
+        "created_at",
+        "sent_at",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description="invoice", ordering="invoice")
+    def invoice_link(self, email):
+        url = reverse("admin:invoicing_invoice_change", args=[email.invoice_id])
+        return format_html('<a href="{}">{}</a>', url, email.invoice)
+
+    @admin.display(description="error")
+    def error_label(self, email):
+        return Truncator(email.error).chars(80) or "-"

@@ -3,7 +3,7 @@ from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts.models import ApiKey, AuditLogEntry, Role
-from tests.accounts.factories import MembershipFactory, UserFactory, make_api_key
+from tests.accounts.factories import MembershipFactory, UserFactory, make_api_key, project_admin_form
 from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -12,23 +12,6 @@ pytestmark = pytest.mark.django_db
 def _staff(project, role):
     membership = MembershipFactory(project=project, role=role)
     return membership.user
-
-
-def _project_form(project, **changes):
-    data = {
-        "name": project.name, "currency": project.currency, "timezone": project.timezone,
-        "invoice_delivery": project.invoice_delivery, "grace_period_hours": project.grace_period_hours,
-        "payment_terms_days": project.payment_terms_days,
-        "invoice_number_prefix": project.invoice_number_prefix,
-        "accent_color": project.accent_color, "payment_processor": project.payment_processor,
-        "payout_delay_hours": project.payout_delay_hours,
-        "api_rate_limit_per_minute": project.api_rate_limit_per_minute,
-        "ingest_rate_limit_per_minute": project.ingest_rate_limit_per_minute,
-        "unmatched_usage": project.unmatched_usage,
-        "memberships-TOTAL_FORMS": "0", "memberships-INITIAL_FORMS": "0",
-    }  # fmt: skip
-    data.update(changes)
-    return data
 
 
 def test_viewer_reads_but_cannot_change(client, project):
@@ -52,7 +35,7 @@ def test_billing_admin_cannot_change_project_settings(client, project):
     client.force_login(_staff(project, Role.BILLING_ADMIN))
     url = reverse("admin:accounts_project_change", args=[project.pk])
 
-    response = client.post(url, _project_form(project, name="Hijacked"))
+    response = client.post(url, project_admin_form(project, name="Hijacked"))
 
     assert response.status_code == 403
     project.refresh_from_db()
@@ -66,7 +49,9 @@ def test_owner_changes_are_audited_announced_and_secrets_masked(client, project)
 
     response = client.post(
         url,
-        _project_form(project, name="Acme Inc", stripe_secret_key="sk_test_123", unmatched_usage="reject"),
+        project_admin_form(
+            project, name="Acme Inc", stripe_secret_key="sk_test_123", unmatched_usage="reject"
+        ),
     )
 
     assert response.status_code == 302
@@ -96,7 +81,7 @@ def test_a_logo_uploaded_in_the_admin_is_stored_and_announced(client, project):
     logo = SimpleUploadedFile("acme.png", b"\x89PNG\r\n\x1a\n", content_type="image/png")
 
     response = client.post(
-        reverse("admin:accounts_project_change", args=[project.pk]), _project_form(project, logo=logo)
+        reverse("admin:accounts_project_change", args=[project.pk]), project_admin_form(project, logo=logo)
     )
 
     assert response.status_code == 302
@@ -110,7 +95,7 @@ def test_an_unchanged_project_form_records_nothing(client, project):
     client.force_login(_staff(project, Role.OWNER))
 
     response = client.post(
-        reverse("admin:accounts_project_change", args=[project.pk]), _project_form(project)
+        reverse("admin:accounts_project_change", args=[project.pk]), project_admin_form(project)
     )
 
     assert response.status_code == 302
@@ -178,7 +163,7 @@ def test_owner_revokes_keys_with_the_admin_action(client, project):
 def test_owner_adds_a_member_through_the_inline_and_it_is_audited(client, project):
     client.force_login(_staff(project, Role.OWNER))
     newcomer = UserFactory(is_staff=False)
-    data = _project_form(project)
+    data = project_admin_form(project)
     data.update({
         "memberships-TOTAL_FORMS": "1", "memberships-INITIAL_FORMS": "0",
         "memberships-0-user": newcomer.pk, "memberships-0-role": Role.VIEWER,
