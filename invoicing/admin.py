@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.http import Http404, HttpResponse, HttpResponseRedirect
+from django.http import HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -28,7 +28,6 @@ from invoicing.documents import credit_note_pdf, invoice_pdf, pdf_name
 from invoicing.drafts import drafts_freshen
 from invoicing.emails import email_compose, invoice_email_resend, recipients
 from invoicing.models import (
-    EDITABLE_STATUSES,
     ISSUED_STATUSES,
     CreditNote,
     CreditNoteReason,
@@ -51,12 +50,6 @@ def _pdf_response(data: bytes, filename: str) -> HttpResponse:
         content_type="application/pdf",
         headers={"Content-Disposition": f'attachment; filename="{filename}"'},
     )
-
-
-def _has_pdf(invoice: Invoice) -> bool:
-    """Drafts are rendered on demand and numbered invoices have their kept PDF; an invoice rejected
-    in review was never numbered nor issued, so it has no document to show."""
-    return invoice.status in EDITABLE_STATUSES or bool(invoice.number)
 
 
 class ReasonForm(forms.Form):
@@ -277,7 +270,9 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         if obj is not None:
             context["may_act"] = ProjectScopedAdmin.has_change_permission(self, request, obj)
             context["invoice"] = obj
-            context["has_pdf"] = _has_pdf(obj)
+            # A voided invoice is not emailed again; its PDF stays available (marked VOID when it
+            # was rejected in review and so never issued).
+            context["may_preview_email"] = obj.status != InvoiceStatus.VOID
             context["may_send"] = obj.status in ISSUED_STATUSES
         return super().render_change_form(request, context, add, change, form_url, obj)
 
@@ -356,8 +351,6 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
 
     def pdf_view(self, request, pk):
         invoice = self._visible(request, pk)
-        if not _has_pdf(invoice):
-            raise Http404("This invoice was never issued; it has no PDF.")
         return _pdf_response(invoice_pdf(invoice), pdf_name(invoice.number, invoice.public_id))
 
     def email_preview_view(self, request, pk):

@@ -7,7 +7,15 @@ from django.urls import reverse
 from accounts.models import Role
 from catalog.models import Customer
 from invoicing import services
-from invoicing.models import BillingReason, EmailReason, EmailStatus, Invoice, InvoiceEmail, InvoiceStatus
+from invoicing.models import (
+    BillingReason,
+    Document,
+    EmailReason,
+    EmailStatus,
+    Invoice,
+    InvoiceEmail,
+    InvoiceStatus,
+)
 from tests.accounts.factories import MembershipFactory, project_admin_form
 from tests.catalog.factories import CustomerFactory
 from tests.invoicing.factories import issued_invoice
@@ -145,7 +153,7 @@ def test_a_customer_without_an_address_is_not_sent_to(client, project):
     assert not InvoiceEmail.objects.filter(reason=EmailReason.RESEND).exists()
 
 
-def test_a_rejected_invoice_has_no_pdf(client, project):
+def test_a_rejected_invoice_has_a_void_pdf_and_no_email(client, project):
     _login(client, project, Role.BILLING_ADMIN)
     draft = _draft(project, InvoiceStatus.PENDING_REVIEW)
     services.invoice_reject(invoice=draft, actor=None, reason="Duplicate")
@@ -153,8 +161,11 @@ def test_a_rejected_invoice_has_no_pdf(client, project):
     page = client.get(reverse("admin:invoicing_invoice_change", args=[draft.pk]))
     response = client.get(reverse("admin:invoicing_invoice_pdf", args=[draft.pk]))
 
-    assert b"Download PDF" not in page.content
-    assert response.status_code == 404
+    assert b"Download PDF" in page.content
+    assert b"Preview email" not in page.content
+    assert response.status_code == 200
+    assert response.content.startswith(b"%PDF")
+    assert not Document.objects.exists()
 
 
 def test_another_projects_invoice_is_not_found(client, project, other_project):
