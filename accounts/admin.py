@@ -24,6 +24,7 @@ from invoicing.documents import pdf_from_html, sample_html, template_check
 from invoicing.emails import email_templates_check
 
 OWNER_ONLY = frozenset({Role.OWNER})
+MAX_TEMPLATE_BYTES = 200 * 1024
 # What the invoice preview takes from the unsaved form (GET parameters), to show it as typed.
 PREVIEW_FIELDS = (
     "accent_color",
@@ -65,8 +66,30 @@ class ProjectForm(SameProjectForm):
     """Refuses invoice and email templates that do not render, with the error on the field: each is
     checked when it changes, against the project as the form would save it."""
 
+    invoice_template_file = forms.FileField(
+        required=False,
+        label="Upload a template",
+        help_text="An HTML file (UTF-8, at most 200 KB): it replaces the template above, checked "
+        "the same way.",
+    )
+
+    def clean_invoice_template_file(self):
+        upload = self.cleaned_data.get("invoice_template_file")
+        if not upload:
+            return None
+        data = upload.read(MAX_TEMPLATE_BYTES + 1)
+        if len(data) > MAX_TEMPLATE_BYTES:
+            raise ValidationError("At most 200 KB.", code="file_too_large")
+        try:
+            return data.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValidationError("The file is not UTF-8 text.", code="not_text") from None
+
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("invoice_template_file"):
+            cleaned["invoice_template"] = cleaned["invoice_template_file"]
+            self.changed_data.append("invoice_template")
         # The project as it would be saved, without the uploaded logo (reading it here would
         # close the upload before it is stored); the logo does not decide whether a template renders.
         project = construct_instance(self, copy.copy(self.instance), exclude=["logo"])
@@ -140,7 +163,7 @@ class ProjectAdmin(ProjectScopedAdmin):
                 ]
             },
         ),
-        ("Invoice template", {"fields": ["invoice_template"]}),
+        ("Invoice template", {"fields": ["invoice_template", "invoice_template_file"]}),
         (
             "Payments",
             {
@@ -212,9 +235,9 @@ class ProjectAdmin(ProjectScopedAdmin):
         if not change:
             super().save_model(request, obj, form, change)
             return
-        services.project_update(
-            project=obj, changes={name: getattr(obj, name) for name in form.changed_data}, actor=request.user
-        )
+        fields = {field.name for field in Project._meta.concrete_fields}
+        changes = {name: getattr(obj, name) for name in form.changed_data if name in fields}
+        services.project_update(project=obj, changes=changes, actor=request.user)
 
     def save_formset(self, request, form, formset, change):
         """Membership edits go through the service, so each is audited."""

@@ -2,6 +2,7 @@ from decimal import Decimal
 
 import pytest
 from django.contrib.messages import get_messages
+from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts.models import Role
@@ -253,6 +254,27 @@ def test_a_working_invoice_template_is_saved(client, project):
     assert response.status_code == 302
     project.refresh_from_db()
     assert project.invoice_template == "<h1>{{ company.name }} {{ document.number }}</h1>"
+
+
+@pytest.mark.parametrize(
+    ("content", "saved"),
+    [
+        (b"<h1>Invoice {{ document.number }}</h1>", "<h1>Invoice {{ document.number }}</h1>"),
+        (b"<h1>{% if %}</h1>", ""),
+        (b"\xff\xfe not text", ""),
+    ],
+)
+def test_a_template_may_be_uploaded_and_is_checked_the_same_way(client, project, content, saved):
+    _login(client, project, Role.OWNER)
+
+    response = client.post(
+        reverse("admin:accounts_project_change", args=[project.pk]),
+        {**project_admin_form(project), "invoice_template_file": SimpleUploadedFile("invoice.html", content)},
+    )
+
+    assert response.status_code == (302 if saved else 200)
+    project.refresh_from_db()
+    assert project.invoice_template == saved
 
 
 def test_a_broken_email_subject_is_refused_on_the_field(client, project):
