@@ -1,6 +1,6 @@
 """Invoice PDF and email benchmark (docs/performance.md): run by hand.
 
-    .venv/bin/python bench/documents.py [--invoices 200] [--workers 1 2]
+    .venv/bin/python bench/documents.py [--invoices 100] [--workers 1 2]
 
 It works on a SQLite file of its own by default (in a scratch DATA_DIR, which also holds the kept
 PDFs; both removed at the end unless --keep), or on PostgreSQL when BENCH_DATABASE_URL or
@@ -77,9 +77,9 @@ USAGE_CHARGES = [
 
 def _arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--invoices", type=int, default=200, help="invoices delivered per worker count")
+    parser.add_argument("--invoices", type=int, default=100, help="invoices delivered per worker count")
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2], help="worker processes, each run")
-    parser.add_argument("--render-samples", type=int, default=40, help="invoices rendered alone (step 4)")
+    parser.add_argument("--render-samples", type=int, default=20, help="invoices rendered alone (step 4)")
     parser.add_argument("--keep", action="store_true", help="keep the database and DATA_DIR afterwards")
     return parser.parse_args()
 
