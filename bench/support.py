@@ -1,4 +1,5 @@
-"""What the benchmarks share: a throwaway PostgreSQL database of their own, and COPY of events."""
+"""What the benchmarks share: a throwaway database of their own (PostgreSQL, or a SQLite file for
+the benchmarks that support it), and COPY of events."""
 
 import io
 import json
@@ -19,7 +20,22 @@ def _admin_connection(url: str):
     return psycopg.connect(parsed._replace(path="/postgres").geturl(), autocommit=True)
 
 
+def _sqlite_files(url: str) -> list[Path]:
+    """A SQLite database's file and its WAL companions; none for another database."""
+    if not url.startswith("sqlite"):
+        return []
+    import dj_database_url
+
+    name = Path(dj_database_url.parse(url)["NAME"])
+    return [name, name.with_name(name.name + "-wal"), name.with_name(name.name + "-shm")]
+
+
 def recreate_database(url: str) -> None:
+    if files := _sqlite_files(url):
+        assert files[0].name.startswith("billable_bench"), "refusing to remove a file not billable_bench*"
+        for path in files:
+            path.unlink(missing_ok=True)
+        return
     name = urlparse(url).path.lstrip("/")
     assert name.startswith("billable_bench"), "refusing to drop a database not named billable_bench*"
     with _admin_connection(url) as admin:
@@ -28,6 +44,10 @@ def recreate_database(url: str) -> None:
 
 
 def drop_database(url: str) -> None:
+    if files := _sqlite_files(url):
+        for path in files:
+            path.unlink(missing_ok=True)
+        return
     name = urlparse(url).path.lstrip("/")
     with _admin_connection(url) as admin:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
