@@ -28,10 +28,11 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 
 from django.db import IntegrityError, transaction
-from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q, Sum
+from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q
 from django.utils import timezone
 
 from accounts.models import InvoiceDelivery
+from billing_site.aggregates import MoneySum
 from billing_site.errors import Unprocessable
 from catalog.models import Charge, Plan
 from catalog.pricing import ChargeKind, FeeTiming, PricingModel
@@ -253,7 +254,7 @@ def _advance_true_up(subscription: Subscription, period: Period, invoice: Invoic
             | Q(charge__timing=FeeTiming.IN_ADVANCE)
         )
         .values("plan", "charge")
-        .annotate(total=Sum("amount"))
+        .annotate(total=MoneySum("amount"))
     )
     billed = {(row["plan"], row["charge"]): row["total"] for row in billed_rows}
     lines = []
@@ -370,7 +371,7 @@ def late_usage_lines(
         .exclude(invoice__status=InvoiceStatus.VOID)
         .exclude(invoice_id=invoice.pk)
         .values("original_invoice", "charge")
-        .annotate(cumulative=Max("cumulative_quantity"), amount=Sum("amount"))
+        .annotate(cumulative=Max("cumulative_quantity"), amount=MoneySum("amount"))
     )
     billed_late = {(row["original_invoice"], row["charge"]): row for row in earlier_late}
     usage = InvoiceLine.objects.filter(invoice__in=candidates, type=LineType.USAGE).select_related(
@@ -526,7 +527,7 @@ def lines_in_bounds(lines: list[LineDraft]) -> list[LineDraft]:
 
 
 def invoice_set_total(invoice: Invoice) -> None:
-    invoice.total = invoice.lines.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+    invoice.total = invoice.lines.aggregate(total=MoneySum("amount"))["total"] or Decimal(0)
     invoice.save(update_fields=["total", "updated_at"])
 
 

@@ -15,11 +15,11 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import connection, transaction
-from django.db.models import Sum
 from django.utils import timezone
 
 from accounts.models import ApiKey
 from accounts.services import Actor, audit_record
+from billing_site.aggregates import MoneySum
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import round_money
 from catalog.pricing import to_decimal
@@ -289,7 +289,7 @@ def credit_note_create(
         credited_by_line = _credited_by_line(invoice)
         items = _credit_items(invoice, lines, amount, credited_by_line)
         amount = sum((item["amount"] for item in items), Decimal(0))
-        already = invoice.credit_notes.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+        already = invoice.credit_notes.aggregate(total=MoneySum("amount"))["total"] or Decimal(0)
         if amount <= 0:
             raise Unprocessable("Nothing is left to credit on this invoice.", code="nothing_to_credit")
         if already + amount > invoice.total:
@@ -340,7 +340,7 @@ def _credited_by_line(invoice: Invoice) -> dict[int, Decimal]:
     rows = (
         CreditNoteLine.objects.filter(credit_note__invoice=invoice, invoice_line__isnull=False)
         .values("invoice_line")
-        .annotate(total=Sum("amount"))
+        .annotate(total=MoneySum("amount"))
     )
     return {row["invoice_line"]: row["total"] for row in rows}
 
@@ -353,7 +353,7 @@ def _credit_items(
     if not lines:
         description = f"Credit for invoice {invoice.number}"
         if amount is None:
-            already = invoice.credit_notes.aggregate(total=Sum("amount"))["total"] or Decimal(0)
+            already = invoice.credit_notes.aggregate(total=MoneySum("amount"))["total"] or Decimal(0)
             return [{"line": None, "description": description, "amount": invoice.total - already}]
         return [
             {"line": None, "description": description, "amount": _credit_amount(invoice, amount, "amount")}
