@@ -13,6 +13,7 @@ URIs (the logo is embedded as one), so a template cannot read local files or rea
 
 import base64
 import hashlib
+import logging
 import mimetypes
 import threading
 from dataclasses import dataclass
@@ -44,6 +45,7 @@ from invoicing.models import (
     LineType,
 )
 
+logger = logging.getLogger(__name__)
 INVOICE_TEMPLATE = "invoicing/invoice.html"
 CREDIT_NOTE_TEMPLATE = "invoicing/credit_note.html"
 # Line types that reduce the total; the rest add up to the subtotal.
@@ -118,10 +120,16 @@ def _address_lines(address: dict, locale: str) -> list[str]:
 
 
 def _logo_data_uri(project: Project) -> str:
+    """The logo embedded in the document; a logo whose file is gone is left out (logged), rather
+    than every invoice failing to render."""
     if not project.logo:
         return ""
-    with project.logo.open("rb") as file:
-        data = file.read()
+    try:
+        with project.logo.open("rb") as file:
+            data = file.read()
+    except OSError:
+        logger.warning("The logo of project %s (%s) cannot be read", project.public_id, project.logo.name)
+        return ""
     kind = mimetypes.guess_type(project.logo.name)[0] or "image/png"
     return f"data:{kind};base64,{base64.b64encode(data).decode()}"
 

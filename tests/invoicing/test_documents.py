@@ -1,15 +1,18 @@
 """Invoice and credit note PDFs: what they say (pdftotext), kept once issued, DRAFT before."""
 
 import hashlib
+import shutil
+import subprocess
 from decimal import Decimal
 
 import pytest
 from django.core.exceptions import ValidationError
+from django.core.files.base import ContentFile
 
 from invoicing.documents import document_for, invoice_html, invoice_pdf, template_check
 from invoicing.models import Document, Invoice, InvoiceStatus, LineType
 from invoicing.services import credit_note_create
-from tests.conftest import api_client
+from tests.conftest import api_client, require
 from tests.invoicing.documents import OCT, invoice_of, pdf_picture, pdf_text
 
 pytestmark = pytest.mark.django_db
@@ -204,3 +207,25 @@ def test_an_invoice_rejected_in_review_renders_void_and_is_not_kept(project, tmp
     assert "Rejected — never issued" in text
     assert '<div class="mark">VOID</div>' in invoice_html(invoice)
     assert not Document.objects.exists()
+
+
+def test_the_logo_is_embedded_and_a_lost_logo_file_is_left_out(project, tmp_path):
+    require(shutil.which("pdfimages") is not None, "pdfimages (poppler-utils)")
+    project.logo.save("logo.png", ContentFile(PNG_2X2), save=True)
+    invoice = invoice_of(project, usd_lines(), status=InvoiceStatus.OPEN)
+    path = tmp_path / "invoice.pdf"
+    path.write_bytes(invoice_pdf(invoice))
+
+    listing = subprocess.run(["pdfimages", "-list", str(path)], check=True, capture_output=True, text=True)  # noqa: S603, S607
+
+    assert len(listing.stdout.splitlines()) == 3  # two header lines, one image
+    project.logo.storage.delete(project.logo.name)
+    draft = invoice_of(project, usd_lines())
+    assert "Draft — not yet issued" in pdf_text(invoice_pdf(draft), tmp_path)
+
+
+# A 2 × 2 PNG.
+PNG_2X2 = bytes.fromhex(
+    "89504e470d0a1a0a0000000d4948445200000002000000020802000000fdd49a73"
+    "0000001049444154789c63f8cfc000440c100a001fee03fd8b5f14d40000000049454e44ae426082"
+)
