@@ -235,6 +235,23 @@ class ReadOnlyAdminMixin:
         return False
 
 
+class ReadOnlyInline(admin.TabularInline):
+    """Rows shown on their parent's page that nobody edits there (lines, phases, delivery logs):
+    visible to whoever sees the parent."""
+
+    extra = 0
+    can_delete = False
+
+    def has_add_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_change_permission(self, request, obj=None) -> bool:
+        return False
+
+    def has_view_permission(self, request, obj=None) -> bool:
+        return True
+
+
 class CappedPaginator(Paginator):
     """Counts at most CAP rows, so list pages stay fast on tables with millions of rows.
 

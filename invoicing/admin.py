@@ -20,7 +20,13 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
-from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScopedAdmin, ReadOnlyAdminMixin
+from billing_site.admin import (
+    CappedPaginator,
+    ProjectListFilter,
+    ProjectScopedAdmin,
+    ReadOnlyAdminMixin,
+    ReadOnlyInline,
+)
 from billing_site.errors import DomainError
 from billing_site.money import round_money
 from invoicing import services
@@ -68,22 +74,11 @@ class CreditNoteForm(forms.Form):
     memo = forms.CharField(required=False, widget=forms.Textarea(attrs={"rows": 2, "cols": 60}))
 
 
-class LineInline(admin.TabularInline):
+class LineInline(ReadOnlyInline):
     model = InvoiceLine
     fk_name = "invoice"
     fields = ["type", "description", "period", "quantity", "unit_price", "amount", "breakdown", "usage"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return True
 
     @admin.display(description="period")
     def period(self, line):
@@ -130,7 +125,7 @@ class RecipientLabels:
         return ", ".join(email.cc) or "-"
 
 
-class EmailInline(RecipientLabels, admin.TabularInline):
+class EmailInline(RecipientLabels, ReadOnlyInline):
     """The invoice's delivery log: every sending, newest first."""
 
     model = InvoiceEmail
@@ -148,17 +143,6 @@ class EmailInline(RecipientLabels, admin.TabularInline):
         "error",
     ]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return True
 
 
 def _previous_total():

@@ -1,7 +1,7 @@
 from django import forms
 from django.contrib import admin, messages
 
-from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, SameProjectForm
+from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ReadOnlyInline, SameProjectForm
 from billing_site.errors import DomainError
 from subscriptions import services
 from subscriptions.models import Status, Subscription, SubscriptionPhase, status_expression
@@ -22,22 +22,11 @@ class StatusFilter(admin.SimpleListFilter):
         return queryset
 
 
-class PhaseInline(admin.TabularInline):
+class PhaseInline(ReadOnlyInline):
     model = SubscriptionPhase
     fields = ["starts_at", "ends_at", "plan", "paused"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
     verbose_name_plural = "phases (which plan applied when; the billing history)"
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_view_permission(self, request, obj=None) -> bool:
-        return True
 
 
 class SubscriptionCreateForm(SameProjectForm):

@@ -30,6 +30,9 @@ from invoicing.emails import invoice_email_resend
 from invoicing.models import CreditNote, Invoice, InvoiceStatus
 from subscriptions.services import period_grid
 
+# A document download: the PDF's bytes (errors are still the JSON envelope).
+PDF_RESPONSES = {(200, "application/pdf"): OpenApiTypes.BINARY}
+
 
 class InvoiceFilter(CreatedFilterSet):
     customer = CustomerRefFilter()
@@ -75,7 +78,7 @@ class InvoiceViewSet(ListRetrieveViewSet):
 
     @extend_schema(
         request=None,
-        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+        responses=PDF_RESPONSES,
         summary="Download the invoice as a PDF",
         description="The kept document of an issued invoice (rendered once when it was issued), or "
         "a rendering of a draft or an invoice in review marked DRAFT on every page. "
@@ -224,7 +227,7 @@ class CreditNoteViewSet(ListRetrieveViewSet):
 
     @extend_schema(
         request=None,
-        responses={(200, "application/pdf"): OpenApiTypes.BINARY},
+        responses=PDF_RESPONSES,
         summary="Download the credit note as a PDF",
     )
     @action(detail=True, methods=["get"])
