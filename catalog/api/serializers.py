@@ -6,7 +6,7 @@ from billing_site.api.fields import (
     CurrencyField,
     DecimalStringField,
     EmailTextField,
-    LocaleField,
+    OptionalLocaleField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
     TimezoneField,
@@ -161,10 +161,8 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         choices=[*InvoiceDelivery.choices, ("", "The project's setting")], required=False, allow_blank=True
     )
     metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
-    locale = LocaleField(
-        required=False,
-        allow_blank=True,
-        help_text="How their invoices format money and dates; empty: the project's.",
+    locale = OptionalLocaleField(
+        required=False, help_text="How their invoices format money and dates; empty: the project's."
     )
     invoice_emails = serializers.ListField(
         child=EmailTextField(allow_blank=False),
