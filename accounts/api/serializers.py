@@ -76,7 +76,11 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
     footer_text = serializers.CharField(max_length=2000, required=False, allow_blank=True)
     company_address = serializers.CharField(max_length=1000, required=False, allow_blank=True)
     payment_instructions = serializers.CharField(max_length=2000, required=False, allow_blank=True)
-    locale = LocaleField(required=False, help_text="How invoices format money and dates (CLDR).")
+    locale = LocaleField(
+        required=False,
+        help_text="CLDR locale (en_US, de_DE, …): how invoices format money and dates, unless the "
+        "customer has one. One of the right shape CLDR does not know is 422 unknown_locale.",
+    )
     stripe_secret_key_set = serializers.SerializerMethodField(
         help_text="Whether a Stripe secret key is configured (the key itself is never shown)."
     )

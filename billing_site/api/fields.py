@@ -297,21 +297,6 @@ class LocaleField(serializers.CharField):
         return data
 
 
-@extend_schema_field(
-    {
-        "type": "string",
-        "pattern": LOCALE_PATTERN.replace("^", "^(", 1).replace("$", ")?$"),
-        "example": "de_DE",
-        "description": LOCALE_TEXT + ' "" for none.',
-    }
-)
-class OptionalLocaleField(LocaleField):
-    """A locale, or "" for none (the project's then)."""
-
-    def __init__(self, **kwargs) -> None:
-        super().__init__(allow_blank=True, **kwargs)
-
-
 class CountryField(CodeChoiceField):
     """An ISO 3166 alpha-2 country code, upper case."""
 

@@ -6,7 +6,7 @@ from billing_site.api.fields import (
     CurrencyField,
     DecimalStringField,
     EmailTextField,
-    OptionalLocaleField,
+    LocaleField,
     PublicIdRelatedField,
     RejectUnknownFieldsMixin,
     TimezoneField,
@@ -161,8 +161,11 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         choices=[*InvoiceDelivery.choices, ("", "The project's setting")], required=False, allow_blank=True
     )
     metadata = SchemaJSONField(schema=METADATA_SCHEMA, required=False)
-    locale = OptionalLocaleField(
-        required=False, help_text="How their invoices format money and dates; empty: the project's."
+    locale = LocaleField(
+        required=False,
+        allow_blank=True,
+        help_text="CLDR locale (en_US, de_DE, …): how their invoices format money and dates; empty: "
+        "the project's. One of the right shape CLDR does not know is 422 unknown_locale.",
     )
     invoice_emails = serializers.ListField(
         child=EmailTextField(allow_blank=False),
