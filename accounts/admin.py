@@ -20,6 +20,7 @@ from billing_site.admin import (
     SameProjectForm,
     roles_for,
 )
+from billing_site.downloads import pdf_response
 from invoicing.documents import pdf_from_html, sample_html, template_check
 from invoicing.emails import email_templates_check
 
@@ -224,7 +225,7 @@ class ProjectAdmin(ProjectScopedAdmin):
                 setattr(project, name, value)
         html = sample_html(project)
         if request.GET.get("format") == "pdf":
-            return HttpResponse(pdf_from_html(html), content_type="application/pdf")
+            return pdf_response(pdf_from_html(html), "sample-invoice.pdf")
         return HttpResponse(
             html, content_type="text/html; charset=utf-8", headers={"Content-Security-Policy": PREVIEW_CSP}
         )

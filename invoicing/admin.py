@@ -13,7 +13,7 @@ from django import forms
 from django.contrib import admin, messages
 from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
-from django.http import HttpResponse, HttpResponseRedirect
+from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
@@ -27,6 +27,7 @@ from billing_site.admin import (
     ReadOnlyAdminMixin,
     ReadOnlyInline,
 )
+from billing_site.downloads import pdf_response
 from billing_site.errors import DomainError
 from billing_site.money import round_money
 from invoicing import services
@@ -48,14 +49,6 @@ from invoicing.models import (
 
 def _money(amount: Decimal, currency: str) -> str:
     return f"{round_money(amount, currency):,} {currency}"
-
-
-def _pdf_response(data: bytes, filename: str) -> HttpResponse:
-    return HttpResponse(
-        data,
-        content_type="application/pdf",
-        headers={"Content-Disposition": f'attachment; filename="{filename}"'},
-    )
 
 
 class ReasonForm(forms.Form):
@@ -335,7 +328,9 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
 
     def pdf_view(self, request, pk):
         invoice = self._visible(request, pk)
-        return _pdf_response(invoice_pdf(invoice), pdf_name(invoice.number, invoice.public_id))
+        return pdf_response(
+            invoice_pdf(invoice), pdf_name(invoice.number, invoice.public_id), attachment=True
+        )
 
     def email_preview_view(self, request, pk):
         invoice = self._visible(request, pk)
@@ -515,7 +510,7 @@ class CreditNoteAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
 
     def pdf_view(self, request, pk):
         note = get_object_or_404(self.get_queryset(request), pk=pk)
-        return _pdf_response(credit_note_pdf(note), pdf_name(note.number, note.public_id))
+        return pdf_response(credit_note_pdf(note), pdf_name(note.number, note.public_id), attachment=True)
 
 
 @admin.register(InvoiceEmail)

@@ -11,9 +11,10 @@ which mail clients use to fold duplicates). Another email of the same invoice ex
 someone asks for a resend.
 """
 
+import logging
 from dataclasses import dataclass, field
 from datetime import timedelta
-from email.utils import formataddr, make_msgid
+from email.utils import formataddr
 
 from anymail.message import AnymailMessage
 from django.conf import settings
@@ -32,6 +33,7 @@ from invoicing.documents import invoice_context, invoice_pdf, pdf_name, sample_i
 from invoicing.models import ISSUED_STATUSES, EmailReason, EmailStatus, Invoice, InvoiceEmail
 from webhooks.services import event_record
 
+logger = logging.getLogger(__name__)
 SUBJECT_TEMPLATE = "invoicing/email_subject.txt"
 BODY_TEMPLATE = "invoicing/email_body.txt"
 # After a failed attempt, the next one waits this long; after the last, the email is `failed`
@@ -180,9 +182,9 @@ def invoice_email_send(*, email_id: int) -> InvoiceEmail | None:
     invoice = email.invoice
     try:
         composed = email_compose(invoice)
-        composed.message_id = email.message_id or make_msgid(
-            idstring=email.public_id, domain=composed.from_email.rpartition("@")[2].rstrip(">")
-        )
+        # Derived from the row alone, so a second sending of the row (after a crash that lost the
+        # record of the first) carries the same Message-ID, which mail clients fold.
+        composed.message_id = f"<{email.public_id}@{composed.from_email.rpartition('@')[2].rstrip('>')}>"
         email.from_email, email.reply_to, email.to, email.cc = (
             composed.from_email,
             composed.reply_to,
@@ -194,6 +196,7 @@ def invoice_email_send(*, email_id: int) -> InvoiceEmail | None:
             return _finish(email, EmailStatus.SKIPPED, error="The customer has no email address.")
         message_id = _deliver(composed, invoice_pdf(invoice), email)
     except Exception as exc:  # any failure of rendering or sending is retried, then reported
+        logger.warning("Invoice email %s failed (attempt %s)", email.public_id, email.attempts, exc_info=True)
         return _failed(email, f"{type(exc).__name__}: {exc}")
     email.message_id = message_id or email.message_id
     return _finish(email, EmailStatus.SENT)

@@ -1,5 +1,4 @@
 import django_filters
-from django.http import HttpResponse
 from drf_spectacular.types import OpenApiTypes
 from drf_spectacular.utils import extend_schema
 from rest_framework import status
@@ -9,6 +8,7 @@ from rest_framework.views import APIView
 
 from billing_site.api.filters import CreatedFilterSet, MomentFilter
 from billing_site.api.views import ListRetrieveViewSet
+from billing_site.downloads import pdf_response
 from billing_site.errors import Unprocessable
 from billing_site.money import from_minor_units
 from catalog.api.filters import CustomerRefFilter
@@ -234,9 +234,3 @@ class CreditNoteViewSet(ListRetrieveViewSet):
     def pdf(self, request, id=None):
         note = self.get_object()
         return pdf_response(credit_note_pdf(note), pdf_name(note.number, note.public_id))
-
-
-def pdf_response(data: bytes, filename: str) -> HttpResponse:
-    response = HttpResponse(data, content_type="application/pdf")
-    response["Content-Disposition"] = f'inline; filename="{filename}"'
-    return response
