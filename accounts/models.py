@@ -1,4 +1,5 @@
 from django.conf import settings
+from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
 from django.db import models
 from django.utils import timezone
@@ -39,6 +40,33 @@ class InvoiceDelivery(models.TextChoices):
 class PaymentProcessor(models.TextChoices):
     STRIPE = "stripe", "Stripe"
     MANUAL = "manual", "Manual (own processor)"
+
+
+class DunningFinalAction(models.TextChoices):
+    LEAVE_OPEN = "leave_open", "Leave the invoice open"
+    MARK_UNCOLLECTIBLE = "mark_uncollectible", "Mark the invoice uncollectible"
+
+
+DEFAULT_PAYMENT_RETRY_DAYS = [1, 3, 5, 7]
+
+
+def default_payment_retry_days() -> list[int]:
+    return list(DEFAULT_PAYMENT_RETRY_DAYS)
+
+
+def validate_retry_days(value) -> None:
+    """Days after the first failed charge, each later than the one before, at most 10 retries."""
+    if (
+        not isinstance(value, list)
+        or len(value) > 10
+        or not all(isinstance(day, int) and not isinstance(day, bool) and 1 <= day <= 90 for day in value)
+        or any(later <= earlier for earlier, later in zip(value, value[1:], strict=False))
+    ):
+        raise ValidationError(
+            "Up to 10 whole numbers of days between 1 and 90, each larger than the one before, "
+            "e.g. [1, 3, 5, 7].",
+            code="invalid_retry_days",
+        )
 
 
 class UnmatchedUsage(models.TextChoices):
@@ -147,7 +175,23 @@ class Project(models.Model):
     stripe_secret_key = models.CharField(max_length=255, blank=True)
     stripe_publishable_key = models.CharField(max_length=255, blank=True)
     stripe_webhook_secret = models.CharField(max_length=255, blank=True)
-    payout_delay_hours = models.PositiveIntegerField(default=48)
+    payout_delay_hours = models.PositiveIntegerField(
+        default=48,
+        validators=[MaxValueValidator(24 * 90)],
+        help_text="How long a payment stays pending before it is available for payout (for Stripe, "
+        "or Stripe's own available-on date if later).",
+    )
+    payment_retry_days = models.JSONField(
+        default=default_payment_retry_days,
+        validators=[validate_retry_days],
+        help_text="Dunning: retry a failed charge this many days after the first failure, e.g. [1, 3, 5, 7].",
+    )
+    dunning_final_action = models.CharField(
+        max_length=20,
+        choices=DunningFinalAction.choices,
+        default=DunningFinalAction.LEAVE_OPEN,
+        help_text="What happens to the invoice when the last retry fails.",
+    )
 
     api_rate_limit_per_minute = models.PositiveIntegerField(
         default=1200, validators=[MinValueValidator(1)], help_text="Requests per minute per API key."

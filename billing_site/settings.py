@@ -184,6 +184,13 @@ STORAGES = {
     },
 }
 
+# --- Payments ---------------------------------------------------------------------------------
+# Where Stripe's API is: a local fake (localstripe, docs/payments.md) in tests and trials.
+STRIPE_API_BASE = env_str("BILLABLE_STRIPE_API_BASE", "https://api.stripe.com")
+# A charge or a refund waits this long for Stripe before the attempt is abandoned; it is repeated
+# with the same idempotency key, so an answer that was lost is not charged twice.
+STRIPE_TIMEOUT_SECONDS = env_int("BILLABLE_STRIPE_TIMEOUT_SECONDS", 30)
+
 # --- Email -----------------------------------------------------------------------------------
 EMAIL_HOST = env_str("EMAIL_HOST", "")
 EMAIL_PORT = env_int("EMAIL_PORT", 25)
