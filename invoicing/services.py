@@ -3,7 +3,7 @@
 What an invoice contains is computed in invoicing/billing.py; this module moves invoices through
 their lifecycle (DESIGN §3):
 
-    draft ──(period over, auto-send)──────────────► open ──► paid | void
+    draft ──(period over, auto-send)──────────────► open ──► paid | void | uncollectible
     draft ──(period over, review)──► pending_review ──approve──► open
                                      pending_review ──reject───► void
 
@@ -21,9 +21,10 @@ from accounts.models import ApiKey
 from accounts.services import Actor, audit_record
 from billing_site.aggregates import MoneySum
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
-from billing_site.money import round_money
+from billing_site.money import decimal_string, round_money
 from catalog.pricing import to_decimal
 from invoicing.emails import invoice_issued_deliver
+from invoicing.signals import invoice_issued
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
@@ -37,6 +38,7 @@ from invoicing.models import (
     LineType,
     NumberSequence,
 )
+from webhooks.payloads import payload_for
 from webhooks.services import event_record
 
 MAX_REASON = 2000
@@ -87,6 +89,19 @@ def invoice_record(invoice: Invoice, event_type: str) -> None:
     event_record(project=invoice.project, type=event_type, obj=invoice)
 
 
+def invoice_paid_record(invoice: Invoice) -> None:
+    """Announce that an invoice is paid. Beside the invoice as the API shows it, the event carries
+    JEB's summary fields: `invoice` (its ID), `usage` (the units its usage lines bill, as a decimal
+    string), `status` and `amount` (what it came to, in minor units)."""
+    data = payload_for(invoice)
+    usage = sum(
+        (line.quantity for line in invoice.lines.all() if line.type in (LineType.USAGE, LineType.LATE_USAGE)),
+        Decimal(0),
+    )
+    data.update(invoice=invoice.public_id, usage=decimal_string(usage), amount=data["total"]["amount"])
+    event_record(project=invoice.project, type="invoice.paid", obj=invoice, data=data)
+
+
 def _refuse(invoice: Invoice, requested: str, message: str) -> InvalidState:
     return InvalidState(message, current=invoice.status, requested=requested)
 
@@ -125,8 +140,9 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
     invoice.save()
     _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number})
     if invoice.status == InvoiceStatus.PAID:
-        event_record(project=invoice.project, type="invoice.paid", obj=invoice)
+        invoice_paid_record(invoice)
     invoice_issued_deliver(invoice=invoice)
+    invoice_issued.send(sender=Invoice, invoice=invoice)
     return invoice
 
 
@@ -193,6 +209,23 @@ def invoice_void(*, invoice: Invoice, actor: Actor, reason: str) -> Invoice:
         invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, timezone.now(), reason
         invoice.save()
         _record(invoice, "invoice.voided", actor=actor, changes={"reason": reason})
+    return invoice
+
+
+def invoice_mark_uncollectible(*, invoice: Invoice, actor: Actor) -> Invoice:
+    """Give up collecting an open invoice (it stays issued and owed; a payment recorded later
+    still settles it). Emits `invoice.marked_uncollectible`."""
+    with transaction.atomic():
+        invoice = _locked(invoice)
+        if invoice.status != InvoiceStatus.OPEN:
+            raise _refuse(
+                invoice,
+                InvoiceStatus.UNCOLLECTIBLE,
+                f"Only an open invoice can be marked uncollectible; this one is {invoice.status}.",
+            )
+        invoice.status = InvoiceStatus.UNCOLLECTIBLE
+        invoice.save(update_fields=["status", "updated_at"])
+        _record(invoice, "invoice.marked_uncollectible", actor=actor)
     return invoice
 
 
@@ -332,7 +365,7 @@ def credit_note_create(
         event_record(project=invoice.project, type="credit_note.created", obj=note)
         event_record(project=invoice.project, type="invoice.updated", obj=invoice)
         if invoice.status == InvoiceStatus.PAID and reduces_due and invoice.amount_paid == 0:
-            event_record(project=invoice.project, type="invoice.paid", obj=invoice)
+            invoice_paid_record(invoice)
     return note
 
 
