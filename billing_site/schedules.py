@@ -23,6 +23,8 @@ JOBS = [
     Job("refresh draft invoices", "invoicing.tasks.refresh_draft_invoices", 15),
     Job("rematch unmatched usage", "meters.tasks.rematch_all_usage", 1),
     Job("send invoice emails", "invoicing.tasks.send_due_invoice_emails", 1),
+    Job("retry payments", "payments.tasks.retry_payments", 15),
+    Job("settle balance", "payments.tasks.settle_balance", 15),
 ]
 
 

@@ -3,6 +3,7 @@ from django.urls import include, path
 from drf_spectacular.views import SpectacularJSONAPIView, SpectacularRedocView, SpectacularSwaggerView
 
 from billing_site.api.views import HealthView
+from payments.api.stripe_webhooks import stripe_webhook
 
 urlpatterns = [
     path("admin/", admin.site.urls),
@@ -11,6 +12,7 @@ urlpatterns = [
     path("docs/", SpectacularSwaggerView.as_view(url_name="openapi"), name="docs"),
     path("docs/redoc/", SpectacularRedocView.as_view(url_name="openapi"), name="redoc"),
     path("v1/", include("billing_site.api.urls")),
+    path("webhooks/stripe/<str:project_id>/", stripe_webhook, name="stripe-webhook"),
 ]
 
 handler400 = "billing_site.api.views.bad_request"

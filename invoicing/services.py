@@ -24,7 +24,6 @@ from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import decimal_string, round_money
 from catalog.pricing import to_decimal
 from invoicing.emails import invoice_issued_deliver
-from invoicing.signals import invoice_issued
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
@@ -38,6 +37,7 @@ from invoicing.models import (
     LineType,
     NumberSequence,
 )
+from invoicing.signals import invoice_issued
 from webhooks.payloads import payload_for
 from webhooks.services import event_record
 

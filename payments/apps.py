@@ -6,3 +6,15 @@ class PaymentsConfig(AppConfig):
 
     name = "payments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from invoicing.signals import invoice_issued
+        from payments.api.serializers import PaymentSerializer, PayoutSerializer, RefundSerializer
+        from payments.collection import collection_queue
+        from payments.models import Payment, Payout, Refund
+        from webhooks import payloads
+
+        payloads.register(Payment, lambda payment: PaymentSerializer(payment).data)
+        payloads.register(Refund, lambda refund: RefundSerializer(refund).data)
+        payloads.register(Payout, lambda payout: PayoutSerializer(payout).data)
+        invoice_issued.connect(collection_queue, dispatch_uid="payments.collection_queue")

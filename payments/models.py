@@ -62,6 +62,7 @@ class PaymentStatus(models.TextChoices):
     PROCESSING = "processing", "Processing (the processor answers later)"
     SUCCEEDED = "succeeded", "Succeeded"
     FAILED = "failed", "Failed"
+    CANCELED = "canceled", "Not charged (nothing was due any more)"
 
 
 IN_FLIGHT_STATUSES = (PaymentStatus.PENDING, PaymentStatus.PROCESSING)
@@ -235,7 +236,7 @@ class EntryKind(models.TextChoices):
 
 
 class BalanceEntry(models.Model):
-    """One money movement in the project's balance, signed (in: +, out: −), never edited.
+    """One money movement in the project's balance, signed (in positive, out negative), never edited.
 
     The movement counts as `pending` until `available_at`, then as `available`; a payout takes
     available money out. `reference` names what moved (a payment, refund, dispute or payout ID)
@@ -291,9 +292,7 @@ class ProcessorEvent(models.Model):
     class Meta:
         ordering = ["-id"]
         constraints = [
-            models.UniqueConstraint(
-                fields=["project", "processor", "event_id"], name="processor_event_once"
-            )
+            models.UniqueConstraint(fields=["project", "processor", "event_id"], name="processor_event_once")
         ]
 
     def __str__(self) -> str:

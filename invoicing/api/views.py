@@ -110,6 +110,19 @@ class InvoiceViewSet(ListRetrieveViewSet):
             services.invoice_void(invoice=self.get_object(), actor=request.auth, reason=reason)
         )
 
+    @extend_schema(
+        request=None,
+        responses=InvoiceSerializer,
+        summary="Mark an open invoice uncollectible",
+        description="Stop collecting it (dunning ends). It stays issued and owed: a payment recorded "
+        "later still settles it. 422 unless the invoice is open.",
+    )
+    @action(detail=True, methods=["post"], url_path="mark-uncollectible")
+    def mark_uncollectible(self, request, id=None):
+        return self._answer(
+            services.invoice_mark_uncollectible(invoice=self.get_object(), actor=request.auth)
+        )
+
     @extend_schema(request=None, responses=InvoiceSerializer, summary="Approve an invoice pending review")
     @action(detail=True, methods=["post"])
     def approve(self, request, id=None):
