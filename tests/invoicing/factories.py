@@ -34,9 +34,11 @@ def pricing(model: PricingModel, **fields: Any) -> Pricing:
     )
 
 
-def issued_invoice(project, *, total: str = "100.00") -> Invoice:
-    """An open invoice of a new subscription, with one base-fee line (no usage rating involved)."""
-    subscription = subscribe(CustomerFactory(project=project), make_plan(project, base_fee=total))
+def issued_invoice(project, *, total: str = "100.00", customer=None) -> Invoice:
+    """An open invoice of a new subscription (of a new customer unless given), with one base-fee
+    line (no usage rating involved)."""
+    customer = customer or CustomerFactory(project=project)
+    subscription = subscribe(customer, make_plan(project, base_fee=total))
     with transaction.atomic():
         invoice = Invoice.objects.create(
             project=project, customer=subscription.customer, subscription=subscription,

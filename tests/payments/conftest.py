@@ -8,9 +8,11 @@ from pathlib import Path
 import pytest
 import stripe
 from django.conf import settings as django_settings
+from django_q.conf import Conf
 
 from accounts.models import PaymentProcessor
 from payments import stripe_processor
+from payments.models import PaymentMethod
 from tests.accounts.factories import ProjectFactory
 
 WEBHOOK_SECRET = "whsec_billable_test"
@@ -23,7 +25,7 @@ def localstripe_url():
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
-    process = subprocess.Popen(
+    process = subprocess.Popen(  # noqa: S603 - fixed arguments
         [sys.executable, "-m", "tests.payments.localstripe_server", str(port)],
         cwd=Path(django_settings.BASE_DIR),
     )
@@ -84,3 +86,32 @@ def stripe_webhook(client, project, event_type: str, obj: dict, *, event_id: str
         content_type="application/json",
         HTTP_STRIPE_SIGNATURE=header,
     )
+
+
+@pytest.fixture(autouse=True)
+def _django_q_sync(monkeypatch):
+    """Tasks queued with async_task run inline, as DESIGN.md §6 says tests run them."""
+    monkeypatch.setattr(Conf, "SYNC", True)
+
+
+def saved_card(customer, number: str = "4242424242424242", *, default: bool = True) -> PaymentMethod:
+    """A card attached at (local)Stripe to the customer and saved as theirs (the default unless
+    told otherwise), as the payment-method flow leaves it."""
+    project = customer.project
+    stripe_customer = stripe_processor.customer_ensure(customer)
+    card = stripe_card(project, number)
+    stripe_processor.client(project).v1.payment_methods.attach(card.id, params={"customer": stripe_customer})
+    if default:
+        PaymentMethod.objects.filter(customer=customer, is_default=True).update(is_default=False)
+    return PaymentMethod.objects.create(
+        project=project, customer=customer, processor_id=card.id, type="card", brand="visa",
+        last4=number[-4:], exp_month=12, exp_year=2034, is_default=default,
+    )  # fmt: skip
+
+
+def stripe_charges(customer) -> list[dict]:
+    """The charges (local)Stripe made of the customer, oldest first."""
+    charges = stripe_processor.client(customer.project).v1.charges.list(
+        params={"customer": customer.processor_customer_id, "limit": 100}
+    )
+    return sorted((stripe_processor.plain(charge) for charge in charges.data), key=lambda c: c["created"])

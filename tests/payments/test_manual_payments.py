@@ -40,7 +40,11 @@ def test_partial_payments_add_up_and_the_last_one_pays_the_invoice(project, api)
     invoice.refresh_from_db()
     assert first.status_code == 201, first.json()
     assert first.json()["amount"] == {"amount": 4000, "currency": "USD"}
-    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == (InvoiceStatus.OPEN, D("40.00"), D("60.00"))
+    assert (invoice.status, invoice.amount_paid, invoice.amount_due) == (
+        InvoiceStatus.OPEN,
+        D("40.00"),
+        D("60.00"),
+    )
 
     second = _pay(api, invoice, amount=6000, reference="BANK-2", method="check")
     invoice.refresh_from_db()
@@ -73,7 +77,8 @@ def test_an_overpayment_is_refused_and_changes_nothing(project, api):
     assert response.json()["error"]["code"] == "overpayment"
     assert response.json()["error"]["param"] == "amount"
     assert (invoice.status, invoice.amount_paid) == (InvoiceStatus.OPEN, D("90.00"))
-    assert Payment.objects.count() == 1 and BalanceEntry.objects.count() == 1
+    assert Payment.objects.count() == 1
+    assert BalanceEntry.objects.count() == 1
     assert Event.objects.count() == events
 
 
@@ -127,7 +132,8 @@ def test_an_uncollectible_invoice_paid_later_is_paid(project, api):
     invoice.refresh_from_db()
     assert marked.json()["status"] == "uncollectible"
     assert (again.status_code, again.json()["error"]["code"]) == (422, "invalid_transition")
-    assert paid.status_code == 201 and invoice.status == InvoiceStatus.PAID
+    assert paid.status_code == 201
+    assert invoice.status == InvoiceStatus.PAID
     assert Event.objects.filter(type="invoice.marked_uncollectible").count() == 1
 
 
