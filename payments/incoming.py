@@ -127,7 +127,7 @@ def _unknown_payment(project: Project, intent: dict) -> str:
     applied to the invoice its metadata names if that can take it, else left unmatched."""
     outcome = stripe_processor.intent_outcome(project, intent)
     currency = intent["currency"].upper()
-    amount = from_minor_units(intent["amount_received"] or intent["amount"], currency)
+    amount = from_minor_units(intent.get("amount_received") or intent["amount"], currency)
     customer = Customer.objects.filter(
         project=project, processor_customer_id=intent.get("customer") or "-"
     ).first()
