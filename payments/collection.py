@@ -89,7 +89,7 @@ def payment_collect(*, payment_id: int) -> Payment:
     that is no longer pending. Stripe unreachable: the payment stays pending for a rerun."""
     with transaction.atomic():
         payment = (
-            Payment.objects.select_for_update()
+            Payment.objects.select_for_update(of=("self",))
             .select_related("project", "invoice", "customer", "payment_method")
             .get(pk=payment_id)
         )

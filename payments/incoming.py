@@ -96,7 +96,9 @@ def stripe_event_receive(*, project_id: str, payload: bytes, signature: str) -> 
 def _payment_for(project: Project, intent: dict) -> Payment | None:
     """Our payment of a PaymentIntent, locked: by the ID we put in its metadata (which also finds a
     charge whose answer we have not recorded yet), else by its ID."""
-    payments = Payment.objects.select_for_update().select_related("project", "invoice", "customer")
+    payments = Payment.objects.select_for_update(of=("self",)).select_related(
+        "project", "invoice", "customer"
+    )
     ours = (intent.get("metadata") or {}).get("billable_payment")
     if ours:
         payment = payments.filter(project=project, public_id=ours).first()
