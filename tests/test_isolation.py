@@ -13,6 +13,8 @@ from django.urls import URLResolver, get_resolver
 
 from accounts.models import Project
 from invoicing.services import credit_note_create
+from payments.models import Payout
+from payments.services import payment_record
 from tests.accounts.factories import make_api_key
 from tests.catalog.factories import (
     ContractFactory,
@@ -74,6 +76,15 @@ def _credit_note(project: Project) -> str:
     return credit_note_create(invoice=issued_invoice(project), actor=None, reason="duplicate").public_id
 
 
+def _payment(project: Project) -> str:
+    invoice = issued_invoice(project)
+    return payment_record(invoice=invoice, amount=invoice.total, actor=None).public_id
+
+
+def _payout(project: Project) -> str:
+    return Payout.objects.create(project=project, processor="manual", currency="USD", amount=1).public_id
+
+
 OBJECT_ROUTES: dict[str, Callable[[Project], str]] = {
     "api-keys": _api_key,
     "activity": _event,
@@ -86,6 +97,8 @@ OBJECT_ROUTES: dict[str, Callable[[Project], str]] = {
     "invoices": _invoice,
     "credit-notes": _credit_note,
     "webhook-endpoints": _webhook_endpoint,
+    "payments": _payment,
+    "payouts": _payout,
 }
 
 

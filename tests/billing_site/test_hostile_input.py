@@ -8,6 +8,7 @@ request here fails `test_every_write_operation_is_walked`.
 
 import json
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 
 import pytest
 from django.apps import apps
@@ -15,8 +16,9 @@ from django.utils import timezone
 
 from billing_site.models import RateLimitCounter
 from invoicing.models import InvoiceStatus
-from invoicing.services import invoice_submit_for_review
+from invoicing.services import credit_note_create, invoice_submit_for_review
 from meters.ingestion import ALIASED_FIELDS
+from payments.services import payment_record
 from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, make_plan, subscribe
 from tests.invoicing.factories import issued_invoice
 from tests.webhooks.factories import make_endpoint, record_event
@@ -66,6 +68,9 @@ def world(project):
     invoice_submit_for_review(invoice=review, actor=None)
     endpoint = make_endpoint(project)
     event = record_event(project)
+    paid = issued_invoice(project)
+    payment_record(invoice=paid, amount=paid.total, actor=None)
+    refundable = credit_note_create(invoice=paid, actor=None, reason="duplicate", amount=Decimal("1.00"))
     return {
         "meter": meter.public_id,
         "product": product.public_id,
@@ -79,6 +84,7 @@ def world(project):
         "event": event.public_id,
         "api_key": project.api_keys.first().public_id,
         "yesterday": (timezone.now() - timedelta(days=1)).isoformat(),
+        "refundable": refundable.public_id,
     }
 
 
@@ -114,6 +120,13 @@ VALID = {
     "POST /v1/invoices/{id}/credit-notes": lambda w: (
         f"/v1/invoices/{w['invoice']}/credit-notes",
         {"reason": "duplicate", "memo": "m", "lines": [{"line": w["line"], "amount": 1}]},
+    ),
+    "POST /v1/invoices/{id}/payments": lambda w: (
+        f"/v1/invoices/{w['invoice']}/payments",
+        {"amount": 100, "reference": "BANK-1", "paid_at": w["yesterday"], "method": "bank_transfer"},
+    ),
+    "POST /v1/credit-notes/{id}/refund": lambda w: (
+        f"/v1/credit-notes/{w['refundable']}/refund", {"reference": "BANK-REFUND-1"},
     ),
     "POST /v1/invoices/{id}/reject": lambda w: (f"/v1/invoices/{w['review']}/reject", {"reason": "r"}),
     "POST /v1/invoices/{id}/void": lambda w: (f"/v1/invoices/{w['invoice']}/void", {"reason": "r"}),
@@ -162,7 +175,7 @@ VALID = {
 # Operations without a body: the only input is the ID in the path.
 NO_BODY = {
     "DELETE /v1/api-keys/{id}", "DELETE /v1/customers/{id}", "POST /v1/invoices/{id}/approve",
-    "POST /v1/invoices/{id}/send",
+    "POST /v1/invoices/{id}/send", "POST /v1/invoices/{id}/mark-uncollectible",
     "DELETE /v1/meters/{id}", "POST /v1/meters/{id}/archive", "DELETE /v1/plans/{id}",
     "POST /v1/plans/{id}/archive", "DELETE /v1/products/{id}", "POST /v1/products/{id}/archive",
     "DELETE /v1/webhook-endpoints/{id}", "POST /v1/webhook-endpoints/{id}/rotate-secret",

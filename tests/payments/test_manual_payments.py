@@ -10,7 +10,9 @@ from django.core.management import call_command
 
 from accounts.models import Scope
 from invoicing.models import InvoiceStatus
+from invoicing.services import credit_note_create
 from payments.models import BalanceEntry, EntryKind, Payment, Payout, PayoutStatus
+from payments.services import payment_record
 from tests.conftest import api_client
 from tests.invoicing.factories import issued_invoice
 from webhooks.models import Event
@@ -174,3 +176,40 @@ def test_the_balance_is_pending_for_the_payout_delay_then_available_then_paid_ou
     assert [t for t in Event.objects.order_by("id").values_list("type", flat=True) if t.startswith("payout")] == [
         "payout.created", "payout.paid",
     ]  # fmt: skip
+
+
+def test_another_projects_invoice_and_credit_note_are_not_found(project, other_project, api):
+    theirs = issued_invoice(other_project)
+    payment_record(invoice=theirs, amount=theirs.total, actor=None)
+    note = credit_note_create(invoice=theirs, actor=None, reason="duplicate", amount=D("1.00"))
+
+    paid = _pay(api, theirs, amount=100)
+    refunded = api.post(f"/v1/credit-notes/{note.public_id}/refund", {}, format="json")
+
+    assert [(r.status_code, r.json()["error"]["code"]) for r in (paid, refunded)] == [(404, "not_found")] * 2
+    assert Payment.objects.count() == 1
+
+
+def test_a_credit_note_on_a_paid_invoice_refunds_the_manual_payment(project, api):
+    invoice = issued_invoice(project, total="100.00")
+    _pay(api, invoice, amount=10000, reference="BANK-1")
+    note = api.post(
+        f"/v1/invoices/{invoice.public_id}/credit-notes",
+        {"reason": "duplicate", "amount": 2500},
+        format="json",
+    ).json()
+
+    refunded = api.post(f"/v1/credit-notes/{note['id']}/refund", {"reference": "BANK-R1"}, format="json")
+    again = api.post(f"/v1/credit-notes/{note['id']}/refund", {}, format="json")
+
+    assert refunded.status_code == 201
+    [refund] = refunded.json()
+    assert (refund["amount"], refund["status"], refund["processor_reference"]) == (
+        {"amount": 2500, "currency": "USD"}, "succeeded", "BANK-R1",
+    )  # fmt: skip
+    assert (again.status_code, again.json()["error"]["code"]) == (422, "nothing_to_refund")
+    assert Payment.objects.get().amount_refunded == D("25.00")
+    assert [(kind, amount) for kind, amount, _ in _ledger(project)] == [
+        (EntryKind.PAYMENT, D("100.00")), (EntryKind.REFUND, D("-25.00")),
+    ]  # fmt: skip
+    assert Event.objects.filter(type="payment.refunded").count() == 1
