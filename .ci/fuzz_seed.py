@@ -35,6 +35,8 @@ from invoicing.billing import billing_close, drafts_refresh  # noqa: E402
 from invoicing.models import Invoice, InvoiceStatus  # noqa: E402
 from invoicing.services import credit_note_create  # noqa: E402
 from meters.services import meter_create, usage_ingest  # noqa: E402
+from payments.payouts import balance_settle  # noqa: E402
+from payments.services import payment_record  # noqa: E402
 from subscriptions.services import subscription_create  # noqa: E402
 from webhooks.services import webhook_endpoint_create  # noqa: E402
 
@@ -100,6 +102,19 @@ def seed() -> dict[str, list[str]]:
             credit_note_create(invoice=open_invoice, actor=None, reason="billing_error", amount="1")
         )
 
+    # A paid invoice with a payment recorded for the project's own processor, a credit note that owes
+    # part of it back (so a refund can be fuzzed), and a payout of an older payment.
+    paid = (
+        Invoice.objects.filter(project=project, status=InvoiceStatus.OPEN)
+        .exclude(pk=getattr(open_invoice, "pk", None))
+        .first()
+    )
+    payments = []
+    if paid is not None:
+        payments.append(payment_record(invoice=paid, amount=paid.amount_due, actor=None, reference="SEED-1"))
+        credit_notes.append(credit_note_create(invoice=paid, actor=None, reason="duplicate", amount="1"))
+    payouts = balance_settle(now=timezone.now() + timedelta(days=3)).payouts
+
     contract = Contract.objects.create(
         project=project, title="Initech MSA", currency="USD", start_date=month_start.date(),
         customer_name="Initech", customer_email="ap@initech.example",
@@ -128,6 +143,8 @@ def seed() -> dict[str, list[str]]:
         "invoices": invoices,
         "lines": lines,
         "credit_notes": [note.public_id for note in credit_notes],
+        "payments": [payment.public_id for payment in payments],
+        "payouts": [payout.public_id for payout in payouts],
         "contracts": [contract.public_id],
         "endpoints": [endpoint.public_id for endpoint in endpoints],
         "api_keys": [spare_key.public_id],
@@ -195,6 +212,8 @@ def toml(ids: dict[str, list[str]]) -> str:
         r"^/v1/contracts/\{id\}": "contracts",
         r"^/v1/webhook-endpoints/\{id\}": "endpoints",
         r"^/v1/api-keys/\{id\}": "api_keys",
+        r"^/v1/payments/\{id\}": "payments",
+        r"^/v1/payouts/\{id\}": "payouts",
     }
     out = [
         "# Written by .ci/fuzz_seed.py for one run; see .ci/fuzz.",
