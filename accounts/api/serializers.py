@@ -81,6 +81,20 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         help_text="CLDR locale (en_US, de_DE, …): how invoices format money and dates, unless the "
         "customer has one. One of the right shape CLDR does not know is 422 unknown_locale.",
     )
+    payout_delay_hours = serializers.IntegerField(
+        min_value=0,
+        max_value=24 * 90,
+        required=False,
+        help_text="Hours a payment stays pending before it is available for payout (for Stripe, "
+        "Stripe's own available-on date if later). Default 48.",
+    )
+    payment_retry_days = serializers.ListField(
+        child=serializers.IntegerField(min_value=1, max_value=90),
+        max_length=10,
+        required=False,
+        help_text="Dunning: retry a failed charge this many days after the first failure, each day "
+        "later than the one before (else 400 invalid_retry_days). Default [1, 3, 5, 7].",
+    )
     stripe_secret_key_set = serializers.SerializerMethodField(
         help_text="Whether a Stripe secret key is configured (the key itself is never shown)."
     )
@@ -114,6 +128,9 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             "locale",
             "email_invoices",
             "payment_processor",
+            "payout_delay_hours",
+            "payment_retry_days",
+            "dunning_final_action",
             "stripe_secret_key_set",
             "stripe_webhook_secret_set",
             "api_rate_limit_per_minute",

@@ -59,6 +59,9 @@ def test_get_shows_the_keys_project_without_its_secrets(configured, api):
         "locale": "en_US",
         "email_invoices": True,
         "payment_processor": "stripe",
+        "payout_delay_hours": 48,
+        "payment_retry_days": [1, 3, 5, 7],
+        "dunning_final_action": "leave_open",
         "stripe_secret_key_set": True,
         "stripe_webhook_secret_set": True,
         "api_rate_limit_per_minute": 1200,
@@ -259,3 +262,34 @@ def test_a_patch_replayed_with_its_idempotency_key_runs_once(project, api):
     project.refresh_from_db()
     assert project.name == "Acme"
     assert Event.objects.filter(type="project.updated").count() == 2
+
+
+@pytest.mark.parametrize(
+    ("change", "code"),
+    [({"payment_retry_days": [3, 1]}, "invalid_retry_days"), ({"payment_retry_days": [0]}, "min_value")],
+)
+def test_retry_days_must_be_a_rising_schedule(project, api, change, code):
+    before = _snapshot(project)
+
+    response = api.patch("/v1/project", change, format="json")
+
+    assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+    assert _snapshot(project) == before
+
+
+def test_the_dunning_settings_change_through_the_api(project, api):
+    response = api.patch(
+        "/v1/project",
+        {
+            "payment_retry_days": [2, 4],
+            "dunning_final_action": "mark_uncollectible",
+            "payout_delay_hours": 24,
+        },
+        format="json",
+    )
+
+    project.refresh_from_db()
+    assert response.status_code == 200
+    assert (project.payment_retry_days, project.dunning_final_action, project.payout_delay_hours) == (
+        [2, 4], "mark_uncollectible", 24,
+    )  # fmt: skip
