@@ -61,6 +61,21 @@ def _charge_after_commit(payment: Payment) -> None:
     transaction.on_commit(partial(async_task, "payments.tasks.collect_payment", payment.pk), robust=True)
 
 
+def _attempt_create(invoice: Invoice, method: PaymentMethod | None, *, attempt: int) -> Payment:
+    """A pending charge of what the invoice has due: (invoice, attempt) is unique."""
+    return Payment.objects.create(
+        project=invoice.project,
+        invoice=invoice,
+        customer=invoice.customer,
+        processor=PaymentProcessor.STRIPE,
+        payment_method=method,
+        method=method.type if method else "",
+        currency=invoice.currency,
+        amount=invoice.amount_due,
+        attempt=attempt,
+    )
+
+
 def collection_queue(*, invoice: Invoice, **_signal) -> Payment | None:
     """In the transaction that issues `invoice`: the first charge, if the project collects through
     Stripe and the customer has a default payment method."""
@@ -69,17 +84,7 @@ def collection_queue(*, invoice: Invoice, **_signal) -> Payment | None:
     method = _default_method(invoice.customer_id)
     if method is None:
         return None
-    payment = Payment.objects.create(
-        project=invoice.project,
-        invoice=invoice,
-        customer=invoice.customer,
-        processor=PaymentProcessor.STRIPE,
-        payment_method=method,
-        method=method.type,
-        currency=invoice.currency,
-        amount=invoice.amount_due,
-        attempt=1,
-    )
+    payment = _attempt_create(invoice, method, attempt=1)
     _charge_after_commit(payment)
     return payment
 
@@ -238,17 +243,7 @@ def payment_retry(*, payment_id: int, now: datetime) -> Payment | None:
         method = _default_method(invoice.customer_id)
         try:
             with transaction.atomic():
-                payment = Payment.objects.create(
-                    project=invoice.project,
-                    invoice=invoice,
-                    customer=invoice.customer,
-                    processor=PaymentProcessor.STRIPE,
-                    payment_method=method,
-                    method=method.type if method else "",
-                    currency=invoice.currency,
-                    amount=invoice.amount_due,
-                    attempt=failed.attempt + 1,
-                )
+                payment = _attempt_create(invoice, method, attempt=failed.attempt + 1)
         except IntegrityError:
             return None
         if method is None:

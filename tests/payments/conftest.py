@@ -14,6 +14,7 @@ from accounts.models import PaymentProcessor
 from payments import stripe_processor
 from payments.models import PaymentMethod
 from tests.accounts.factories import ProjectFactory
+from tests.webhooks.conftest import receiver  # noqa: F401 - the real local receiver, shared
 
 WEBHOOK_SECRET = "whsec_billable_test"
 

@@ -2,13 +2,11 @@
 connections: nothing is charged, counted or paid out twice."""
 
 import io
-import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
 import time_machine
 from django.core.management import call_command
-from django.db import connection
 from django.test import Client
 from django_q.conf import Conf
 
@@ -18,6 +16,7 @@ from payments.models import BalanceEntry, EntryKind, Payment, PaymentStatus, Pay
 from payments.payouts import balance_settle
 from payments.services import payment_record
 from tests.catalog.factories import CustomerFactory
+from tests.concurrency import all_at_once
 from tests.invoicing.factories import issued_invoice
 from tests.payments.conftest import saved_card, stripe_charges, stripe_webhook
 from tests.payments.test_stripe_webhooks import _intent
@@ -35,27 +34,6 @@ def _tasks_queued(monkeypatch):
     monkeypatch.setattr(Conf, "SYNC", False)
 
 
-def _all_at_once(work) -> list:
-    """`work()` in RUNS threads released together, each with its own database connection."""
-    start = threading.Barrier(RUNS)
-    results: list = []
-
-    def run() -> None:
-        try:
-            start.wait(timeout=10)
-            results.append(work())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(RUNS)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(results) == RUNS
-    return results
-
-
 def test_concurrent_dunning_runs_make_one_retry_and_one_charge(stripe_project):
     customer = CustomerFactory(project=stripe_project)
     saved_card(customer, "4000000000000341")
@@ -70,7 +48,7 @@ def test_concurrent_dunning_runs_make_one_retry_and_one_charge(stripe_project):
         return out.getvalue().strip()
 
     with time_machine.travel(T0 + timedelta(days=1), tick=False):
-        outputs = _all_at_once(retry)
+        outputs = all_at_once(retry, RUNS)
 
     invoice.refresh_from_db()
     assert sorted(outputs) == ["retried 0, resumed 0: succeeded 0, failed 0"] * (RUNS - 1) + [
@@ -93,7 +71,7 @@ def test_a_stripe_event_delivered_several_times_at_once_is_handled_once(stripe_p
         )
         return response.status_code, response.json()["duplicate"]
 
-    results = _all_at_once(deliver)
+    results = all_at_once(deliver, RUNS)
 
     assert sorted(results) == [(200, False)] + [(200, True)] * (RUNS - 1)
     assert Payment.objects.count() == 1
@@ -106,7 +84,7 @@ def test_concurrent_settle_runs_pay_out_once(project):
     later = T0 + timedelta(hours=48)
 
     with time_machine.travel(later, tick=False):
-        counts = _all_at_once(lambda: len(balance_settle(now=later).payouts))
+        counts = all_at_once(lambda: len(balance_settle(now=later).payouts), RUNS)
 
     assert sorted(counts) == [0] * (RUNS - 1) + [1]
     assert list(Payout.objects.values_list("amount", flat=True)) == [80]

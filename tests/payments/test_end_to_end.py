@@ -19,7 +19,6 @@ from payments.payouts import balance_settle
 from tests.catalog.factories import CustomerFactory, MeterFactory, make_plan, subscribe
 from tests.conftest import api_client
 from tests.payments.conftest import saved_card, stripe_webhook
-from tests.webhooks.conftest import Receiver
 from tests.webhooks.factories import make_endpoint
 
 pytestmark = pytest.mark.django_db
@@ -27,14 +26,6 @@ pytestmark = pytest.mark.django_db
 # Near the real clock: localstripe dates a charge's available-on by it.
 NOW = datetime.now(UTC).replace(minute=0, second=0, microsecond=0)
 START = NOW - timedelta(days=40)
-
-
-@pytest.fixture
-def receiver():
-    receiver = Receiver()
-    receiver.start()
-    yield receiver
-    receiver.stop()
 
 
 def test_usage_is_invoiced_charged_announced_and_paid_out_in_48_hours(

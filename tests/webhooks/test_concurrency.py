@@ -14,6 +14,7 @@ from django_q.conf import Conf
 from django_q.models import OrmQ
 
 from accounts.models import AuditLogEntry
+from tests.concurrency import all_at_once
 from tests.webhooks.conftest import Reply
 from tests.webhooks.factories import make_endpoint, record_event
 from webhooks import services
@@ -58,27 +59,6 @@ def test_concurrent_runs_send_each_attempt_exactly_once(loopback_project, receiv
     assert sum(attempted) == EVENTS
 
 
-def _all_at_once(work, runs: int = RUNS) -> list:
-    """`work()` in `runs` threads released together, each with its own connection."""
-    start = threading.Barrier(runs)
-    results: list = []
-
-    def run() -> None:
-        try:
-            start.wait(timeout=10)
-            results.append(work())
-        finally:
-            connection.close()
-
-    threads = [threading.Thread(target=run) for _ in range(runs)]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join(timeout=60)
-    assert len(results) == runs
-    return results
-
-
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_concurrent_checks_disable_once_and_probe_once(loopback_project, monkeypatch):
@@ -97,7 +77,7 @@ def test_concurrent_checks_disable_once_and_probe_once(loopback_project, monkeyp
     WebhookEndpoint.objects.filter(pk=gone_quiet.pk).update(failing_since=now - timedelta(days=6))
     WebhookEndpoint.objects.exclude(pk=gone_quiet.pk).update(failing_since=now - timedelta(hours=1))
 
-    results = _all_at_once(services.webhook_failing_endpoints_check)
+    results = all_at_once(services.webhook_failing_endpoints_check, RUNS)
 
     assert sum(result.disabled for result in results) == 1
     assert sum(result.probed for result in results) == 3
@@ -121,8 +101,8 @@ def test_concurrent_recovers_queue_each_event_once(loopback_project, monkeypatch
     Delivery.objects.update(status=DeliveryStatus.FAILED, next_attempt_at=None)
     since = timezone.now() - timedelta(hours=1)
 
-    results = _all_at_once(
-        lambda: services.webhook_endpoint_recover(endpoint=endpoint, since=since, actor=None).queued
+    results = all_at_once(
+        lambda: services.webhook_endpoint_recover(endpoint=endpoint, since=since, actor=None).queued, RUNS
     )
 
     assert sorted(results) == [0] * (RUNS - 1) + [EVENTS]
