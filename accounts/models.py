@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 from django.conf import settings
 from django.core.exceptions import ValidationError
 from django.core.validators import MaxValueValidator, MinValueValidator
@@ -60,7 +62,7 @@ def validate_retry_days(value) -> None:
         not isinstance(value, list)
         or len(value) > 10
         or not all(isinstance(day, int) and not isinstance(day, bool) and 1 <= day <= 90 for day in value)
-        or any(later <= earlier for earlier, later in zip(value, value[1:], strict=False))
+        or any(later <= earlier for earlier, later in pairwise(value))
     ):
         raise ValidationError(
             "Up to 10 whole numbers of days between 1 and 90, each larger than the one before, "
