@@ -185,8 +185,10 @@ class Project(models.Model):
     )
     payment_retry_days = models.JSONField(
         default=default_payment_retry_days,
+        blank=True,
         validators=[validate_retry_days],
-        help_text="Dunning: retry a failed charge this many days after the first failure, e.g. [1, 3, 5, 7].",
+        help_text="Dunning: retry a failed charge this many days after the first failure, e.g. [1, 3, 5, 7]; "
+        "empty: no retries.",
     )
     dunning_final_action = models.CharField(
         max_length=20,

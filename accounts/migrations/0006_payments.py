@@ -20,7 +20,7 @@ class Migration(migrations.Migration):
         migrations.AddField(
             model_name='project',
             name='payment_retry_days',
-            field=models.JSONField(default=accounts.models.default_payment_retry_days, help_text='Dunning: retry a failed charge this many days after the first failure, e.g. [1, 3, 5, 7].', validators=[accounts.models.validate_retry_days]),
+            field=models.JSONField(blank=True, default=accounts.models.default_payment_retry_days, help_text='Dunning: retry a failed charge this many days after the first failure, e.g. [1, 3, 5, 7]; empty: no retries.', validators=[accounts.models.validate_retry_days]),
         ),
         migrations.AlterField(
             model_name='project',

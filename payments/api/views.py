@@ -6,7 +6,7 @@ from rest_framework.exceptions import NotFound
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
-from billing_site.api.filters import CreatedFilterSet
+from billing_site.api.filters import CreatedFilterSet, StrictBooleanFilter
 from billing_site.api.views import ListRetrieveViewSet
 from billing_site.money import from_minor_units, to_minor_units
 from catalog.api.filters import CustomerRefFilter
@@ -27,7 +27,7 @@ class PaymentFilter(CreatedFilterSet):
     invoice = django_filters.CharFilter(field_name="invoice__public_id", help_text="An invoice ID (in_…).")
     customer = CustomerRefFilter()
     status = django_filters.MultipleChoiceFilter(choices=PaymentStatus.choices)
-    unmatched = django_filters.BooleanFilter(
+    unmatched = StrictBooleanFilter(
         field_name="invoice", lookup_expr="isnull", help_text="true: only payments that match no invoice."
     )
 

@@ -213,3 +213,20 @@ def test_a_credit_note_on_a_paid_invoice_refunds_the_manual_payment(project, api
         (EntryKind.PAYMENT, D("100.00")), (EntryKind.REFUND, D("-25.00")),
     ]  # fmt: skip
     assert Event.objects.filter(type="payment.refunded").count() == 1
+
+
+def test_unmatched_payments_are_listed_apart_and_the_filter_takes_only_booleans(project, api):
+    invoice = issued_invoice(project)
+    matched = payment_record(invoice=invoice, amount=invoice.total, actor=None)
+    stray = Payment.objects.create(
+        project=project, processor="stripe", processor_reference="pi_stray", currency="USD", amount=D("5.00"),
+        status="succeeded", attempt=0,
+    )  # fmt: skip
+
+    unmatched = api.get("/v1/payments?unmatched=true").json()["results"]
+    others = api.get("/v1/payments?unmatched=false").json()["results"]
+    refused = api.get("/v1/payments?unmatched=null")
+
+    assert [p["id"] for p in unmatched] == [stray.public_id]
+    assert [p["id"] for p in others] == [matched.public_id]
+    assert refused.status_code == 400
