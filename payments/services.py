@@ -11,6 +11,7 @@ from decimal import Decimal
 from typing import Any
 
 from django.db import IntegrityError, transaction
+from django.db.models import F
 from django.utils import timezone
 
 from accounts.models import PaymentProcessor, Project
@@ -253,8 +254,8 @@ def refund_entered(refund: Refund) -> None:
         payment=payment,
         refund=refund,
     )
-    Payment.objects.filter(pk=payment.pk).update(amount_refunded=payment.amount_refunded + refund.amount)
-    payment.amount_refunded += refund.amount
+    Payment.objects.filter(pk=payment.pk).update(amount_refunded=F("amount_refunded") + refund.amount)
+    payment.refresh_from_db(fields=["amount_refunded"])
     event_record(project=refund.project, type="payment.refunded", obj=refund)
 
 
