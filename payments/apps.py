@@ -6,3 +6,10 @@ class PaymentsConfig(AppConfig):
 
     name = "payments"
     default_auto_field = "django.db.models.BigAutoField"
+
+    def ready(self) -> None:
+        from payments.api.payment_methods import PaymentMethodSerializer
+        from payments.models import PaymentMethod
+        from webhooks import payloads
+
+        payloads.register(PaymentMethod, lambda method: PaymentMethodSerializer(method).data)

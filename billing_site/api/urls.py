@@ -8,5 +8,6 @@ urlpatterns = [
     path("", include("catalog.api.urls")),
     path("", include("subscriptions.api.urls")),
     path("", include("invoicing.api.urls")),
+    path("", include("payments.api.urls")),
     path("", include("webhooks.api.urls")),
 ]
