@@ -276,7 +276,7 @@ def payment_method_sync(*, project: Project, stripe_pm: dict, attached: bool) ->
 
     An attached method is saved for the project's customer with that Stripe customer ID (None if
     there is none); a detached one is marked detached if it is saved (else None). Repeating an
-    event changes nothing.
+    event changes nothing, and neither do the events Stripe sends for Billable's own changes.
     """
     if attached:
         stripe_customer = stripe_pm.get("customer")

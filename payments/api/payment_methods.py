@@ -20,7 +20,7 @@ from payments import methods, selectors
 from payments.models import PaymentMethod
 
 
-class _UnlessBlankField(serializers.CharField):
+class _NullIfBlankField(serializers.CharField):
     """Text the method's type does not have (a card's IBAN digits, a SEPA debit's brand): null, not ""."""
 
     def __init__(self, **kwargs) -> None:
@@ -38,9 +38,9 @@ class PaymentMethodSerializer(serializers.ModelSerializer):
     default = serializers.BooleanField(
         source="is_default", help_text="Whether invoices are charged to this method."
     )
-    brand = _UnlessBlankField(help_text="Cards: visa, mastercard, amex, …")
-    last4 = _UnlessBlankField(help_text="Cards: the last four digits of the number.")
-    iban_last4 = _UnlessBlankField(help_text="SEPA debits: the last four characters of the IBAN.")
+    brand = _NullIfBlankField(help_text="Cards: visa, mastercard, amex, …")
+    last4 = _NullIfBlankField(help_text="Cards: the last four digits of the number.")
+    iban_last4 = _NullIfBlankField(help_text="SEPA debits: the last four characters of the IBAN.")
 
     class Meta:
         model = PaymentMethod
