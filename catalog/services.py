@@ -476,7 +476,8 @@ def customer_update(*, customer: Customer, changes: dict[str, Any], actor: Actor
 
 
 def customer_delete(*, customer: Customer, actor: Actor) -> None:
-    """Only a customer with no subscriptions, usage or invoices can be deleted."""
+    """Only a customer with no subscriptions, usage, invoices or payment methods can be deleted
+    (a removed payment method keeps its row, for the payments that name it)."""
     try:
         with transaction.atomic():
             audit_record(project=customer.project, actor=actor, action="customer.deleted", target=customer)
@@ -484,7 +485,8 @@ def customer_delete(*, customer: Customer, actor: Actor) -> None:
             customer.delete()
     except ProtectedError:
         raise Conflict(
-            "This customer has subscriptions, usage or invoices and cannot be deleted.", code="in_use"
+            "This customer has subscriptions, usage, invoices or payment methods and cannot be deleted.",
+            code="in_use",
         ) from None
 
 

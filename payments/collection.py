@@ -32,6 +32,7 @@ from invoicing.models import Invoice, InvoiceStatus
 from invoicing.services import invoice_mark_uncollectible
 from payments import stripe_processor
 from payments.models import Payment, PaymentMethod, PaymentStatus
+from payments.selectors import default_payment_method
 from payments.services import PAYABLE_STATUSES, available_at_for, payment_succeeded
 from webhooks.payloads import payload_for
 from webhooks.services import event_record
@@ -41,12 +42,6 @@ logger = logging.getLogger(__name__)
 # A payment still `pending` this long after it was created lost its task (or its worker died
 # mid-charge): `retry_payments` charges it again, with the same idempotency key.
 LEASE = timedelta(minutes=10)
-
-
-def _default_method(customer_id: int) -> PaymentMethod | None:
-    return PaymentMethod.objects.filter(
-        customer_id=customer_id, is_default=True, detached_at__isnull=True
-    ).first()
 
 
 def _collectable(invoice: Invoice) -> bool:
@@ -81,7 +76,7 @@ def collection_queue(*, invoice: Invoice, **_signal) -> Payment | None:
     Stripe and the customer has a default payment method."""
     if not _collectable(invoice):
         return None
-    method = _default_method(invoice.customer_id)
+    method = default_payment_method(invoice.customer)
     if method is None:
         return None
     payment = _attempt_create(invoice, method, attempt=1)
@@ -240,7 +235,7 @@ def payment_retry(*, payment_id: int, now: datetime) -> Payment | None:
         )
         if not _collectable(invoice):
             return None
-        method = _default_method(invoice.customer_id)
+        method = default_payment_method(invoice.customer)
         try:
             with transaction.atomic():
                 payment = _attempt_create(invoice, method, attempt=failed.attempt + 1)

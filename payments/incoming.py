@@ -26,6 +26,7 @@ from catalog.models import Customer
 from invoicing.models import Invoice
 from payments import ledger, stripe_processor
 from payments.collection import outcome_apply
+from payments.methods import payment_method_sync
 from payments.models import (
     IN_FLIGHT_STATUSES,
     EntryKind,
@@ -267,8 +268,6 @@ def _dispute(project: Project, dispute: dict, *, closed: bool) -> str:
 
 def _payment_method(attached: bool) -> Callable[[Project, dict], str]:
     def handle(project: Project, obj: dict) -> str:
-        from payments.methods import payment_method_sync
-
         method = payment_method_sync(project=project, stripe_pm=obj, attached=attached)
         return "customer unknown" if method is None else f"payment method {method.public_id}"
 

@@ -1,4 +1,4 @@
-"""Reads of payments, balances and payouts (each scoped to one project)."""
+"""Reads of payment methods, payments, balances and payouts (each scoped to one project)."""
 
 from datetime import datetime
 from decimal import Decimal
@@ -7,7 +7,33 @@ from django.db.models import Q, QuerySet
 
 from accounts.models import Project
 from billing_site.aggregates import MoneySum
-from payments.models import BalanceEntry, Payment, Payout
+from catalog.models import Customer
+from payments.models import BalanceEntry, Payment, PaymentMethod, Payout
+
+# --- payment methods
+
+
+def payment_method_list(*, customer: Customer) -> QuerySet[PaymentMethod]:
+    """The customer's attached methods: the default first, then the most recent."""
+    return PaymentMethod.objects.filter(customer=customer, detached_at__isnull=True).order_by(
+        "-is_default", "-created_at", "-id"
+    )
+
+
+def default_payment_method(customer: Customer) -> PaymentMethod | None:
+    return payment_method_list(customer=customer).filter(is_default=True).first()
+
+
+def payment_method_by_reference(*, customer: Customer, reference: str) -> PaymentMethod | None:
+    """One of the customer's methods, attached or detached, by our ID (`pmt_…`) or Stripe's (`pm_…`)."""
+    return (
+        PaymentMethod.objects.filter(customer=customer)
+        .filter(Q(public_id=reference) | Q(processor_id=reference))
+        .first()
+    )
+
+
+# --- payments and the balance
 
 
 def balance_for(*, project: Project, now: datetime) -> dict[str, dict[str, Decimal]]:

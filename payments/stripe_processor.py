@@ -60,7 +60,9 @@ def _error(exc: stripe.StripeError) -> ProcessorError:
     if isinstance(exc, stripe.APIConnectionError):
         return ProcessorError("Stripe could not be reached; try again.", code="processor_unavailable")
     message = exc.user_message or str(exc) or "Stripe refused the request."
-    return ProcessorError(message, code=exc.code or "processor_error")
+    # Stripe names a 404 resource_missing; localstripe sends no code with it.
+    fallback = "resource_missing" if exc.http_status == 404 else "processor_error"
+    return ProcessorError(message, code=exc.code or fallback)
 
 
 def customer_ensure(customer: Customer) -> str:

@@ -146,6 +146,7 @@ def test_own_object_is_found(resource, project, api):
 # Routes below an object (`/v1/customers/{id}/usage`): another project's object is 404 there too.
 SUB_ROUTES: dict[str, Callable[[Project], str]] = {
     "customers/{id}/usage": _customer,
+    "customers/{id}/payment-methods": _customer,
     "invoices/{id}/pdf": _invoice,
     "credit-notes/{id}/pdf": _credit_note,
 }

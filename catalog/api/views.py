@@ -135,7 +135,10 @@ class CustomerViewSet(ServiceViewSet):
     def update_object(self, customer, changes):
         return services.customer_update(customer=customer, changes=changes, actor=self.request.auth)
 
-    @extend_schema(summary="Delete (only without subscriptions, usage or invoices)", responses={204: None})
+    @extend_schema(
+        summary="Delete (only without subscriptions, usage, invoices or payment methods)",
+        responses={204: None},
+    )
     def destroy(self, request, id=None):
         services.customer_delete(customer=self.get_object(), actor=request.auth)
         return Response(status=204)

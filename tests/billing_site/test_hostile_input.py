@@ -21,6 +21,7 @@ from meters.ingestion import ALIASED_FIELDS
 from payments.services import payment_record
 from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, make_plan, subscribe
 from tests.invoicing.factories import issued_invoice
+from tests.payments.conftest import localstripe_url, stripe_card, stripe_project  # noqa: F401 - fixtures
 from tests.webhooks.factories import make_endpoint, record_event
 
 pytestmark = pytest.mark.django_db
@@ -48,6 +49,12 @@ MODULES = (
     "payments",
     "webhooks",
 )
+
+
+@pytest.fixture
+def project(stripe_project):  # noqa: F811 - the fixture imported above
+    """The project collects through (local)Stripe: saving a payment method asks Stripe."""
+    return stripe_project
 
 
 @pytest.fixture
@@ -85,6 +92,7 @@ def world(project):
         "api_key": project.api_keys.first().public_id,
         "yesterday": (timezone.now() - timedelta(days=1)).isoformat(),
         "refundable": refundable.public_id,
+        "new_card": lambda: stripe_card(project).id,
     }
 
 
@@ -114,6 +122,9 @@ VALID = {
          "invoice_delivery": "auto", "processor_customer_id": "cus_x"},
     ),
     "PATCH /v1/customers/{id}": lambda w: (f"/v1/customers/{w['customer']}", {"name": "N", "metadata": {"a": "b"}}),
+    "POST /v1/customers/{id}/payment-methods": lambda w: (
+        f"/v1/customers/{w['customer']}/payment-methods", {"payment_method_id": w["new_card"]()},
+    ),
     "POST /v1/invoices/{id}/adjustments": lambda w: (
         f"/v1/invoices/{w['review']}/adjustments", {"amount": 100, "description": "d", "reason": "r"},
     ),
@@ -175,6 +186,8 @@ VALID = {
 # Operations without a body: the only input is the ID in the path.
 NO_BODY = {
     "DELETE /v1/api-keys/{id}", "DELETE /v1/customers/{id}", "POST /v1/invoices/{id}/approve",
+    "POST /v1/customers/{id}/payment-methods/setup-intent", "POST /v1/customers/{id}/payment-methods/{payment_method}/default",
+    "DELETE /v1/customers/{id}/payment-methods/{payment_method}",
     "POST /v1/invoices/{id}/send", "POST /v1/invoices/{id}/mark-uncollectible",
     "DELETE /v1/meters/{id}", "POST /v1/meters/{id}/archive", "DELETE /v1/plans/{id}",
     "POST /v1/plans/{id}/archive", "DELETE /v1/products/{id}", "POST /v1/products/{id}/archive",

@@ -287,3 +287,25 @@ def test_events_billable_does_not_act_on_are_kept(stripe_project, client):
 
     assert response.json()["outcome"] == "ignored"
     assert ProcessorEvent.objects.get().type == "customer.updated"
+
+
+def test_payment_methods_attached_and_detached_at_stripe_follow(stripe_project, client):
+    customer = CustomerFactory(project=stripe_project)
+    stripe_customer = stripe_processor.customer_ensure(customer)
+    api = stripe_processor.client(stripe_project)
+    card = stripe_card(stripe_project, "4000056655665556")
+    attached = stripe_processor.plain(
+        api.v1.payment_methods.attach(card.id, params={"customer": stripe_customer})
+    )
+    detached = stripe_processor.plain(api.v1.payment_methods.detach(card.id))
+
+    stripe_webhook(client, stripe_project, "payment_method.attached", attached)
+    method = customer.payment_methods.get()
+    listed = [m.last4 for m in customer.payment_methods.filter(detached_at__isnull=True)]
+    stripe_webhook(
+        client, stripe_project, "payment_method.detached", {**detached, "customer": stripe_customer}
+    )
+
+    method.refresh_from_db()
+    assert (method.processor_id, method.last4, listed) == (card.id, "5556", ["5556"])
+    assert method.detached_at is not None
