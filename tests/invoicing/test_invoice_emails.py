@@ -202,7 +202,7 @@ def test_after_the_last_retry_the_email_is_failed(sender, smtp_server):
     now = timezone.now()
     for delay in (timedelta(0), *RETRY_DELAYS):
         now += delay + timedelta(seconds=1)
-        with time_machine.travel(now):
+        with time_machine.travel(now, tick=False):
             send_due_invoice_emails()
 
     email = InvoiceEmail.objects.get()
