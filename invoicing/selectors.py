@@ -14,7 +14,7 @@ def invoice_list(*, project: Project) -> QuerySet[Invoice]:
     return (
         Invoice.objects.filter(project=project)
         .select_related("customer", "subscription", "project")
-        .prefetch_related(invoice_lines_prefetch(), invoice_emails_prefetch())
+        .prefetch_related(invoice_lines_prefetch(), invoice_emails_prefetch(), "payments")
     )
 
 

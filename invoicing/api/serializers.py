@@ -102,6 +102,16 @@ class InvoiceEmailSerializer(serializers.ModelSerializer):
         read_only_fields = fields
 
 
+class InvoiceCollectionSerializer(serializers.Serializer):
+    attempt_count = serializers.IntegerField()
+    status = serializers.CharField(
+        help_text="Of the last charge: pending, processing, succeeded, failed, canceled."
+    )
+    next_payment_attempt = serializers.DateTimeField(allow_null=True)
+    failure_code = serializers.CharField(allow_null=True)
+    failure_message = serializers.CharField(allow_null=True)
+
+
 class InvoiceSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
     customer = serializers.CharField(source="customer.public_id")
@@ -117,6 +127,10 @@ class InvoiceSerializer(serializers.ModelSerializer):
         "a DRAFT-marked rendering before."
     )
     last_delivery = serializers.SerializerMethodField(help_text="The invoice's latest email, if any.")
+    payment = serializers.SerializerMethodField(
+        help_text="Collection through the processor: how many charges were tried, when the next one is "
+        "due (dunning) and why the last one failed; null before any charge (docs/payments.md)."
+    )
 
     class Meta:
         model = Invoice
@@ -143,11 +157,30 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "lines",
             "pdf_url",
             "last_delivery",
+            "payment",
         ]
         read_only_fields = fields
 
     def get_pdf_url(self, invoice: Invoice) -> str:
         return f"/v1/invoices/{invoice.public_id}/pdf"
+
+    @extend_schema_field(InvoiceCollectionSerializer(allow_null=True))
+    def get_payment(self, invoice: Invoice) -> dict | None:
+        # The charges of the invoice (payments' rows, reached by their reverse relation: invoicing
+        # does not import payments), latest attempt last.
+        attempts = [payment for payment in invoice.payments.all() if payment.attempt > 0]
+        if not attempts:
+            return None
+        last = max(attempts, key=lambda payment: payment.attempt)
+        return InvoiceCollectionSerializer(
+            {
+                "attempt_count": last.attempt,
+                "status": last.status,
+                "next_payment_attempt": last.next_retry_at,
+                "failure_code": last.failure_code or None,
+                "failure_message": last.failure_message or None,
+            }
+        ).data
 
     @extend_schema_field(InvoiceEmailSerializer(allow_null=True))
     def get_last_delivery(self, invoice: Invoice) -> dict | None:

@@ -211,3 +211,25 @@ def test_a_manual_payment_waits_while_a_charge_is_under_way(stripe_project):
 
     assert (response.status_code, response.json()["error"]["code"]) == (409, "payment_in_progress")
     assert list(Payment.objects.values_list("status", flat=True)) == [PaymentStatus.PENDING]
+
+
+def test_the_invoice_shows_its_collection(stripe_project, django_capture_on_commit_callbacks):
+    customer = CustomerFactory(project=stripe_project)
+    saved_card(customer, DECLINED)
+    with time_machine.travel(T0, tick=False), django_capture_on_commit_callbacks(execute=True):
+        invoice = _issue(stripe_project, customer)
+
+    body = api_client(stripe_project).get(f"/v1/invoices/{invoice.public_id}").json()
+
+    assert (body["status"], body["amount_due"]["amount"]) == ("open", 2500)
+    assert body["payment"] == {
+        "attempt_count": 1, "status": "failed",
+        "next_payment_attempt": (T0 + timedelta(days=1)).isoformat().replace("+00:00", "Z"),
+        "failure_code": "card_declined", "failure_message": "Your card was declined.",
+    }  # fmt: skip
+    assert (
+        api_client(stripe_project)
+        .get(f"/v1/invoices/{issued_invoice(stripe_project).public_id}")
+        .json()["payment"]
+        is None
+    )
