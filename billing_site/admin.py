@@ -215,12 +215,15 @@ class ObjectActionsMixin:
         messages.success(request, message)
         return HttpResponseRedirect(self._return_url(obj))
 
+    def _refused(self, request: HttpRequest, obj: models.Model, error: DomainError) -> HttpResponse:
+        messages.error(request, error.message)
+        return HttpResponseRedirect(self._return_url(obj))
+
     def _run(self, request: HttpRequest, obj: models.Model, call: Callable[[], Any], success: str):
         try:
             call()
         except DomainError as exc:
-            messages.error(request, exc.message)
-            return HttpResponseRedirect(self._return_url(obj))
+            return self._refused(request, obj, exc)
         return self._done(request, obj, success)
 
     def _form_page(self, request: HttpRequest, obj: models.Model, form, title: str, button: str):
@@ -256,8 +259,7 @@ class ObjectActionsMixin:
                 act(obj, form.cleaned_data)
             except DomainError as exc:
                 if exc.param not in form.fields:
-                    messages.error(request, exc.message)
-                    return HttpResponseRedirect(self._return_url(obj))
+                    return self._refused(request, obj, exc)
                 form.add_error(exc.param, exc.message)  # shown on the form, with what was typed
             else:
                 return self._done(request, obj, success)
