@@ -6,19 +6,25 @@ see and change everything. Django's model permissions are not used: roles are pe
 Django's global permissions cannot express.
 """
 
+from collections.abc import Callable
 from functools import cached_property
+from typing import Any
 
 from django import forms
-from django.contrib import admin
+from django.contrib import admin, messages
+from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import models, transaction
-from django.http import HttpRequest
+from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
+from django.shortcuts import get_object_or_404
+from django.template.response import TemplateResponse
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import WRITE_ROLES, AuditLogEntry, Project
 from accounts.selectors import user_roles
 from accounts.services import MASKED_VALUE, audit_record
+from billing_site.errors import DomainError
 
 admin.site.site_header = "Billable"
 admin.site.site_title = "Billable admin"
@@ -172,6 +178,92 @@ class ProjectScopedAdmin(admin.ModelAdmin):
         with transaction.atomic():
             for obj in queryset:
                 self.delete_model(request, obj)
+
+
+class ObjectActionsMixin:
+    """Buttons on the page of a record nobody edits as a form (an invoice, a payment): each is a URL
+    of its own that calls a service, so the rules, the audit trail and the events are the API's.
+
+    For a ProjectScopedAdmin. Whoever may change the project's billing data (`billing_admin`,
+    `owner`) may act; a viewer sees no button and gets 403 on the URL; another project's object is
+    404. What the service refuses is shown, never a 500: on the form's field it names, otherwise as
+    a message on the page the action returns to.
+    """
+
+    action_form_template = "admin/action_form.html"
+
+    def may_act(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
+        # ProjectScopedAdmin's rule, not the read-only admin's: the record is read-only as a form.
+        return ProjectScopedAdmin.has_change_permission(self, request, obj)
+
+    def _visible(self, request: HttpRequest, pk: int) -> models.Model:
+        """The object, if it is of one of the user's projects (the queryset is scoped): else 404."""
+        return get_object_or_404(self.get_queryset(request), pk=pk)
+
+    def _acting_on(self, request: HttpRequest, pk: int) -> models.Model:
+        obj = self._visible(request, pk)
+        if not self.may_act(request, obj):
+            raise PermissionDenied
+        return obj
+
+    def _return_url(self, obj: models.Model) -> str:
+        """Where an action returns to: the object's page."""
+        opts = self.model._meta
+        return reverse(f"admin:{opts.app_label}_{opts.model_name}_change", args=[obj.pk])
+
+    def _done(self, request: HttpRequest, obj: models.Model, message: str) -> HttpResponse:
+        messages.success(request, message)
+        return HttpResponseRedirect(self._return_url(obj))
+
+    def _refused(self, request: HttpRequest, obj: models.Model, error: DomainError) -> HttpResponse:
+        messages.error(request, error.message)
+        return HttpResponseRedirect(self._return_url(obj))
+
+    def _run(self, request: HttpRequest, obj: models.Model, call: Callable[[], Any], success: str):
+        try:
+            call()
+        except DomainError as exc:
+            return self._refused(request, obj, exc)
+        return self._done(request, obj, success)
+
+    def _form_page(self, request: HttpRequest, obj: models.Model, form, title: str, button: str):
+        context = {
+            **self.admin_site.each_context(request),
+            "title": title,
+            "form": form,
+            "original": obj,
+            "button": button,
+            "opts": self.model._meta,
+        }
+        return TemplateResponse(request, self.action_form_template, context)
+
+    def _form_view(
+        self,
+        request: HttpRequest,
+        pk: int,
+        form_class: type[forms.Form],
+        act: Callable[[Any, dict[str, Any]], Any],
+        *,
+        success: str,
+        title: str,
+        button: str,
+        form_kwargs: Callable[[Any], dict[str, Any]] | None = None,
+    ) -> HttpResponse:
+        """An action that asks for a form first (a reason, an amount…): `act(obj, cleaned_data)`.
+        `title` may name the object as {obj}; `form_kwargs(obj)` gives a form what it needs of it
+        (defaults, choices)."""
+        obj = self._acting_on(request, pk)
+        form = form_class(request.POST or None, **(form_kwargs(obj) if form_kwargs else {}))
+        if request.method == "POST" and form.is_valid():
+            try:
+                act(obj, form.cleaned_data)
+            except DomainError as exc:
+                if exc.param not in form.fields:
+                    return self._refused(request, obj, exc)
+                form.add_error(exc.param, exc.message)  # shown on the form, with what was typed
+            else:
+                return self._done(request, obj, success)
+        return self._form_page(request, obj, form, title.format(obj=obj), button)
 
 
 class ProjectScopedInline(admin.StackedInline):

@@ -1,9 +1,10 @@
 """The finance back office: the review queue, invoice pages, their PDFs and the email log.
 
 Invoices are never edited as forms. Staff act on them through explicit buttons (approve, reject,
-add an adjustment, void, credit, send again) that call the same services as the API, so every
-action is audited and emits its event. `billing_admin` and `owner` may act; `viewer` reads, which
-includes downloading PDFs and previewing the email.
+add an adjustment, void, mark uncollectible, credit, send again) that call the same services as the
+API, so every action is audited and emits its event (billing_site.admin.ObjectActionsMixin).
+`billing_admin` and `owner` may act; `viewer` reads, which includes downloading PDFs and previewing
+the email. Payments are shown and recorded on the invoice's page by payments/admin.py.
 """
 
 from decimal import Decimal
@@ -11,7 +12,6 @@ from urllib.parse import urlencode
 
 from django import forms
 from django.contrib import admin, messages
-from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
@@ -22,6 +22,7 @@ from django.utils.text import Truncator
 
 from billing_site.admin import (
     CappedPaginator,
+    ObjectActionsMixin,
     ProjectListFilter,
     ProjectScopedAdmin,
     ReadOnlyAdminMixin,
@@ -149,7 +150,7 @@ def _previous_total():
 
 
 @admin.register(Invoice)
-class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = [
         "label",
         "customer",
@@ -168,6 +169,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     inlines = [LineInline, EmailInline]
     actions = ["approve_selected", "reject_selected"]
     change_form_template = "admin/invoicing/invoice/change_form.html"
+    action_form_template = "admin/invoicing/invoice/action_form.html"
     readonly_fields = [
         "public_id",
         "number",
@@ -239,13 +241,9 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         )
 
     # --- actions --------------------------------------------------------------------------------
-    def _may_act(self, request, invoice) -> None:
-        if not ProjectScopedAdmin.has_change_permission(self, request, invoice):
-            raise PermissionDenied
-
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
-            context["may_act"] = ProjectScopedAdmin.has_change_permission(self, request, obj)
+            context["may_act"] = self.may_act(request, obj)
             context["invoice"] = obj
             # A voided invoice is not emailed again; its PDF stays available (marked VOID when it
             # was rejected in review and so never issued).
@@ -268,43 +266,12 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
             view("pdf", self.pdf_view),
             view("email", self.email_preview_view),
             view("resend", self.resend_view),
+            view("uncollectible", self.uncollectible_view),
             *super().get_urls(),
         ]
 
-    def _visible(self, request, pk) -> Invoice:
-        """The invoice, if it is of one of the user's projects (the queryset is scoped): else 404."""
-        return get_object_or_404(self.get_queryset(request), pk=pk)
-
-    def _invoice(self, request, pk) -> Invoice:
-        invoice = self._visible(request, pk)
-        self._may_act(request, invoice)
-        return invoice
-
-    def _done(self, request, invoice, message: str):
-        messages.success(request, message)
-        return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[invoice.pk]))
-
-    def _form_page(self, request, invoice, form, title: str, button: str):
-        context = {
-            **self.admin_site.each_context(request),
-            "title": title,
-            "form": form,
-            "invoice": invoice,
-            "button": button,
-            "opts": self.model._meta,
-        }
-        return TemplateResponse(request, "admin/invoicing/invoice/action_form.html", context)
-
-    def _run(self, request, invoice, call, success: str):
-        try:
-            call()
-        except DomainError as exc:
-            messages.error(request, exc.message)
-            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[invoice.pk]))
-        return self._done(request, invoice, success)
-
     def approve_view(self, request, pk):
-        invoice = self._invoice(request, pk)
+        invoice = self._acting_on(request, pk)
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
         return self._run(
@@ -315,7 +282,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         )
 
     def resend_view(self, request, pk):
-        invoice = self._invoice(request, pk)
+        invoice = self._acting_on(request, pk)
         if request.method != "POST":
             return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
         to, cc = recipients(invoice.customer)
@@ -324,6 +291,17 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
             invoice,
             lambda: invoice_email_resend(invoice=invoice, actor=request.user),
             f"Queued: the invoice will be emailed to {', '.join(to + cc)}.",
+        )
+
+    def uncollectible_view(self, request, pk):
+        invoice = self._acting_on(request, pk)
+        if request.method != "POST":
+            return HttpResponseRedirect(reverse("admin:invoicing_invoice_change", args=[pk]))
+        return self._run(
+            request,
+            invoice,
+            lambda: services.invoice_mark_uncollectible(invoice=invoice, actor=request.user),
+            "Marked uncollectible. A payment recorded later still settles it.",
         )
 
     def pdf_view(self, request, pk):
@@ -343,14 +321,6 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         }
         return TemplateResponse(request, "admin/invoicing/invoice/email_preview.html", context)
 
-    def _form_view(self, request, pk, form_class, act, *, success: str, title: str, button: str):
-        """An action that asks for a form first (reason, amount…): `act(invoice, cleaned_data)`."""
-        invoice = self._invoice(request, pk)
-        form = form_class(request.POST or None)
-        if request.method == "POST" and form.is_valid():
-            return self._run(request, invoice, lambda: act(invoice, form.cleaned_data), success)
-        return self._form_page(request, invoice, form, title.format(invoice=invoice), button)
-
     def reject_view(self, request, pk):
         return self._form_view(
             request,
@@ -360,7 +330,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
                 invoice=invoice, actor=request.user, reason=data["reason"]
             ),
             success="Rejected: the invoice is void.",
-            title="Reject {invoice}",
+            title="Reject {obj}",
             button="Reject",
         )
 
@@ -373,7 +343,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
                 invoice=invoice, actor=request.user, reason=data["reason"]
             ),
             success="Voided.",
-            title="Void {invoice}",
+            title="Void {obj}",
             button="Void invoice",
         )
 
@@ -390,7 +360,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
                 reason=data["reason"],
             ),
             success="Adjustment added.",
-            title="Add an adjustment to {invoice}",
+            title="Add an adjustment to {obj}",
             button="Add adjustment",
         )
 
@@ -407,7 +377,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
                 amount=data["amount"],
             ),
             success="Credit note issued.",
-            title="Credit {invoice}",
+            title="Credit {obj}",
             button="Issue credit note",
         )
 
@@ -450,7 +420,7 @@ class InvoiceAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         return TemplateResponse(request, "admin/invoicing/invoice/reject_selected.html", context)
 
     def has_act_permission(self, request) -> bool:
-        return ProjectScopedAdmin.has_change_permission(self, request)
+        return self.may_act(request)
 
 
 @admin.register(PendingReviewInvoice)

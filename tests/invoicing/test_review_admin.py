@@ -153,3 +153,51 @@ def test_staff_of_another_project_cannot_see_the_invoice(client, project, other_
 
     assert client.get(reverse("admin:invoicing_invoice_change", args=[held[0].pk])).status_code == 302
     assert client.post(reverse("admin:invoicing_invoice_approve", args=[held[0].pk])).status_code == 404
+
+
+def test_an_adjustment_the_service_refuses_is_shown_on_its_field_with_what_was_typed(client, project, held):
+    _login(client, project, Role.BILLING_ADMIN)
+    invoice = held[0]
+
+    response = client.post(
+        reverse("admin:invoicing_invoice_adjust", args=[invoice.pk]),
+        {"description": "Workshop", "amount": "10.005", "reason": "Agreed"},
+    )
+
+    assert response.status_code == 200
+    assert response.context["form"].errors == {"amount": ["USD amounts have at most 2 decimal places."]}
+    assert b'value="Workshop"' in response.content
+    assert not invoice.lines.filter(type=LineType.ADJUSTMENT).exists()
+
+
+def test_mark_uncollectible_from_the_invoice_page(client, project, held):
+    _login(client, project, Role.BILLING_ADMIN)
+    invoice = held[0]
+    url = reverse("admin:invoicing_invoice_change", args=[invoice.pk])
+    client.post(reverse("admin:invoicing_invoice_approve", args=[invoice.pk]))
+
+    page = client.get(url)
+    response = client.post(reverse("admin:invoicing_invoice_uncollectible", args=[invoice.pk]))
+    again = client.post(reverse("admin:invoicing_invoice_uncollectible", args=[invoice.pk]), follow=True)
+
+    assert b"Mark uncollectible" in page.content
+    assert response.url == url
+    assert Invoice.objects.get(pk=invoice.pk).status == InvoiceStatus.UNCOLLECTIBLE
+    assert b"Mark uncollectible" not in again.content
+    assert "Only an open invoice can be marked uncollectible; this one is uncollectible." in [
+        str(message) for message in again.context["messages"]
+    ]
+
+
+def test_a_viewer_cannot_mark_an_invoice_uncollectible(client, project, held):
+    invoice = held[0]
+    _login(client, project, Role.OWNER)
+    client.post(reverse("admin:invoicing_invoice_approve", args=[invoice.pk]))
+    _login(client, project, Role.VIEWER)
+
+    page = client.get(reverse("admin:invoicing_invoice_change", args=[invoice.pk]))
+    response = client.post(reverse("admin:invoicing_invoice_uncollectible", args=[invoice.pk]))
+
+    assert b"Mark uncollectible" not in page.content
+    assert response.status_code == 403
+    assert Invoice.objects.get(pk=invoice.pk).status == InvoiceStatus.OPEN
