@@ -93,6 +93,11 @@ def payment_succeeded(payment: Payment) -> None:
         invoice_paid_record(invoice)
 
 
+def _due(invoice: Invoice) -> Decimal:
+    """What is due, to the currency's minor unit (amounts are stored with 4 places)."""
+    return round_money(invoice.amount_due, invoice.currency)
+
+
 def _positive_amount(amount: Decimal, currency: str, param: str = "amount") -> Decimal:
     if amount <= 0:
         raise InvalidInput("A positive amount.", code="invalid_amount", param=param)
@@ -151,10 +156,10 @@ def payment_record(
             )
         if amount > invoice.amount_due:
             raise Unprocessable(
-                f"{amount} is more than the {invoice.amount_due} {invoice.currency} due on this invoice.",
+                f"{amount} is more than the {_due(invoice)} {invoice.currency} due on this invoice.",
                 code="overpayment",
                 param="amount",
-                extra={"amount_due": str(invoice.amount_due)},
+                extra={"amount_due": to_minor_units(invoice.amount_due, invoice.currency)},
             )
         try:
             with transaction.atomic():
@@ -207,7 +212,8 @@ def payment_match(*, payment: Payment, invoice: Invoice, actor: Actor) -> Paymen
             raise Unprocessable("The invoice is not in the payment's currency.", code="currency_mismatch")
         if invoice.status not in PAYABLE_STATUSES or payment.amount > invoice.amount_due:
             raise Unprocessable(
-                f"The invoice ({invoice.status}, {invoice.amount_due} due) cannot take this payment.",
+                f"The invoice ({invoice.status}, {_due(invoice)} {invoice.currency} due) "
+                "cannot take this payment.",
                 code="overpayment",
             )
         payment.invoice, payment.customer = invoice, invoice.customer

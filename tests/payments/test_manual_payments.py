@@ -230,3 +230,14 @@ def test_unmatched_payments_are_listed_apart_and_the_filter_takes_only_booleans(
     assert [p["id"] for p in unmatched] == [stray.public_id]
     assert [p["id"] for p in others] == [matched.public_id]
     assert refused.status_code == 400
+
+
+def test_an_overpayment_says_what_is_due_in_minor_units(project, api):
+    invoice = issued_invoice(project, total="100.00")
+
+    error = _pay(api, invoice, amount=10001).json()["error"]
+
+    assert (error["message"], error["amount_due"]) == (
+        "100.01 is more than the 100.00 USD due on this invoice.",
+        10000,
+    )
