@@ -17,6 +17,7 @@ from django.db.models import F, Prefetch, Sum, Window
 from django.urls import path, reverse
 from django.utils import timezone
 from django.utils.html import format_html, format_html_join
+from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from billing_site.admin import (
@@ -160,7 +161,7 @@ class InvoicePaymentInline(PaymentColumns, ReadOnlyInline):
             )
             for refund in payment.refunds.all()
         )
-        return format_html_join(format_html("<br>"), "{} {} for {} ({})", refunds) or "-"
+        return format_html_join(mark_safe("<br>"), "{} {} for {} ({})", refunds) or "-"
 
 
 # --- payments and the reconciliation queue ------------------------------------------------------
