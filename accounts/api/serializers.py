@@ -1,3 +1,5 @@
+from itertools import pairwise
+
 from rest_framework import serializers
 
 from accounts.models import ALL_SCOPES, ApiKey, ApiKeyStatus, Project
@@ -9,6 +11,7 @@ from billing_site.api.fields import (
     RejectUnknownFieldsMixin,
     TimezoneField,
 )
+from billing_site.errors import Unprocessable
 
 
 class ApiKeySerializer(serializers.ModelSerializer):
@@ -93,7 +96,7 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         max_length=10,
         required=False,
         help_text="Dunning: retry a failed charge this many days after the first failure, each day "
-        "later than the one before (else 400 invalid_retry_days). Default [1, 3, 5, 7].",
+        "later than the one before (else 422 invalid_retry_days). Default [1, 3, 5, 7]; [] for no retries.",
     )
     stripe_secret_key_set = serializers.SerializerMethodField(
         help_text="Whether a Stripe secret key is configured (the key itself is never shown)."
@@ -145,6 +148,16 @@ class ProjectSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             "ingest_rate_limit_per_minute",
             "created_at",
         ]
+
+    def validate_payment_retry_days(self, days: list[int]) -> list[int]:
+        # A rule between the list's items, which the schema cannot state: 422 (docs/api.md).
+        if any(later <= earlier for earlier, later in pairwise(days)):
+            raise Unprocessable(
+                "Each retry day must be later than the one before, e.g. [1, 3, 5, 7].",
+                code="invalid_retry_days",
+                param="payment_retry_days",
+            )
+        return days
 
     def get_stripe_secret_key_set(self, project: Project) -> bool:
         return bool(project.stripe_secret_key)

@@ -265,15 +265,20 @@ def test_a_patch_replayed_with_its_idempotency_key_runs_once(project, api):
 
 
 @pytest.mark.parametrize(
-    ("change", "code"),
-    [({"payment_retry_days": [3, 1]}, "invalid_retry_days"), ({"payment_retry_days": [0]}, "min_value")],
+    ("change", "status", "code"),
+    [
+        ({"payment_retry_days": [3, 1]}, 422, "invalid_retry_days"),
+        ({"payment_retry_days": [1, 3.0, 3]}, 422, "invalid_retry_days"),
+        ({"payment_retry_days": [0]}, 400, "min_value"),
+        ({"payment_retry_days": list(range(1, 12))}, 400, "max_length"),
+    ],
 )
-def test_retry_days_must_be_a_rising_schedule(project, api, change, code):
+def test_retry_days_must_be_a_rising_schedule(project, api, change, status, code):
     before = _snapshot(project)
 
     response = api.patch("/v1/project", change, format="json")
 
-    assert (response.status_code, response.json()["error"]["code"]) == (400, code)
+    assert (response.status_code, response.json()["error"]["code"]) == (status, code)
     assert _snapshot(project) == before
 
 
