@@ -3,6 +3,7 @@ from decimal import Decimal
 from django.conf import settings
 from django.core.validators import FileExtensionValidator, MaxValueValidator, MinValueValidator
 from django.db import models
+from django.db.models import Q
 
 from accounts.models import InvoiceDelivery, Project
 from billing_site.ids import PublicIdField
@@ -13,7 +14,7 @@ from billing_site.validators import (
     validate_locale,
     validate_timezone,
 )
-from catalog.pricing import PRICE_DIGITS, PRICE_PLACES, FeeTiming, PricedItem
+from catalog.pricing import PERCENTAGE_PLACES, PRICE_DIGITS, PRICE_PLACES, FeeTiming, PricedItem
 from meters.models import code_validator
 
 # Bounds on a plan's cadence and trial (Stripe's are similar): beyond them, period arithmetic would
@@ -54,6 +55,36 @@ class Product(models.Model):
         return self.name
 
 
+class TaxRate(models.Model):
+    """A tax charged on invoices: a percentage of the discounted amount of each line it applies to.
+
+    Rates are set on the project (`is_default`), a customer, a plan or a charge; the most specific
+    wins for each line (charge, then plan, then customer, then the project's defaults): see
+    invoicing/taxes.py. `inclusive` rates are already in the prices (the tax is the part of the
+    line that is tax); exclusive ones are added on top. Never edited once used: archive it and
+    make another (an issued invoice keeps its rate's name and percentage on its lines).
+    """
+
+    public_id = PublicIdField(prefix="txr")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    name = models.CharField(max_length=100, help_text='Shown on invoices, e.g. "VAT" or "Sales tax".')
+    percentage = models.DecimalField(max_digits=9, decimal_places=PERCENTAGE_PLACES)
+    inclusive = models.BooleanField(default=False, help_text="Prices already include this tax.")
+    jurisdiction = models.CharField(max_length=100, blank=True, help_text='e.g. "FR", "US-CA".')
+    is_default = models.BooleanField(
+        default=False, help_text="Applies to every invoice of the project unless a more specific rate is set."
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["name", "id"]
+
+    def __str__(self) -> str:
+        label = f"{self.name} {self.percentage.normalize():f} %"
+        return f"{label} incl." if self.inclusive else label
+
+
 class Plan(models.Model):
     """One version of a plan: cadence, base fee and charges.
 
@@ -87,6 +118,13 @@ class Plan(models.Model):
     entitlements = models.JSONField(
         default=dict, blank=True, help_text='Feature flags and quotas, e.g. {"sso": true, "seats": 10}.'
     )
+    minimum_commitment = models.DecimalField(
+        max_digits=PRICE_DIGITS,
+        decimal_places=PRICE_PLACES,
+        default=Decimal(0),
+        help_text="The least a period bills in fees and usage; a true-up line makes up any shortfall.",
+    )
+    tax_rates = models.ManyToManyField(TaxRate, blank=True, related_name="+")
     is_private = models.BooleanField(default=False, help_text="Made for one customer (contract or override).")
     created_at = models.DateTimeField(auto_now_add=True)
     archived_at = models.DateTimeField(null=True, blank=True)
@@ -108,12 +146,19 @@ class Charge(PricedItem):
     public_id = PublicIdField(prefix="chg")
     plan = models.ForeignKey(Plan, on_delete=models.PROTECT, related_name="charges")
     position = models.PositiveIntegerField(default=0)
+    tax_rates = models.ManyToManyField(TaxRate, blank=True, related_name="+")
 
     class Meta:
         ordering = ["position", "id"]
 
     def __str__(self) -> str:
         return self.name or (self.meter.name if self.meter_id else "Fixed fee")
+
+
+class TaxStatus(models.TextChoices):
+    TAXABLE = "taxable", "Taxable"
+    EXEMPT = "exempt", "Tax-exempt"
+    REVERSE_CHARGE = "reverse_charge", "Reverse charge (the customer accounts for the tax)"
 
 
 class Customer(models.Model):
@@ -127,6 +172,10 @@ class Customer(models.Model):
     email = models.EmailField(blank=True, validators=[validate_email_address])
     billing_address = models.JSONField(default=dict, blank=True)
     tax_id = models.CharField(max_length=100, blank=True)
+    tax_status = models.CharField(max_length=16, choices=TaxStatus.choices, default=TaxStatus.TAXABLE)
+    tax_rates = models.ManyToManyField(
+        TaxRate, blank=True, related_name="+", help_text="Override the project's default rates."
+    )
     currency = models.CharField(max_length=3, validators=[validate_currency])
     timezone = models.CharField(max_length=64, validators=[validate_timezone])
     processor_customer_id = models.CharField(max_length=255, blank=True)
@@ -243,3 +292,84 @@ class ContractLine(PricedItem):
 
     def __str__(self) -> str:
         return self.name or "Line"
+
+
+class CouponKind(models.TextChoices):
+    PERCENTAGE = "percentage", "Percentage off"
+    FIXED_AMOUNT = "fixed_amount", "Fixed amount off"
+
+
+class CouponDuration(models.TextChoices):
+    ONCE = "once", "Once (the first invoice)"
+    REPEATING = "repeating", "Repeating (a number of periods)"
+    FOREVER = "forever", "Forever"
+
+
+class Coupon(models.Model):
+    """A discount: a percentage or a fixed amount (per currency) off the lines it applies to.
+
+    `plans`/`charges` limit it (empty: every fee and usage line). It is redeemed for a customer
+    (every subscription) or one subscription; `duration` says for how many of their invoices.
+    """
+
+    public_id = PublicIdField(prefix="cpn")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    code = models.CharField(max_length=100, validators=[code_validator])
+    name = models.CharField(max_length=200, help_text="Shown on the discount line.")
+    kind = models.CharField(max_length=12, choices=CouponKind.choices)
+    percent_off = models.DecimalField(max_digits=9, decimal_places=PERCENTAGE_PLACES, null=True, blank=True)
+    # Fixed amounts per currency: {"USD": "10.00", "EUR": "9.00"}; a currency not listed gets none.
+    amount_off = models.JSONField(default=dict, blank=True)
+    duration = models.CharField(max_length=10, choices=CouponDuration.choices, default=CouponDuration.ONCE)
+    duration_periods = models.PositiveIntegerField(null=True, blank=True, help_text="Repeating: how many.")
+    plans = models.ManyToManyField(Plan, blank=True, related_name="+")
+    charges = models.ManyToManyField(Charge, blank=True, related_name="+")
+    max_redemptions = models.PositiveIntegerField(null=True, blank=True)
+    redeem_by = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["code"]
+        constraints = [models.UniqueConstraint(fields=["project", "code"], name="coupon_code_unique")]
+
+    def __str__(self) -> str:
+        return self.name or self.code
+
+
+class CouponRedemption(models.Model):
+    """A coupon applied to a customer (all their subscriptions, `subscription` empty) or to one
+    subscription. Which invoices it discounted is on their discount lines; `removed_at` ends it."""
+
+    public_id = PublicIdField(prefix="cpr")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    coupon = models.ForeignKey(Coupon, on_delete=models.PROTECT, related_name="redemptions")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="coupon_redemptions")
+    subscription = models.ForeignKey(
+        "subscriptions.Subscription",
+        null=True,
+        blank=True,
+        on_delete=models.PROTECT,
+        related_name="coupon_redemptions",
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+    removed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            # A coupon applies once to the same customer or subscription at a time.
+            models.UniqueConstraint(
+                fields=["coupon", "customer"],
+                condition=Q(subscription__isnull=True, removed_at__isnull=True),
+                name="coupon_once_per_customer",
+            ),
+            models.UniqueConstraint(
+                fields=["coupon", "subscription"],
+                condition=Q(subscription__isnull=False, removed_at__isnull=True),
+                name="coupon_once_per_subscription",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.coupon} for {self.customer}"

@@ -51,6 +51,7 @@ class BillingReason(models.TextChoices):
     SUBSCRIPTION_START = "subscription_start", "Start of the subscription (fees in advance)"
     SUBSCRIPTION_CYCLE = "subscription_cycle", "End of a billing period"
     SUBSCRIPTION_UPDATE = "subscription_update", "Plan change invoiced at once (prorations)"
+    CREDIT_PURCHASE = "credit_purchase", "Purchase of prepaid credits"
 
 
 class Invoice(models.Model):
@@ -65,7 +66,10 @@ class Invoice(models.Model):
     public_id = PublicIdField(prefix="in")
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
     customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="invoices")
-    subscription = models.ForeignKey(Subscription, on_delete=models.PROTECT, related_name="invoices")
+    # Every invoice but a purchase of prepaid credits bills a subscription.
+    subscription = models.ForeignKey(
+        Subscription, null=True, blank=True, on_delete=models.PROTECT, related_name="invoices"
+    )
     billing_reason = models.CharField(max_length=20, choices=BillingReason.choices)
     status = models.CharField(max_length=16, choices=InvoiceStatus.choices, default=InvoiceStatus.DRAFT)
     currency = models.CharField(max_length=3)
@@ -73,7 +77,15 @@ class Invoice(models.Model):
     period_end = models.DateTimeField()
     number = models.CharField(max_length=40, null=True, blank=True)
 
-    total = _amount(default=Decimal(0))  # = the sum of the lines' amounts
+    # The waterfall (invoicing/waterfall.py): fees and usage (subtotal) − discount + tax (the
+    # exclusive part) = total; then prepaid credits; amount due = total − credits applied − credit
+    # notes − payments. `total` is the sum of the lines but the credit lines and inclusive taxes.
+    subtotal = _amount(default=Decimal(0))
+    discount = _amount(default=Decimal(0))  # positive: what coupons took off
+    tax = _amount(default=Decimal(0))  # all tax, inclusive and exclusive
+    total = _amount(default=Decimal(0))
+    credits_applied = _amount(default=Decimal(0))  # prepaid credits, positive
+    tax_note = models.TextField(blank=True, help_text="The legal note of a reverse-charge or exempt customer.")
     amount_credited = _amount(default=Decimal(0))  # credit notes against what is due
     amount_paid = _amount(default=Decimal(0))
 
@@ -109,6 +121,10 @@ class Invoice(models.Model):
                 name="invoice_one_per_change",
             ),
             models.UniqueConstraint(fields=["project", "number"], name="invoice_number_unique"),
+            models.CheckConstraint(
+                condition=Q(subscription__isnull=False) | Q(billing_reason="credit_purchase"),
+                name="invoice_subscription_required",
+            ),
         ]
         indexes = [
             models.Index(fields=["project", "status", "id"], name="invoice_project_status"),
@@ -120,7 +136,7 @@ class Invoice(models.Model):
 
     @property
     def amount_due(self):
-        return max(self.total - self.amount_credited - self.amount_paid, 0)
+        return max(self.total - self.credits_applied - self.amount_credited - self.amount_paid, 0)
 
 
 class LineType(models.TextChoices):
@@ -130,6 +146,16 @@ class LineType(models.TextChoices):
     LATE_USAGE = "late_usage", "Late usage"
     ADJUSTMENT = "adjustment", "Adjustment"
     CREDIT = "credit", "Credit"
+    MINIMUM = "minimum", "Charge minimum (true-up)"
+    COMMITMENT = "commitment", "Minimum commitment (true-up)"
+    CREDIT_PURCHASE = "credit_purchase", "Prepaid credits purchased"
+    DISCOUNT = "discount", "Discount"
+    TAX = "tax", "Tax"
+    PREPAID_CREDIT = "prepaid_credit", "Prepaid credits applied"
+
+
+# The waterfall's steps after fees and usage: computed from the lines above them, never by hand.
+WATERFALL_TYPES = frozenset({LineType.DISCOUNT, LineType.TAX, LineType.PREPAID_CREDIT})
 
 
 class InvoiceLine(models.Model):
@@ -138,7 +164,7 @@ class InvoiceLine(models.Model):
 
     public_id = PublicIdField(prefix="il")
     invoice = models.ForeignKey(Invoice, on_delete=models.PROTECT, related_name="lines")
-    type = models.CharField(max_length=12, choices=LineType.choices)
+    type = models.CharField(max_length=16, choices=LineType.choices)
     description = models.CharField(max_length=300)
     plan = models.ForeignKey(Plan, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
     charge = models.ForeignKey(Charge, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
@@ -161,6 +187,24 @@ class InvoiceLine(models.Model):
     # Late usage: the finalized invoice whose period the usage belongs to.
     original_invoice = models.ForeignKey(
         Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="late_lines"
+    )
+    # Fee and usage lines: the discount taken off them (positive) and their tax, with each rate's
+    # part: [{"tax_rate", "name", "percentage", "inclusive", "jurisdiction", "amount"}].
+    discount_amount = _amount(default=Decimal(0))
+    tax_amount = _amount(default=Decimal(0))
+    taxes = models.JSONField(default=list, blank=True)
+    # Waterfall lines: what each stands for (a discount line's coupon, a tax line's rate and the
+    # amount it was levied on, a prepaid-credit line's grant).
+    coupon_redemption = models.ForeignKey(
+        "catalog.CouponRedemption", null=True, blank=True, on_delete=models.PROTECT, related_name="lines"
+    )
+    tax_rate = models.ForeignKey(
+        "catalog.TaxRate", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
+    taxable_amount = _amount(null=True, blank=True)
+    tax_inclusive = models.BooleanField(default=False)
+    credit_grant = models.ForeignKey(
+        "invoicing.CreditGrant", null=True, blank=True, on_delete=models.PROTECT, related_name="lines"
     )
     is_manual = models.BooleanField(default=False)
     reason = models.TextField(blank=True)
@@ -340,3 +384,95 @@ class InvoiceEmail(models.Model):
 
     def __str__(self) -> str:
         return f"{self.invoice} → {', '.join(self.to) or 'nobody'} ({self.status})"
+
+
+class Wallet(models.Model):
+    """A customer's prepaid credits in one currency: the grants below, and the balance under which
+    `credits.balance_low` is announced."""
+
+    public_id = PublicIdField(prefix="wal")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    customer = models.ForeignKey(Customer, on_delete=models.PROTECT, related_name="wallets")
+    currency = models.CharField(max_length=3)
+    low_balance_threshold = _amount(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["currency"]
+        constraints = [
+            models.UniqueConstraint(fields=["customer", "currency"], name="wallet_one_per_currency")
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.customer} {self.currency}"
+
+
+class CreditSource(models.TextChoices):
+    GRANTED = "granted", "Granted (free)"
+    PURCHASED = "purchased", "Purchased (invoiced)"
+
+
+class CreditGrant(models.Model):
+    """A block of prepaid credits. Applied to invoices after tax: lowest `priority` first, then the
+    soonest to expire, then the oldest. A purchased grant is usable once its invoice is paid.
+    Its balance is the sum of its ledger entries."""
+
+    public_id = PublicIdField(prefix="cgr")
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    wallet = models.ForeignKey(Wallet, on_delete=models.PROTECT, related_name="grants")
+    name = models.CharField(max_length=200, blank=True)
+    source = models.CharField(max_length=10, choices=CreditSource.choices, default=CreditSource.GRANTED)
+    amount = _amount()
+    priority = models.PositiveSmallIntegerField(default=50, help_text="0–100; lower is used first.")
+    expires_at = models.DateTimeField(null=True, blank=True)
+    invoice = models.OneToOneField(
+        Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="credit_grant_purchased"
+    )
+    available_at = models.DateTimeField(null=True, blank=True, help_text="Empty: a purchase not paid yet.")
+    voided_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["priority", "expires_at", "id"]
+
+    def __str__(self) -> str:
+        return self.name or self.public_id
+
+
+class CreditEntryKind(models.TextChoices):
+    GRANT = "grant", "Granted"
+    APPLIED = "applied", "Applied to an invoice"
+    RELEASED = "released", "Given back (invoice voided)"
+    EXPIRED = "expired", "Expired"
+    VOIDED = "voided", "Voided"
+
+
+class CreditEntry(models.Model):
+    """One movement of a grant's balance (signed: + grant and release, − application, expiry and
+    void). Never edited; the unique constraints make each movement happen once."""
+
+    project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
+    grant = models.ForeignKey(CreditGrant, on_delete=models.PROTECT, related_name="entries")
+    kind = models.CharField(max_length=10, choices=CreditEntryKind.choices)
+    amount = _amount()
+    invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["created_at", "id"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["grant", "kind", "invoice"],
+                condition=Q(invoice__isnull=False),
+                name="credit_entry_once_per_invoice",
+            ),
+            models.UniqueConstraint(
+                fields=["grant", "kind"],
+                condition=Q(invoice__isnull=True),
+                name="credit_entry_once_per_grant",
+            ),
+        ]
+        indexes = [models.Index(fields=["grant", "created_at"], name="credit_entry_grant")]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.amount}"
