@@ -77,15 +77,17 @@ class Invoice(models.Model):
     period_end = models.DateTimeField()
     number = models.CharField(max_length=40, null=True, blank=True)
 
-    # The waterfall (invoicing/waterfall.py): fees and usage (subtotal) − discount + tax (the
-    # exclusive part) = total; then prepaid credits; amount due = total − credits applied − credit
-    # notes − payments. `total` is the sum of the lines but the credit lines and inclusive taxes.
+    # The waterfall (invoicing/waterfall.py): fees and usage (subtotal) - discount + tax (the
+    # exclusive part) = total; then prepaid credits; amount due = total - credits applied - credit
+    # notes - payments. `total` is the sum of the lines but the credit lines and inclusive taxes.
     subtotal = _amount(default=Decimal(0))
     discount = _amount(default=Decimal(0))  # positive: what coupons took off
     tax = _amount(default=Decimal(0))  # all tax, inclusive and exclusive
     total = _amount(default=Decimal(0))
     credits_applied = _amount(default=Decimal(0))  # prepaid credits, positive
-    tax_note = models.TextField(blank=True, help_text="The legal note of a reverse-charge or exempt customer.")
+    tax_note = models.TextField(
+        blank=True, help_text="The legal note of a reverse-charge or exempt customer."
+    )
     amount_credited = _amount(default=Decimal(0))  # credit notes against what is due
     amount_paid = _amount(default=Decimal(0))
 
@@ -448,7 +450,7 @@ class CreditEntryKind(models.TextChoices):
 
 
 class CreditEntry(models.Model):
-    """One movement of a grant's balance (signed: + grant and release, − application, expiry and
+    """One movement of a grant's balance (signed: + grant and release, - application, expiry and
     void). Never edited; the unique constraints make each movement happen once."""
 
     project = models.ForeignKey(Project, on_delete=models.PROTECT, related_name="+")
