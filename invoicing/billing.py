@@ -34,9 +34,12 @@ from django.utils import timezone
 from accounts.models import InvoiceDelivery
 from billing_site.aggregates import MoneySum
 from billing_site.errors import Unprocessable
+from billing_site.money import round_money
 from catalog.models import Charge, Plan
 from catalog.pricing import ChargeKind, FeeTiming, PricingModel
 from invoicing import services
+from invoicing.composition import invoice_compose, invoice_totals_set, waterfall_for
+from invoicing.lines import LineDraft
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
@@ -51,7 +54,8 @@ from invoicing.models import (
 from invoicing.rating import Pricing, Rating, rate_fixed, rate_percentage, rate_usage
 from meters.selectors import late_event_span, meter_quantity, percentage_usage
 from subscriptions.models import Subscription, SubscriptionPhase
-from subscriptions.periods import Period, PeriodGrid
+from subscriptions.periods import Period
+from subscriptions.selectors import nominal_period, plan_at, subscription_phases
 from subscriptions.services import CLOCK_SKEW, period_grid
 
 logger = logging.getLogger(__name__)
@@ -61,28 +65,6 @@ logger = logging.getLogger(__name__)
 # usage of closed periods is found through the events matched late (see late_usage_periods).
 RACE_WINDOW = timedelta(days=1)
 FEE_TYPES = (LineType.BASE_FEE, LineType.FIXED_FEE)
-
-
-@dataclass
-class LineDraft:
-    """A computed invoice line before it is saved (or shown as a preview)."""
-
-    type: str
-    description: str
-    period_start: datetime
-    period_end: datetime
-    amount: Decimal
-    quantity: Decimal = Decimal(1)
-    unit_price: Decimal | None = None
-    plan: Plan | None = None
-    charge: Charge | None = None
-    tiers: list[dict] = field(default_factory=list)
-    cumulative_quantity: Decimal | None = None
-    original_invoice: Invoice | None = None
-
-    @property
-    def meter_id(self) -> int | None:
-        return self.charge.meter_id if self.charge else None
 
 
 @dataclass(frozen=True)
@@ -105,18 +87,6 @@ class Segment:
 
 
 # --- phases as segments of a period ------------------------------------------------------------
-
-
-def _phases(subscription: Subscription) -> list[SubscriptionPhase]:
-    """The subscription's phases in time order: from the prefetch of a locked subscription
-    (billing_subscription_locked) when there is one, else one query."""
-    return list(subscription.phases.all())
-
-
-def _plan_at(subscription: Subscription, moment: datetime) -> Plan | None:
-    """The plan of the last phase started by `moment`."""
-    started = [phase for phase in _phases(subscription) if phase.starts_at <= moment]
-    return started[-1].plan if started else None
 
 
 def billing_subscription_locked(pk: int) -> Subscription:
@@ -143,7 +113,7 @@ def segments(subscription: Subscription, start: datetime, end: datetime) -> list
     start, end = max(start, subscription.billed_from), min(end, life_end)
     found = []
     fees_of = None
-    for phase in _phases(subscription):
+    for phase in subscription_phases(subscription):
         if phase.prorate or fees_of is None or phase.starts_at <= period_start:
             fees_of = phase.plan
         seg_start, seg_end = max(phase.starts_at, start), min(phase.ends_at or end, end)
@@ -337,13 +307,14 @@ def usage_lines(
             if charge.kind != ChargeKind.USAGE:
                 continue
             rating = rate_charge(charge, subscription, start, end, currency=currency)
+            used = usage_amount(rating, currency)
             lines.append(
                 LineDraft(
                     type=LineType.USAGE,
                     description=str(charge),
                     period_start=start,
                     period_end=end,
-                    amount=rating.amount,
+                    amount=used,
                     quantity=rating.quantity,
                     unit_price=rating.unit_price,
                     plan=plan,
@@ -352,7 +323,85 @@ def usage_lines(
                     cumulative_quantity=rating.quantity,
                 )
             )
+            if rating.amount > used:
+                lines.append(
+                    LineDraft(
+                        type=LineType.MINIMUM,
+                        description=f"{charge} — minimum {rating.amount:,} {currency} (true-up)",
+                        period_start=start,
+                        period_end=end,
+                        amount=rating.amount - used,
+                        plan=plan,
+                        charge=charge,
+                    )
+                )
     return lines
+
+
+def usage_amount(rating: Rating, currency: str) -> Decimal:
+    """What the usage itself came to: the line amount before the charge's minimum raised it
+    (the rest is a minimum true-up line of its own)."""
+    return (
+        max(round_money(rating.exact_amount, currency), Decimal(0))
+        if rating.minimum_applied
+        else rating.amount
+    )
+
+
+def commitment_lines(
+    subscription: Subscription, nominal: Period, lines: list[LineDraft], *, invoice: Invoice, currency: str
+) -> list[LineDraft]:
+    """A plan's minimum commitment for the period: what the period's fees and usage on the plan
+    (on this invoice and, for fees billed in advance, on the earlier one) fall short of it,
+    prorated by the time the plan was billable in the period."""
+    covered: dict[int, timedelta] = defaultdict(timedelta)
+    plans: dict[int, Plan] = {}
+    for segment in segments(subscription, nominal.start, nominal.end):
+        if segment.fees_of.minimum_commitment > 0:
+            covered[segment.fees_of.pk] += _billable_time(segment, subscription)
+            plans[segment.fees_of.pk] = segment.fees_of
+    found = []
+    for plan_id, time in covered.items():
+        if not time:
+            continue
+        plan = plans[plan_id]
+        committed = rate_fixed(
+            plan.minimum_commitment, covered=time, period=nominal.end - nominal.start, currency=currency
+        ).amount
+        billed = sum(
+            (
+                line.amount
+                for line in lines
+                if line.plan_id == plan_id
+                and line.period_start >= nominal.start
+                and line.period_end <= nominal.end
+                and line.original_invoice is None
+            ),
+            Decimal(0),
+        )
+        billed += InvoiceLine.objects.filter(
+            invoice__subscription=subscription,
+            plan_id=plan_id,
+            period_start__gte=nominal.start,
+            period_end__lte=nominal.end,
+            original_invoice__isnull=True,
+            is_manual=False,
+            type__in=(*FEE_TYPES, LineType.CREDIT, LineType.USAGE, LineType.MINIMUM),
+        ).exclude(invoice__status=InvoiceStatus.VOID).exclude(invoice_id=invoice.pk).aggregate(
+            total=MoneySum("amount")
+        )["total"] or Decimal(0)
+        if committed > billed:
+            found.append(
+                LineDraft(
+                    type=LineType.COMMITMENT,
+                    description=f"{plan.name} — minimum commitment {committed:,} {currency} (true-up)",
+                    period_start=nominal.start,
+                    period_end=nominal.end,
+                    amount=committed - billed,
+                    plan=plan,
+                )
+            )
+    return found
 
 
 def late_usage_lines(
@@ -374,6 +423,13 @@ def late_usage_lines(
         .annotate(cumulative=Max("cumulative_quantity"), amount=MoneySum("amount"))
     )
     billed_late = {(row["original_invoice"], row["charge"]): row for row in earlier_late}
+    minimums = {
+        (row["invoice"], row["charge"], row["period_start"]): row["amount"]
+        for row in InvoiceLine.objects.filter(invoice__in=candidates, type=LineType.MINIMUM)
+        .values("invoice", "charge", "period_start")
+        .annotate(amount=MoneySum("amount"))
+        .order_by()
+    }
     usage = InvoiceLine.objects.filter(invoice__in=candidates, type=LineType.USAGE).select_related(
         "charge__meter", "plan", "invoice"
     )
@@ -382,7 +438,11 @@ def late_usage_lines(
         charge = original.charge
         late = billed_late.get((original.invoice_id, charge.pk))
         billed_quantity = late["cumulative"] if late else original.cumulative_quantity
-        billed_amount = original.amount + (late["amount"] if late else 0)
+        billed_amount = (
+            original.amount
+            + minimums.get((original.invoice_id, charge.pk, original.period_start), 0)
+            + (late["amount"] if late else 0)
+        )
         current = rate_charge(
             charge,
             subscription,
@@ -434,24 +494,6 @@ def late_usage_invoices(subscription: Subscription, *, before: datetime, now: da
 # --- putting an invoice together ----------------------------------------------------------------
 
 
-def nominal_period(subscription: Subscription, moment: datetime) -> Period:
-    """The whole billing period containing `moment`, on the grid of the plan in effect then: fees
-    are prorated against it (a first period starting on the 15th, or a last one cut by a
-    cancellation, pays its share of the whole month).
-
-    A period cut short by a plan change to another interval lies before the new grid's anchor;
-    it is measured on a grid anchored at its own start.
-    """
-    plan = _plan_at(subscription, moment) or subscription.plan
-    grid = period_grid(subscription, plan)
-    if moment < subscription.period_anchor:
-        grid = PeriodGrid(
-            anchor=moment, timezone=subscription.timezone, interval=plan.interval,
-            interval_count=plan.interval_count, anniversary=grid.anniversary,
-        )  # fmt: skip
-    return grid.nominal_period_at(moment)
-
-
 def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[LineDraft]:
     """The computed lines of an invoice, from the subscription's phases and usage as they are now."""
     now = now or timezone.now()
@@ -472,6 +514,7 @@ def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[Line
         *usage_lines(subscription, period, currency=currency),
         *late_usage_lines(subscription, period.start, invoice=invoice, now=now),
     ]
+    lines += commitment_lines(subscription, nominal, lines, invoice=invoice, currency=currency)
     if subscription.ends_at is None or subscription.ends_at > period.end:
         following = nominal_period(subscription, nominal.end)
         lines += fee_lines(subscription, following, FeeTiming.IN_ADVANCE, currency=currency)
@@ -526,13 +569,8 @@ def lines_in_bounds(lines: list[LineDraft]) -> list[LineDraft]:
     return lines
 
 
-def invoice_set_total(invoice: Invoice) -> None:
-    invoice.total = invoice.lines.aggregate(total=MoneySum("amount"))["total"] or Decimal(0)
-    invoice.save(update_fields=["total", "updated_at"])
-
-
 def invoice_rebuild(*, invoice: Invoice, now: datetime | None = None) -> Invoice:
-    """Recompute an editable invoice's lines (manual adjustments stay) and its total.
+    """Recompute an editable invoice's lines (manual adjustments stay), its waterfall and totals.
 
     Runs in the caller's transaction, with the invoice locked by the caller.
     """
@@ -540,28 +578,8 @@ def invoice_rebuild(*, invoice: Invoice, now: datetime | None = None) -> Invoice
         raise ValueError(f"a {invoice.status} invoice is frozen")
     invoice.lines.filter(is_manual=False).delete()
     drafts = compute_lines(invoice, now=now)
-    InvoiceLine.objects.bulk_create(
-        InvoiceLine(
-            invoice=invoice,
-            type=d.type,
-            description=d.description[:300],
-            plan=d.plan,
-            charge=d.charge,
-            meter_id=d.meter_id,
-            period_start=d.period_start,
-            period_end=d.period_end,
-            quantity=d.quantity,
-            unit_price=d.unit_price,
-            amount=d.amount,
-            tiers=d.tiers,
-            cumulative_quantity=d.cumulative_quantity,
-            original_invoice=d.original_invoice,
-            position=position,
-        )
-        for position, d in enumerate(drafts)
-    )
-    invoice_set_total(invoice)
-    return invoice
+    InvoiceLine.objects.bulk_create(draft.to_line(invoice, position) for position, draft in enumerate(drafts))
+    return invoice_compose(invoice=invoice, at=now)
 
 
 def _invoice_for(subscription: Subscription, *, reason: str, period: Period) -> tuple[Invoice, bool]:
@@ -682,7 +700,7 @@ def _advance(subscription: Subscription) -> None:
             Period(start=subscription.current_period_start, end=subscription.current_period_end)
         )
         subscription.current_period_start, subscription.current_period_end = following.start, following.end
-        subscription.plan = _plan_at(subscription, following.start) or subscription.plan
+        subscription.plan = plan_at(subscription, following.start) or subscription.plan
     subscription.save(update_fields=["current_period_start", "current_period_end", "plan", "updated_at"])
 
 
@@ -785,6 +803,8 @@ def _upcoming_invoice(subscription: Subscription, period: Period, *, now: dateti
 
 
 def _preview(subscription: Subscription, period: Period, currency: str, lines: list[LineDraft]) -> Invoice:
+    """The unsaved invoice of a preview, its waterfall included (coupons and credits as they
+    stand now: what issuing it would take from them)."""
     invoice = Invoice(
         project=subscription.project,
         customer=subscription.customer,
@@ -793,9 +813,10 @@ def _preview(subscription: Subscription, period: Period, currency: str, lines: l
         currency=currency,
         period_start=period.start,
         period_end=period.end,
-        total=lines_total(lines),
     )
-    invoice.preview_lines = lines
+    waterfall = waterfall_for(invoice, lines, lock=False)
+    invoice_totals_set(invoice, waterfall)
+    invoice.preview_lines = lines + waterfall.lines
     return invoice
 
 

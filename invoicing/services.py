@@ -23,6 +23,8 @@ from billing_site.aggregates import MoneySum
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import decimal_string, round_money
 from catalog.pricing import to_decimal
+from invoicing.composition import invoice_compose
+from invoicing.credits import credits_applied_record, credits_release
 from invoicing.emails import invoice_issued_deliver
 from invoicing.models import (
     EDITABLE_STATUSES,
@@ -132,12 +134,15 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
     if invoice.status not in EDITABLE_STATUSES:
         raise _refuse(invoice, InvoiceStatus.OPEN, f"A {invoice.status} invoice cannot be issued.")
     now = timezone.now()
-    terms = invoice.subscription.payment_terms_days
+    terms = invoice.subscription.payment_terms_days if invoice.subscription else None
     terms = invoice.project.payment_terms_days if terms is None else terms
+    # The coupons and prepaid credits it takes are what they hold now, under lock.
+    invoice_compose(invoice=invoice, lock=True, at=now)
     invoice.number = number_next(project=invoice.project, kind=NumberSequence.Kind.INVOICE)
     invoice.issued_at, invoice.due_at = now, now + timedelta(days=terms)
-    invoice.status = InvoiceStatus.PAID if invoice.total == 0 else InvoiceStatus.OPEN
+    invoice.status = InvoiceStatus.PAID if invoice.amount_due == 0 else InvoiceStatus.OPEN
     invoice.save()
+    credits_applied_record(invoice=invoice)
     _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number})
     if invoice.status == InvoiceStatus.PAID:
         invoice_paid_record(invoice)
@@ -208,6 +213,7 @@ def invoice_void(*, invoice: Invoice, actor: Actor, reason: str) -> Invoice:
             )
         invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, timezone.now(), reason
         invoice.save()
+        credits_release(invoice=invoice)
         _record(invoice, "invoice.voided", actor=actor, changes={"reason": reason})
     return invoice
 
@@ -234,8 +240,6 @@ def invoice_add_adjustment(
 ) -> InvoiceLine:
     """Add a manual line to a draft or an invoice in review: a charge (positive amount) or a
     credit (negative). Kept when the invoice is recomputed; the reason is recorded."""
-    from invoicing.billing import invoice_set_total  # deferred: billing imports this module
-
     reason = _reason(reason)
     description = description or ""
     if not description.strip():
@@ -280,7 +284,7 @@ def invoice_add_adjustment(
             created_by=_user(actor),
             position=10_000 + invoice.lines.count(),
         )
-        invoice_set_total(invoice)
+        invoice_compose(invoice=invoice)
         _record(
             invoice,
             "invoice.updated",

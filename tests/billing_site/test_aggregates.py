@@ -5,7 +5,7 @@ from decimal import Decimal
 import pytest
 
 from billing_site.aggregates import MoneySum
-from invoicing.billing import invoice_set_total
+from invoicing.composition import invoice_compose
 from invoicing.models import InvoiceLine, LineType
 from tests.invoicing.documents import invoice_of
 
@@ -22,7 +22,7 @@ def test_an_invoice_total_is_the_exact_sum_of_its_lines(project):
     ]
     invoice = invoice_of(project, lines)
 
-    invoice_set_total(invoice)
+    invoice_compose(invoice=invoice)
 
     assert invoice.total == Decimal("0.12")
     assert (

@@ -10,7 +10,7 @@ import time_machine
 from django.utils import timezone
 
 from accounts.models import Project
-from catalog.models import Contract, Customer, Plan, Product
+from catalog.models import Contract, Coupon, Customer, Plan, Product, TaxRate
 from catalog.services import plan_create
 from meters.models import Aggregation, Meter
 from subscriptions.models import Subscription
@@ -100,3 +100,23 @@ class ContractFactory(factory.django.DjangoModelFactory):
     customer_email = "billing@initech.example"
     currency = factory.LazyAttribute(lambda c: c.project.currency)
     start_date = factory.LazyFunction(lambda: date(2026, 1, 1))
+
+
+class TaxRateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TaxRate
+
+    project = factory.SubFactory("tests.accounts.factories.ProjectFactory")
+    name = "VAT"
+    percentage = Decimal("20")
+
+
+class CouponFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Coupon
+
+    project = factory.SubFactory("tests.accounts.factories.ProjectFactory")
+    code = factory.Sequence(lambda n: f"coupon{n}")
+    name = factory.Sequence(lambda n: f"Coupon {n}")
+    kind = "percentage"
+    percent_off = Decimal("10")

@@ -6,7 +6,17 @@ from typing import Any
 from django.db import transaction
 
 from catalog.pricing import PricingModel
-from invoicing.models import BillingReason, Invoice, InvoiceLine, InvoiceStatus, LineType
+from invoicing.models import (
+    BillingReason,
+    CreditEntry,
+    CreditEntryKind,
+    CreditGrant,
+    Invoice,
+    InvoiceLine,
+    InvoiceStatus,
+    LineType,
+    Wallet,
+)
 from invoicing.rating import Pricing, Tier
 from invoicing.services import invoice_issue
 from tests.catalog.factories import CustomerFactory, make_plan, subscribe
@@ -50,3 +60,20 @@ def issued_invoice(project, *, total: str = "100.00", customer=None) -> Invoice:
             period_start=subscription.current_period_start, period_end=subscription.current_period_end,
         )  # fmt: skip
         return invoice_issue(invoice=invoice, actor=None)
+
+
+def credits_granted(customer, currency: str, amount: str, *, at, priority: int = 50, expires_at=None):
+    """A grant of prepaid credits usable from `at`, written straight to the ledger."""
+    wallet, _ = Wallet.objects.get_or_create(project=customer.project, customer=customer, currency=currency)
+    grant = CreditGrant.objects.create(
+        project=customer.project,
+        wallet=wallet,
+        amount=Decimal(amount),
+        priority=priority,
+        expires_at=expires_at,
+        available_at=at,
+    )
+    CreditEntry.objects.create(
+        project=customer.project, grant=grant, kind=CreditEntryKind.GRANT, amount=grant.amount
+    )
+    return grant

@@ -1,10 +1,12 @@
 """Every invoice equals an independent recomputation, to the minor unit.
 
-For random plans (currency, base fee, aggregation, pricing model, tiers, free units, minimum) and
-random event streams (some reported after their period was invoiced), usage goes in through the
-API, two periods are closed, and each invoice's lines are compared with a plain-Python
-recomputation over the raw events. The recomputation below shares no code with invoicing: it
-prices with Fractions and rounds half-up by hand.
+For random plans (currency, base fee, aggregation, pricing model, tiers, free units, minimum,
+minimum commitment), random waterfalls (a percentage or fixed-amount coupon used once or forever,
+an inclusive or exclusive tax rate, prepaid credits) and random event streams (some reported
+after their period was invoiced), usage goes in through the API, two periods are closed, and each
+invoice's lines and totals are compared with a plain-Python recomputation over the raw events.
+The recomputation below shares no code with invoicing: it prices with Fractions and rounds
+half-up (and down, for the parts of a fixed discount) by hand.
 """
 
 import math
@@ -19,10 +21,19 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
+from catalog.models import CouponRedemption, Plan
 from invoicing.billing import billing_close
 from invoicing.models import BillingReason, Invoice, LineType
 from tests.accounts.factories import ProjectFactory, make_api_key
-from tests.catalog.factories import CustomerFactory, MeterFactory, make_plan, subscribe
+from tests.catalog.factories import (
+    CouponFactory,
+    CustomerFactory,
+    MeterFactory,
+    TaxRateFactory,
+    make_plan,
+    subscribe,
+)
+from tests.invoicing.factories import credits_granted
 
 JAN_1 = datetime(2026, 1, 1, tzinfo=UTC)
 FEB_1 = datetime(2026, 2, 1, tzinfo=UTC)
@@ -39,7 +50,12 @@ def round_half_up(value: Fraction, exponent: int) -> Fraction:
     return Fraction(whole if scaled >= 0 else -whole, 10**exponent)
 
 
-def price(plan: dict, quantity: Fraction, exponent: int) -> Fraction:
+def round_down(value: Fraction, exponent: int) -> Fraction:
+    return Fraction(math.floor(value * 10**exponent), 10**exponent)
+
+
+def price(plan: dict, quantity: Fraction, exponent: int) -> tuple[Fraction, Fraction]:
+    """The usage line and the charge minimum's true-up."""
     billable = max(Fraction(0), quantity - plan["free_units"])
     model, tiers = plan["model"], plan["tiers"]
     if model == "per_unit":
@@ -59,7 +75,41 @@ def price(plan: dict, quantity: Fraction, exponent: int) -> Fraction:
     else:  # volume, stairstep: the tier the total falls in
         up_to, unit_price, flat_fee = next(t for t in tiers if t[0] is None or billable <= t[0])
         total = (billable * unit_price if model == "volume" else 0) + flat_fee
-    return max(round_half_up(total, exponent), round_half_up(plan["minimum"], exponent))
+    used = max(round_half_up(total, exponent), Fraction(0))
+    return used, max(round_half_up(plan["minimum"], exponent) - used, Fraction(0))
+
+
+def waterfall(items: list[Fraction], extras: dict, exponent: int, coupon_used: bool) -> dict:
+    """Discount, tax and credits over the invoice's fee and usage lines, in their order."""
+    coupon, rate = extras["coupon"], extras["tax"]
+    discounts = [Fraction(0)] * len(items)
+    positive = {i: amount for i, amount in enumerate(items) if amount > 0}
+    if coupon is not None and not (coupon["once"] and coupon_used) and positive:
+        if coupon["percent_off"] is not None:
+            for i, amount in positive.items():
+                discounts[i] = round_half_up(amount * coupon["percent_off"] / 100, exponent)
+        else:
+            base = sum(positive.values())
+            target = min(coupon["amount_off"], base)
+            for i, amount in positive.items():
+                discounts[i] = round_down(target * amount / base, exponent)
+            remainder = target - sum(discounts)
+            for i in sorted(positive, key=lambda i: (-positive[i], i)):
+                extra = min(remainder, positive[i] - discounts[i])
+                discounts[i] += extra
+                remainder -= extra
+    taxes = []
+    for amount, discount in zip(items, discounts, strict=True):
+        taxable = amount - discount
+        share = (
+            rate["percentage"] / (100 + rate["percentage"]) if rate["inclusive"] else rate["percentage"] / 100
+        )
+        taxes.append(round_half_up(taxable * share, exponent))
+    tax = sum(taxes)
+    total = sum(items) - sum(discounts) + (0 if rate["inclusive"] else tax)
+    credits = min(extras["credits"], max(total, Fraction(0)))
+    extras["credits"] -= credits
+    return {"discount": sum(discounts), "tax": tax, "total": total, "credits": credits}
 
 
 def aggregate(aggregation: str, values: list[int]) -> Fraction:
@@ -144,32 +194,78 @@ def _charge(plan: dict, meter) -> dict:
     return charge
 
 
+@st.composite
+def waterfalls(draw):
+    kind = draw(st.sampled_from(["none", "percentage", "fixed_amount"]))
+    coupon = None
+    if kind != "none":
+        coupon = {
+            "once": draw(st.booleans()),
+            "percent_off": draw(decimals(100, 2).filter(lambda p: p > 0)) if kind == "percentage" else None,
+            "amount_off": draw(decimals(80, 0)) if kind == "fixed_amount" else None,
+        }
+    return {
+        "coupon": coupon,
+        "tax": {"percentage": draw(decimals(30, 3)), "inclusive": draw(st.booleans())},
+        "credits": draw(decimals(150, 0)),
+        "commitment": draw(st.sampled_from([Fraction(0), draw(decimals(150, 0))])),
+    }
+
+
 @settings(
     max_examples=30,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.function_scoped_fixture],
 )
-@given(plan=plans(), stream=events)
-def test_every_invoice_equals_an_independent_recomputation(db, plan, stream):
+@given(plan=plans(), extras=waterfalls(), stream=events)
+def test_every_invoice_equals_an_independent_recomputation(db, plan, extras, stream):
     exponent = EXPONENTS[plan["currency"]]
     with transaction.atomic():
-        invoices = _bill(plan, stream)
+        invoices = _bill(plan, extras, stream)
         january = [e.value for e in stream if e.day < 31]
         on_time_january = [e.value for e in stream if e.day < 31 and not e.late]
         february = [e.value for e in stream if e.day >= 31]
         base = round_half_up(plan["base_fee"], exponent)
-        usage_jan = price(plan, aggregate(plan["aggregation"], on_time_january), exponent)
-        usage_feb = price(plan, aggregate(plan["aggregation"], february), exponent)
-        late = price(plan, aggregate(plan["aggregation"], january), exponent) - usage_jan
+        usage_jan, minimum_jan = price(plan, aggregate(plan["aggregation"], on_time_january), exponent)
+        usage_feb, minimum_feb = price(plan, aggregate(plan["aggregation"], february), exponent)
+        late = sum(price(plan, aggregate(plan["aggregation"], january), exponent)) - usage_jan - minimum_jan
+        commitment = round_half_up(extras["commitment"], exponent)
+        commit_jan = max(commitment - base - usage_jan - minimum_jan, Fraction(0))
+        commit_feb = max(commitment - base - usage_feb - minimum_feb, Fraction(0))
 
         expected = {
             "opening": {LineType.BASE_FEE: [base]},
-            "january": {LineType.USAGE: [usage_jan], LineType.BASE_FEE: [base]},
-            "february": {LineType.USAGE: [usage_feb], LineType.BASE_FEE: [base]},
+            "january": {
+                LineType.USAGE: [usage_jan],
+                LineType.MINIMUM: [minimum_jan],
+                LineType.COMMITMENT: [commit_jan],
+                LineType.BASE_FEE: [base],
+            },
+            "february": {
+                LineType.USAGE: [usage_feb],
+                LineType.MINIMUM: [minimum_feb],
+                LineType.COMMITMENT: [commit_feb],
+                LineType.BASE_FEE: [base],
+            },
+        }
+        items = {
+            "opening": [base],
+            "january": [usage_jan, minimum_jan, commit_jan, base],
+            "february": [usage_feb, minimum_feb, late, commit_feb, base],
         }
         if late:
             expected["february"][LineType.LATE_USAGE if late > 0 else LineType.CREDIT] = [late]
+        coupon_used = False
         for name, invoice in invoices.items():
+            steps = waterfall([amount for amount in items[name] if amount], extras, exponent, coupon_used)
+            coupon_used = coupon_used or steps["discount"] > 0
+            expected[name].update(
+                {
+                    LineType.DISCOUNT: [-steps["discount"]],
+                    LineType.TAX: [steps["tax"]],
+                    LineType.PREPAID_CREDIT: [-steps["credits"]],
+                }
+            )
             found: dict[str, list[Fraction]] = {}
             for line in invoice.lines.all():
                 found.setdefault(line.type, []).append(Fraction(line.amount))
@@ -181,13 +277,23 @@ def test_every_invoice_equals_an_independent_recomputation(db, plan, stream):
             found = {
                 kind: amounts for kind, amounts in found.items() if any(amounts) or kind == LineType.USAGE
             }
-            assert found == wanted, (name, plan, stream)
-            assert Fraction(invoice.total) == sum(sum(amounts) for amounts in wanted.values())
+            assert found == wanted, (name, plan, extras, stream)
+            assert Fraction(invoice.subtotal) == sum(items[name])
+            assert Fraction(invoice.discount) == steps["discount"]
+            assert Fraction(invoice.tax) == steps["tax"]
+            assert Fraction(invoice.total) == steps["total"]
+            assert Fraction(invoice.credits_applied) == steps["credits"]
         transaction.set_rollback(True)
 
 
-def _bill(plan: dict, stream: list[Event]) -> dict[str, Invoice]:
+def _bill(plan: dict, extras: dict, stream: list[Event]) -> dict[str, Invoice]:
     project = ProjectFactory(currency=plan["currency"])
+    TaxRateFactory(
+        project=project,
+        percentage=_decimal(extras["tax"]["percentage"]),
+        inclusive=extras["tax"]["inclusive"],
+        is_default=True,
+    )
     meter = MeterFactory(project=project, code="units", aggregation=plan["aggregation"])
     billed = make_plan(
         project,
@@ -195,7 +301,24 @@ def _bill(plan: dict, stream: list[Event]) -> dict[str, Invoice]:
         currency=plan["currency"],
         charges=[_charge(plan, meter)],
     )
+    Plan.objects.filter(pk=billed.pk).update(minimum_commitment=_decimal(extras["commitment"]))
+    billed.refresh_from_db()
     customer = CustomerFactory(project=project, external_id="acct", currency=plan["currency"])
+    if extras["coupon"] is not None:
+        coupon = extras["coupon"]
+        CouponRedemption.objects.create(
+            project=project,
+            customer=customer,
+            coupon=CouponFactory(
+                project=project,
+                kind="percentage" if coupon["percent_off"] is not None else "fixed_amount",
+                percent_off=None if coupon["percent_off"] is None else _decimal(coupon["percent_off"]),
+                amount_off={plan["currency"]: _decimal(coupon["amount_off"])} if coupon["amount_off"] else {},
+                duration="once" if coupon["once"] else "forever",
+            ),
+        )
+    if extras["credits"]:
+        credits_granted(customer, plan["currency"], _decimal(extras["credits"]), at=JAN_1 - timedelta(days=1))
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {make_api_key(project)[1]}")
 
