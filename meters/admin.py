@@ -34,12 +34,16 @@ from meters.models import Meter, UnmatchedReason, UnmatchedUsageEvent, UsageEven
 # --- meters ----------------------------------------------------------------------------------------
 
 
+_RULE_FIELDS = ("aggregation", "property", "bucket", "rounding", "rounding_precision", "weighted_input")
+
+
 class MeterForm(forms.ModelForm):
     class Meta:
         model = Meter
         fields = [
             "project", "code", "name", "unit", "aggregation", "property", "filters", "group_by",
-            "whole_numbers_only", "allow_negative",
+            "whole_numbers_only", "allow_negative", "bucket", "rounding", "rounding_precision",
+            "weighted_input",
         ]  # fmt: skip
 
     def clean(self):
@@ -49,6 +53,11 @@ class MeterForm(forms.ModelForm):
                 cleaned["filters"] = services.clean_filters(cleaned["filters"] or [])
             if "group_by" in cleaned:
                 cleaned["group_by"] = services.clean_group_by(cleaned["group_by"] or [])
+            # The rules between fields (a bucketed weighted_sum, a precision without rounding, …),
+            # on the meter as it would be saved.
+            services.check_meter_rules(
+                Meter(**{name: cleaned.get(name, getattr(self.instance, name)) for name in _RULE_FIELDS})
+            )
         except DomainError as error:
             raise forms.ValidationError({error.param.split("[")[0]: error.message}) from None
         locked = sorted(services.AGGREGATION_FIELDS & set(self.changed_data))
