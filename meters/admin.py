@@ -29,9 +29,12 @@ from billing_site.errors import DomainError
 from catalog.models import Customer
 from meters import selectors, services
 from meters.aggregation import DAY, Scope, aggregate, bucket_spans
-from meters.models import Meter, UnmatchedReason, UnmatchedUsageEvent, UsageEvent
+from meters.models import Meter, UnmatchedReason, UnmatchedUsageEvent, UsageEvent, WeightedInput
 
 # --- meters ----------------------------------------------------------------------------------------
+
+
+_RULE_FIELDS = ("aggregation", "property", "bucket", "rounding", "rounding_precision", "weighted_input")
 
 
 class MeterForm(forms.ModelForm):
@@ -39,19 +42,40 @@ class MeterForm(forms.ModelForm):
         model = Meter
         fields = [
             "project", "code", "name", "unit", "aggregation", "property", "filters", "group_by",
-            "whole_numbers_only", "allow_negative",
+            "whole_numbers_only", "allow_negative", "bucket", "rounding", "rounding_precision",
+            "weighted_input",
         ]  # fmt: skip
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        # Left out, they keep their defaults (a plain level-fed meter, no rounding).
+        for name in ("rounding_precision", "weighted_input"):
+            if name in self.fields:
+                self.fields[name].required = False
 
     def clean(self):
         cleaned = super().clean()
+        if cleaned.get("rounding_precision") is None and "rounding_precision" in self.fields:
+            cleaned["rounding_precision"] = 0
+        if not cleaned.get("weighted_input") and "weighted_input" in self.fields:
+            cleaned["weighted_input"] = WeightedInput.LEVEL
         try:
             if "filters" in cleaned:
                 cleaned["filters"] = services.clean_filters(cleaned["filters"] or [])
             if "group_by" in cleaned:
                 cleaned["group_by"] = services.clean_group_by(cleaned["group_by"] or [])
+            # The rules between fields (a bucketed weighted_sum, a precision without rounding, …),
+            # on the meter as it would be saved.
+            services.check_meter_rules(
+                Meter(**{name: cleaned.get(name, getattr(self.instance, name)) for name in _RULE_FIELDS})
+            )
         except DomainError as error:
             raise forms.ValidationError({error.param.split("[")[0]: error.message}) from None
-        locked = sorted(services.AGGREGATION_FIELDS & set(self.changed_data))
+        locked = sorted(
+            name
+            for name in services.AGGREGATION_FIELDS & set(self.changed_data)
+            if cleaned.get(name) != getattr(self.instance, name)
+        )
         if self.instance.pk and locked and services.meter_has_usage(self.instance):
             raise forms.ValidationError(
                 {

@@ -13,12 +13,19 @@ Semantics (docs/usage.md, "Aggregations"):
 - Only matched events count (they have a subscription), and only those passing the meter's
   filters. The aggregated value is the event's `value`, or the meter's `property` when it is a
   JSON number (events where it is missing or not a number are ignored, except by `count`).
-- `count` events; `sum`, `max`, `min` values; `unique_count` distinct JSON values of the property
-  ("1" and 1 differ, 1 and 1.0 do not); `latest` the value of the last event (timestamp, then id).
+- `count` events; `sum`, `max`, `min`, `avg` values; `unique_count` distinct JSON values of the
+  property ("1" and 1 differ, 1 and 1.0 do not); `latest` the value of the last event (timestamp,
+  then id).
+- A bucketed meter (`bucket` hour or day) runs its aggregation per UTC bucket, per subscription
+  and per group of the meter's `group_by`, and sums those results: "the peak of each hour, summed".
 - `weighted_sum`: each event's value is a level held from its timestamp until the next event of
   the same group (the level before the window carries in); the result is Σ level × time held /
   window length, the time-average level ("seat-months" for a month). Time after `now` is not
-  held yet, so the figure for a running period grows until the period ends.
+  held yet, so the figure for a running period grows until the period ends. With
+  `weighted_input` "increment" each value changes the level instead: the level is the running
+  sum of every earlier value (from the start of time, so the increments before the window carry in).
+- `period_totals` is what pricing and the usage API read: it answers from the hourly rollups when
+  it can, and applies the meter's rounding, once, to each result.
 - Buckets are UTC hours or days; an empty group or bucket has no row. No events → 0.
 """
 
@@ -26,17 +33,26 @@ import json
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import ROUND_HALF_UP, Context, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_UP, Context, Decimal
 from typing import Any
 
 from django.db import connection
 from django.utils.dateparse import parse_datetime
 
-from meters.models import VALUE_PLACES, Aggregation, FilterOperator, Meter
+from meters.models import VALUE_PLACES, Aggregation, FilterOperator, Meter, Rounding, WeightedInput
 
 HOUR, DAY = "hour", "day"
 GRANULARITY_STEPS = {HOUR: timedelta(hours=1), DAY: timedelta(days=1)}
-ROLLUP_AGGREGATIONS = frozenset({Aggregation.COUNT, Aggregation.SUM, Aggregation.MIN, Aggregation.MAX})
+# The hourly rollups hold count, sum, min and max, so they answer these (avg = sum / count).
+ROLLUP_AGGREGATIONS = frozenset(
+    {Aggregation.COUNT, Aggregation.SUM, Aggregation.MIN, Aggregation.MAX, Aggregation.AVG}
+)
+# Summing per-bucket counts or sums gives the plain count or sum: rollups still answer those.
+BUCKET_INVARIANT_AGGREGATIONS = frozenset({Aggregation.COUNT, Aggregation.SUM})
+# Aggregations a meter may bucket. weighted_sum is already a time average: per bucket, summed, it
+# would count each bucket's average once however short the bucket, which means nothing.
+BUCKETABLE_AGGREGATIONS = frozenset(set(Aggregation) - {Aggregation.WEIGHTED_SUM})
+_ROUNDING_MODES = {Rounding.ROUND: ROUND_HALF_UP, Rounding.CEIL: ROUND_CEILING, Rounding.FLOOR: ROUND_FLOOR}
 _PLACE = Decimal(1).scaleb(-VALUE_PLACES)
 _CONTEXT = Context(prec=60, rounding=ROUND_HALF_UP)
 _SQLITE_BUCKET_FORMATS = {HOUR: "%Y-%m-%d %H:00:00", DAY: "%Y-%m-%d 00:00:00"}
@@ -53,6 +69,15 @@ def quantity(raw: Any) -> Decimal:
     value = raw if isinstance(raw, Decimal) else Decimal(repr(raw))
     # normalize() drops trailing zeros; adding 0 turns 1E+3 back into 1000 (and -0 into 0).
     return _CONTEXT.add(value.quantize(_PLACE, context=_CONTEXT).normalize(_CONTEXT), 0)
+
+
+def round_quantity(value: Decimal, *, rounding: str | None, precision: int) -> Decimal:
+    """A meter result rounded as the meter says: half up, up (ceiling) or down (floor) to
+    `precision` decimal places; unchanged without rounding."""
+    if not rounding:
+        return value
+    step = Decimal(1).scaleb(-precision)
+    return quantity(value.quantize(step, rounding=_ROUNDING_MODES[rounding], context=_CONTEXT))
 
 
 @dataclass(frozen=True)
@@ -107,8 +132,8 @@ class _PostgreSQL:
         number_sql, params = self.number(name)
         return f"COALESCE({number_sql} {operator} %s, FALSE)", [*params, Decimal(str(number))]
 
-    def bucket(self, granularity: str) -> tuple[str, list]:
-        return "date_trunc(%s, e.timestamp, 'UTC')", [granularity]
+    def bucket(self, granularity: str, column: str = "e.timestamp") -> tuple[str, list]:
+        return f"date_trunc(%s, {column}, 'UTC')", [granularity]
 
     def microseconds(self, start: str, end: str) -> str:
         return f"(EXTRACT(EPOCH FROM ({end}) - ({start})) * 1000000)"
@@ -182,8 +207,8 @@ class _SQLite:
             [name, number],
         )
 
-    def bucket(self, granularity: str) -> tuple[str, list]:
-        return "strftime(%s, e.timestamp)", [_SQLITE_BUCKET_FORMATS[granularity]]
+    def bucket(self, granularity: str, column: str = "e.timestamp") -> tuple[str, list]:
+        return f"strftime(%s, {column})", [_SQLITE_BUCKET_FORMATS[granularity]]
 
     def microseconds(self, start: str, end: str) -> str:
         # Exact integers from Django's text format "YYYY-MM-DD HH:MM:SS[.ffffff]".
@@ -287,19 +312,36 @@ def aggregate(
     by_customer: bool = False,
     granularity: str | None = None,
 ) -> list[Row]:
-    """The meter's aggregation over [start, end), per bucket and dimension group."""
+    """The meter's aggregation over [start, end), per bucket and dimension group, from the raw
+    events and unrounded (pricing and the usage API read `period_totals`)."""
     if end <= start:
         return []
     dialect = _dialect()
     if meter.aggregation == Aggregation.WEIGHTED_SUM:
         return _weighted_sum(dialect, meter, scope, start, end, now, group_by, by_customer, granularity)
+    bucketed = bool(meter.bucket)
     where, params = _where(dialect, meter, scope)
     value_sql, value_params = _value_sql(dialect, meter)
     dimensions, dimension_params = _dimensions_sql(dialect, group_by, by_customer)
-    bucket_sql, bucket_params = dialect.bucket(granularity) if granularity else ("NULL", [])
     names = [f"d{i}" for i in range(len(dimensions))]
+    if bucketed:
+        # Per subscription and per group of the meter's own group_by too: each is billed its own
+        # peaks, and the requested dimensions (fewer, or none) sum them.
+        extra = [name for name in meter.group_by if name not in group_by]
+        extra_sql, extra_params = _dimensions_sql(dialect, extra, by_customer=False)
+        dimensions, dimension_params = (
+            [*dimensions, "e.subscription_id", *extra_sql],
+            [
+                *dimension_params,
+                *extra_params,
+            ],
+        )
+        bucket_sql, bucket_params = dialect.bucket(meter.bucket)
+    else:
+        bucket_sql, bucket_params = dialect.bucket(granularity) if granularity else ("NULL", [])
+    inner_names = [f"d{i}" for i in range(len(dimensions))]
     select = [f"{bucket_sql} AS b"]
-    select += [f"{sql} AS {name}" for sql, name in zip(dimensions, names, strict=True)]
+    select += [f"{sql} AS {name}" for sql, name in zip(dimensions, inner_names, strict=True)]
     select_params = [*bucket_params, *dimension_params]
     if meter.aggregation == Aggregation.UNIQUE_COUNT:
         distinct_sql, distinct_params = dialect.distinct_value(meter.property)
@@ -313,10 +355,10 @@ def aggregate(
         f"WHERE {where} AND e.timestamp >= %s AND e.timestamp < %s"
     )
     params = [*select_params, *params, dialect.moment(start), dialect.moment(end)]
-    group = ", ".join(["b", *names])
+    group = ", ".join(["b", *inner_names])
     if meter.aggregation == Aggregation.LATEST:
         sql = (
-            f"SELECT {group}, v FROM (SELECT t.*, ROW_NUMBER() OVER "
+            f"SELECT {group}, v AS q FROM (SELECT t.*, ROW_NUMBER() OVER "
             f"(PARTITION BY {group} ORDER BY ts DESC, id DESC) AS rn FROM ({inner}) t WHERE v IS NOT NULL) x "
             "WHERE rn = 1"
         )
@@ -326,9 +368,24 @@ def aggregate(
             Aggregation.SUM: "SUM(v)",
             Aggregation.MAX: "MAX(v)",
             Aggregation.MIN: "MIN(v)",
+            Aggregation.AVG: "AVG(v)",
             Aggregation.UNIQUE_COUNT: "COUNT(DISTINCT v)",
         }[meter.aggregation]
-        sql = f"SELECT {group}, {function} FROM ({inner}) t GROUP BY {group}"
+        sql = f"SELECT {group}, {function} AS q FROM ({inner}) t GROUP BY {group}"
+    if bucketed:
+        # The meter's buckets summed into the requested granularity's (or into one result).
+        if granularity is None:
+            outer_sql, outer_params = "NULL", []
+        elif granularity in (meter.bucket, HOUR):
+            outer_sql, outer_params = "b", []  # a day bucket falls in its first hour
+        else:
+            outer_sql, outer_params = dialect.bucket(granularity, column="b")
+        kept = ", ".join(["ob", *names])
+        sql = (
+            f"SELECT {kept}, SUM(q) FROM (SELECT {outer_sql} AS ob"
+            f"{''.join(f', {name}' for name in names)}, q FROM ({sql}) per_bucket) p GROUP BY {kept}"
+        )
+        params = [*outer_params, *params]
     with connection.cursor() as cursor:
         cursor.execute(sql, params)
         fetched = cursor.fetchall()
@@ -337,6 +394,52 @@ def aggregate(
         moment = None if bucket is None else max(dialect.read_moment(bucket), start)
         rows.append(Row(moment, tuple(rest[:-1]), quantity(rest[-1])))
     return rows
+
+
+def period_totals(
+    *,
+    meter: Meter,
+    scope: Scope,
+    start: datetime,
+    end: datetime,
+    now: datetime,
+    group_by: Sequence[str] = (),
+    by_customer: bool = False,
+) -> list[Row]:
+    """The meter's result over [start, end) per dimension group: what charges are priced on and
+    what the usage API reports (a subscription's quantity, its breakdown, summary totals).
+
+    The one place the meter's rounding is applied, so the figure priced is the figure shown. A
+    single subscription's undivided total comes from the hourly rollups when they can answer it.
+    """
+    if (
+        uses_rollups(meter)
+        and not group_by
+        and not by_customer
+        and scope.customer_id is not None
+        and scope.subscription_id is not None
+    ):
+        rows = [Row(None, (), rollup_total(meter=meter, scope=scope, start=start, end=end))]
+    else:
+        rows = aggregate(
+            meter=meter,
+            scope=scope,
+            start=start,
+            end=end,
+            now=now,
+            group_by=group_by,
+            by_customer=by_customer,
+        )
+    if not meter.rounding:
+        return rows
+    return [
+        Row(
+            row.bucket,
+            row.dimensions,
+            round_quantity(row.quantity, rounding=meter.rounding, precision=meter.rounding_precision),
+        )
+        for row in rows
+    ]
 
 
 def bucket_spans(start: datetime, end: datetime, granularity: str | None) -> list[tuple[datetime, datetime]]:
@@ -369,6 +472,11 @@ def _weighted_sum(dialect, meter, scope, start, end, now, group_by, by_customer,
     window_start, window_until = dialect.moment(start), dialect.moment(until)
     segment_start = dialect.greatest("s.seg_start", "bk.b_start")
     segment_end = dialect.least("s.seg_end", "bk.b_end")
+    # Levels as sent, or the running sum of the increments (all of them, from the start of time:
+    # `scoped` has no lower bound, so the level held when the window opens includes them).
+    level = "v"
+    if meter.weighted_input == WeightedInput.INCREMENT:
+        level = f"SUM(v) OVER ({partition}ORDER BY ts, id ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)"
     sql = f"""
         WITH scoped AS (
             SELECT {"".join(f"{sql} AS {name}, " for sql, name in zip(dimensions, names, strict=True))}
@@ -376,13 +484,16 @@ def _weighted_sum(dialect, meter, scope, start, end, now, group_by, by_customer,
             FROM meters_usageevent e
             WHERE {where} AND e.timestamp < %s
         ),
+        levels AS (
+            SELECT {dims}{level} AS v, ts, id FROM scoped WHERE v IS NOT NULL
+        ),
         relevant AS (
             SELECT {dims}v, ts, id FROM (
-                SELECT scoped.*, ROW_NUMBER() OVER ({partition}ORDER BY ts DESC, id DESC) AS carry
-                FROM scoped WHERE ts < %s AND v IS NOT NULL
+                SELECT levels.*, ROW_NUMBER() OVER ({partition}ORDER BY ts DESC, id DESC) AS carry
+                FROM levels WHERE ts < %s
             ) earlier WHERE carry = 1
             UNION ALL
-            SELECT {dims}v, ts, id FROM scoped WHERE ts >= %s AND v IS NOT NULL
+            SELECT {dims}v, ts, id FROM levels WHERE ts >= %s
         ),
         segments AS (
             SELECT {dims}v,
@@ -461,6 +572,8 @@ def rollup_total(*, meter: Meter, scope: Scope, start: datetime, end: datetime) 
         count, total, low, high = cursor.fetchone()
     if not count:
         return Decimal(0)
+    if meter.aggregation == Aggregation.AVG:
+        return quantity(_CONTEXT.divide(quantity(total), count))
     return quantity(
         {
             Aggregation.COUNT: count,
@@ -472,8 +585,12 @@ def rollup_total(*, meter: Meter, scope: Scope, start: datetime, end: datetime) 
 
 
 def uses_rollups(meter: Meter) -> bool:
-    """Whether hourly rollups can answer this meter: a plain count, sum, min or max of `value`."""
-    return meter.aggregation in ROLLUP_AGGREGATIONS and not meter.property and not meter.filters
+    """Whether hourly rollups can answer this meter: a plain count, sum, min, max or avg of
+    `value`; bucketed, only a count or a sum (which bucketing does not change: the rollups' hours
+    cannot give the peak of the partial hours at a window's edges per bucket)."""
+    if meter.property or meter.filters or meter.aggregation not in ROLLUP_AGGREGATIONS:
+        return False
+    return not meter.bucket or meter.aggregation in BUCKET_INVARIANT_AGGREGATIONS
 
 
 @dataclass(frozen=True)

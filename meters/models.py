@@ -1,3 +1,4 @@
+from django.core.validators import MaxValueValidator
 from django.db import models
 from django.db.models import Q
 
@@ -19,7 +20,29 @@ class Aggregation(models.TextChoices):
     MIN = "min", "Minimum"
     UNIQUE_COUNT = "unique_count", "Count of distinct values"
     LATEST = "latest", "Latest value in the period"
+    AVG = "avg", "Average (mean) value"
     WEIGHTED_SUM = "weighted_sum", "Time-weighted sum (value × time held)"
+
+
+class Bucket(models.TextChoices):
+    """A bucketed meter aggregates per UTC hour or day, then sums the bucket results."""
+
+    HOUR = "hour", "Per UTC hour, summed"
+    DAY = "day", "Per UTC day, summed"
+
+
+class Rounding(models.TextChoices):
+    ROUND = "round", "Round half up"
+    CEIL = "ceil", "Round up (ceiling)"
+    FLOOR = "floor", "Round down (floor)"
+
+
+class WeightedInput(models.TextChoices):
+    LEVEL = "level", "Each event sets the level"
+    INCREMENT = "increment", "Each event changes the level by its value"
+
+
+MAX_ROUNDING_PRECISION = 12
 
 
 class FilterOperator(models.TextChoices):
@@ -52,6 +75,33 @@ class Meter(models.Model):
     group_by = models.JSONField(default=list, blank=True)
     whole_numbers_only = models.BooleanField(default=False, help_text="Reject values with a fraction.")
     allow_negative = models.BooleanField(default=False, help_text="Accept negative values (corrections).")
+    # Null: the aggregation runs over the whole period. Set: per UTC bucket (and group), summed.
+    bucket = models.CharField(
+        max_length=4,
+        choices=Bucket.choices,
+        null=True,
+        blank=True,
+        help_text="Aggregate per UTC hour or day and sum the results (e.g. peak per hour, summed).",
+    )
+    # Applied to the period's quantity (and each group's) before pricing; null: exact.
+    rounding = models.CharField(
+        max_length=5,
+        choices=Rounding.choices,
+        null=True,
+        blank=True,
+        help_text="Round the period's quantity before pricing: round (half up), ceil or floor.",
+    )
+    rounding_precision = models.PositiveSmallIntegerField(
+        default=0,
+        validators=[MaxValueValidator(MAX_ROUNDING_PRECISION)],
+        help_text="Decimal places kept by the rounding (0 to 12).",
+    )
+    weighted_input = models.CharField(
+        max_length=9,
+        choices=WeightedInput.choices,
+        default=WeightedInput.LEVEL,
+        help_text="weighted_sum only: whether each event sets the level or changes it (+/-).",
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     archived_at = models.DateTimeField(null=True, blank=True)
 

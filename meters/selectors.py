@@ -15,8 +15,7 @@ from meters.aggregation import (
     Scope,
     aggregate,
     percentage_totals,
-    rollup_total,
-    uses_rollups,
+    period_totals,
 )
 from meters.models import Meter, UsageEvent, UsageRollup
 from subscriptions.models import Status, Subscription
@@ -34,20 +33,19 @@ def meter_list(*, project: Project) -> QuerySet[Meter]:
 def meter_quantity(
     *, meter: Meter, subscription: Subscription, start: datetime, end: datetime, now: datetime | None = None
 ) -> Decimal:
-    """What a subscription used of a meter over [start, end): the number its charge is priced on.
+    """What a subscription used of a meter over [start, end): the number its charge is priced on,
+    rounded as the meter says.
 
-    Plain count/sum/min/max meters read the hourly rollups (plus the raw events of partial hours
-    at the edges), so a period with millions of events costs a few hundred rows; every other
-    meter aggregates the raw events.
+    Plain count/sum/min/max/avg meters read the hourly rollups (plus the raw events of partial
+    hours at the edges), so a period with millions of events costs a few hundred rows; every other
+    meter aggregates the raw events (see `period_totals`).
     """
     scope = Scope(
         project_id=subscription.project_id,
         customer_id=subscription.customer_id,
         subscription_id=subscription.pk,
     )
-    if uses_rollups(meter):
-        return rollup_total(meter=meter, scope=scope, start=start, end=end)
-    rows = aggregate(meter=meter, scope=scope, start=start, end=end, now=now or timezone.now())
+    rows = period_totals(meter=meter, scope=scope, start=start, end=end, now=now or timezone.now())
     return rows[0].quantity if rows else Decimal(0)
 
 
@@ -62,7 +60,7 @@ def meter_breakdown(
         customer_id=subscription.customer_id,
         subscription_id=subscription.pk,
     )
-    rows = aggregate(
+    rows = period_totals(
         meter=meter, scope=scope, start=start, end=end, now=now or timezone.now(), group_by=meter.group_by
     )
     breakdown = [(dict(zip(meter.group_by, row.dimensions, strict=True)), row.quantity) for row in rows]
@@ -158,7 +156,7 @@ def usage_summary(
         options = {"meter": meter, "scope": scope, "start": start, "end": end, "now": now}
         options.update(group_by=group_by, by_customer=by_customer)
         found: dict[tuple, SummaryGroup] = {}
-        for row in aggregate(**options):
+        for row in period_totals(**options):  # rounded as the meter says; the buckets are not
             found[row.dimensions] = SummaryGroup(
                 meter=meter, dimensions=row.dimensions, quantity=row.quantity
             )

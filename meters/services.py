@@ -15,9 +15,18 @@ from billing_site.errors import Conflict, InvalidInput, Unprocessable
 from billing_site.ids import new_public_ids
 from catalog.models import Customer
 from catalog.pricing import ChargeKind
+from meters.aggregation import BUCKETABLE_AGGREGATIONS
 from meters.ingestion import NOT_FOUND_REJECTIONS, ParsedEvent, Rejection, parse_event
 from meters.matching import Lookup, Match, MeterRules, NamedSubscription
-from meters.models import Aggregation, FilterOperator, Meter, UnmatchedReason, UsageEvent
+from meters.models import (
+    MAX_ROUNDING_PRECISION,
+    Aggregation,
+    FilterOperator,
+    Meter,
+    UnmatchedReason,
+    UsageEvent,
+    WeightedInput,
+)
 from meters.staleness import drafts_mark_stale
 from meters.storage import EventRow, events_insert, rollup_add
 from subscriptions.models import SubscriptionPhase
@@ -28,7 +37,9 @@ MAX_PROPERTY_LENGTH = 100
 _LIST_OPERATORS = {FilterOperator.IN, FilterOperator.NOT_IN}
 _NUMERIC_OPERATORS = {FilterOperator.GT, FilterOperator.GTE, FilterOperator.LT, FilterOperator.LTE}
 # Changing these changes what past usage adds up to.
-AGGREGATION_FIELDS = frozenset({"aggregation", "property", "filters"})
+AGGREGATION_FIELDS = frozenset(
+    {"aggregation", "property", "filters", "bucket", "rounding", "rounding_precision", "weighted_input"}
+)
 
 
 def _clean_property_name(value: Any, *, param: str) -> str:
@@ -116,12 +127,39 @@ def _clean(fields: dict[str, Any]) -> dict[str, Any]:
     return cleaned
 
 
-def _check_property_needed(meter: Meter) -> None:
+def check_meter_rules(meter: Meter) -> None:
+    """The rules between a meter's fields (each field valid alone): 422 when they disagree."""
     if meter.aggregation == Aggregation.UNIQUE_COUNT and not meter.property:
         raise Unprocessable(
             "unique_count counts distinct values of a property: name it.",
             code="property_required",
             param="property",
+        )
+    if meter.bucket and meter.aggregation not in BUCKETABLE_AGGREGATIONS:
+        raise Unprocessable(
+            f"A {meter.aggregation} meter cannot be bucketed: it is already a time average.",
+            code="bucket_not_supported",
+            param="bucket",
+        )
+    if meter.weighted_input != WeightedInput.LEVEL and meter.aggregation != Aggregation.WEIGHTED_SUM:
+        raise Unprocessable(
+            "weighted_input applies to weighted_sum meters only.",
+            code="weighted_input_not_supported",
+            param="weighted_input",
+        )
+    if not isinstance(meter.rounding_precision, int) or not (
+        0 <= meter.rounding_precision <= MAX_ROUNDING_PRECISION
+    ):
+        raise InvalidInput(
+            f"rounding_precision is a whole number from 0 to {MAX_ROUNDING_PRECISION}.",
+            code="invalid_rounding_precision",
+            param="rounding_precision",
+        )
+    if meter.rounding_precision and not meter.rounding:
+        raise Unprocessable(
+            "rounding_precision needs a rounding (round, ceil or floor).",
+            code="rounding_required",
+            param="rounding_precision",
         )
 
 
@@ -137,6 +175,10 @@ def meter_create(
     group_by: list | None = None,
     whole_numbers_only: bool = False,
     allow_negative: bool = False,
+    bucket: str | None = None,
+    rounding: str | None = None,
+    rounding_precision: int = 0,
+    weighted_input: str = WeightedInput.LEVEL,
     actor: Actor,
 ) -> Meter:
     fields = _clean({"property": property, "filters": filters or [], "group_by": group_by or []})
@@ -148,9 +190,13 @@ def meter_create(
         aggregation=aggregation,
         whole_numbers_only=whole_numbers_only,
         allow_negative=allow_negative,
+        bucket=bucket or None,
+        rounding=rounding or None,
+        rounding_precision=rounding_precision,
+        weighted_input=weighted_input,
         **fields,
     )
-    _check_property_needed(meter)
+    check_meter_rules(meter)
     try:
         with transaction.atomic():
             meter.save()
@@ -164,8 +210,9 @@ def meter_create(
 
 
 def meter_update(*, meter: Meter, changes: dict[str, Any], actor: Actor) -> Meter:
-    """Change a meter. What it aggregates (aggregation, property, filters) is fixed once usage has
-    been recorded for it, because that usage may already be billed; create a new meter instead."""
+    """Change a meter. What it aggregates (aggregation, property, filters, bucket, rounding,
+    weighted_input) is fixed once usage has been recorded for it, because that usage may already
+    be billed; create a new meter instead."""
     changes = _clean(changes)
     try:
         return _meter_update(meter, changes, actor=actor)
@@ -191,7 +238,7 @@ def _meter_update(meter: Meter, changes: dict[str, Any], *, actor: Actor) -> Met
             )
         for name, value in changed.items():
             setattr(meter, name, value)
-        _check_property_needed(meter)
+        check_meter_rules(meter)
         meter.save()
         audit_record(
             project=meter.project,

@@ -1,5 +1,6 @@
 from decimal import Decimal
 
+from drf_spectacular.utils import OpenApiExample, extend_schema_serializer
 from rest_framework import serializers
 
 from billing_site.api.fields import MOMENT_SCHEMA, MomentField, RejectUnknownFieldsMixin
@@ -19,7 +20,17 @@ from meters.ingestion import (
     SUBSCRIPTION_FIELDS,
     VALUE_TEXT_PATTERN,
 )
-from meters.models import VALUE_PLACES, Aggregation, FilterOperator, Meter, code_validator
+from meters.models import (
+    MAX_ROUNDING_PRECISION,
+    VALUE_PLACES,
+    Aggregation,
+    Bucket,
+    FilterOperator,
+    Meter,
+    Rounding,
+    WeightedInput,
+    code_validator,
+)
 from meters.services import MAX_GROUP_BY, MAX_PROPERTY_LENGTH
 from subscriptions.api.serializers import PeriodSerializer
 
@@ -40,6 +51,10 @@ class MeterSerializer(serializers.ModelSerializer):
             "group_by",
             "whole_numbers_only",
             "allow_negative",
+            "bucket",
+            "rounding",
+            "rounding_precision",
+            "weighted_input",
             "created_at",
             "archived_at",
         ]
@@ -87,11 +102,52 @@ GROUP_BY_SCHEMA = {
 }
 
 
+@extend_schema_serializer(
+    examples=[
+        OpenApiExample(
+            "Peak concurrent instances per hour, summed",
+            value={
+                "code": "instances",
+                "aggregation": "max",
+                "property": "running",
+                "bucket": "hour",
+                "group_by": ["region"],
+            },
+            request_only=True,
+        ),
+        OpenApiExample(
+            "GB-hours rounded up to whole GB-hours",
+            value={"code": "gb_hours", "aggregation": "sum", "rounding": "ceil", "rounding_precision": 0},
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Average response time in ms, 2 decimals",
+            value={
+                "code": "latency",
+                "aggregation": "avg",
+                "property": "ms",
+                "rounding": "round",
+                "rounding_precision": 2,
+            },
+            request_only=True,
+        ),
+        OpenApiExample(
+            "Storage from +/- changes, time-weighted",
+            value={"code": "gb_stored", "aggregation": "weighted_sum", "weighted_input": "increment"},
+            request_only=True,
+        ),
+    ]
+)
 class MeterWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     code = serializers.CharField(max_length=100, validators=[code_validator])
     name = serializers.CharField(max_length=200, required=False, allow_blank=True)
     unit = serializers.CharField(max_length=50, required=False, allow_blank=True)
-    aggregation = serializers.ChoiceField(choices=Aggregation.choices, required=False)
+    aggregation = serializers.ChoiceField(
+        choices=Aggregation.choices,
+        required=False,
+        help_text="How events add up (default sum): count, sum, max, min, avg (the mean value; 0 "
+        "without events), unique_count, latest, weighted_sum.",
+    )
     property = serializers.CharField(
         max_length=MAX_PROPERTY_LENGTH,
         required=False,
@@ -102,6 +158,35 @@ class MeterWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     group_by = SchemaJSONField(schema=GROUP_BY_SCHEMA, required=False)
     whole_numbers_only = serializers.BooleanField(required=False)
     allow_negative = serializers.BooleanField(required=False)
+    bucket = serializers.ChoiceField(
+        choices=Bucket.choices,
+        required=False,
+        allow_null=True,
+        help_text="Aggregate per UTC `hour` or `day` (per subscription and per group of group_by) and "
+        "sum the bucket results: max with hour bills the peak of every hour, summed. Null (default): "
+        "over the whole period. Any aggregation but weighted_sum (else 422 bucket_not_supported).",
+    )
+    rounding = serializers.ChoiceField(
+        choices=Rounding.choices,
+        required=False,
+        allow_null=True,
+        help_text="Round the period's quantity (and each group's) before pricing and in usage: `round` "
+        "(half up), `ceil` or `floor`, to rounding_precision decimals. Null (default): exact.",
+    )
+    rounding_precision = serializers.IntegerField(
+        min_value=0,
+        max_value=MAX_ROUNDING_PRECISION,
+        required=False,
+        help_text=f"Decimal places the rounding keeps, 0 (default) to {MAX_ROUNDING_PRECISION}. Above 0 "
+        "needs a rounding (else 422 rounding_required).",
+    )
+    weighted_input = serializers.ChoiceField(
+        choices=WeightedInput.choices,
+        required=False,
+        help_text="weighted_sum meters only (else 422 weighted_input_not_supported): `level` (default), "
+        "each value is the level from then on; `increment`, each value changes the level (+/-), which "
+        "is the running sum of all the subscription's values so far, those before the period included.",
+    )
 
 
 # --- usage ----------------------------------------------------------------------------------------

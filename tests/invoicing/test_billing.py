@@ -363,3 +363,26 @@ def test_a_preview_prices_a_past_period_on_another_plan_and_saves_nothing(
     assert upcoming.total == D("69.00")
     assert what_if.total == D("109.00")  # February on Scale: 99 + 2000 × 0.005
     assert (Invoice.objects.count(), Event.objects.count()) == before
+
+
+def test_a_bucketed_max_meter_bills_the_summed_hourly_peaks(api, clock, customer, project):
+    # Flexprice's bucketed MAX example (https://docs.flexprice.io/docs/product-catalogue/features/
+    # aggregation/max): peaks of 8 GB and 10 GB in two hours are 18 GB, where a plain max would be 10.
+    peak = MeterFactory(project=project, code="peak_gb", name="Peak GB", aggregation="max", bucket="hour")
+    plan = make_plan(
+        project,
+        name="Compute",
+        charges=[{"meter": peak, "name": "Peak GB", "pricing_model": "per_unit", "unit_price": "2"}],
+    )
+    subscribe(customer, plan, starts_at=JAN_15)
+    billing_close(as_of=JAN_15)
+    clock.move_to(datetime(2026, 1, 20, 10, tzinfo=UTC))
+    seven = datetime(2026, 1, 20, 7, tzinfo=UTC)
+    for value, minutes in ((8, 5), (4, 40), (10, 61), (5, 90), (9, 119)):
+        usage(api, value, seven + timedelta(minutes=minutes), meter="peak_gb")
+
+    close(clock, FEB_1 + timedelta(hours=1))
+
+    invoice = Invoice.objects.get(billing_reason=BillingReason.SUBSCRIPTION_CYCLE)
+    assert lines(invoice) == [(LineType.USAGE, "Peak GB", D(18), D("36.00"))]
+    assert invoice.total == D("36.00")

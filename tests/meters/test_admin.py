@@ -217,3 +217,19 @@ def test_the_customer_usage_panel(project, customer, meter):
 
 def test_the_panel_without_subscriptions(project):
     assert "No current subscription." in customer_usage_panel(CustomerFactory(project=project))
+
+
+def test_the_meter_form_takes_the_metering_options_and_refuses_bad_combinations(staff, project):
+    client = staff(Role.BILLING_ADMIN)
+    form = {"project": project.pk, "code": "peak", "name": "Peak", "aggregation": "max", "bucket": "hour",
+            "rounding": "ceil", "rounding_precision": "1", "weighted_input": "level", "filters": "[]",
+            "group_by": "[]"}  # fmt: skip
+
+    refused = client.post(reverse("admin:meters_meter_add"), {**form, "aggregation": "weighted_sum"})
+    added = client.post(reverse("admin:meters_meter_add"), form)
+
+    assert refused.status_code == 200
+    assert "cannot be bucketed" in str(refused.context["adminform"].form.errors["bucket"])
+    assert added.status_code == 302, added.context["adminform"].form.errors
+    meter = Meter.objects.get(code="peak")
+    assert (meter.bucket, meter.rounding, meter.rounding_precision) == ("hour", "ceil", 1)

@@ -131,6 +131,7 @@ def _reduce(meter, inside: list[dict], numbers: list[Decimal]):
         Aggregation.MAX: max,
         Aggregation.MIN: min,
         Aggregation.LATEST: lambda found: found[-1],
+        Aggregation.AVG: lambda found: sum(found) / len(found),
     }[meter.aggregation](numbers)
 
 
