@@ -363,3 +363,43 @@ def test_a_preview_prices_a_past_period_on_another_plan_and_saves_nothing(
     assert upcoming.total == D("69.00")
     assert what_if.total == D("109.00")  # February on Scale: 99 + 2000 × 0.005
     assert (Invoice.objects.count(), Event.objects.count()) == before
+
+
+def test_a_dynamic_charge_bills_its_events_amounts_and_an_unprorated_fee_its_full_price(
+    api, clock, customer, project
+):
+    # Given a plan with a dynamic charge (amount in each event's "cost") and a 31.00 setup-style fee
+    # in arrears that is not prorated, subscribed on Jan 15 (17 of January's 31 days)
+    requests = MeterFactory(project=project, code="requests", name="Requests", aggregation="sum")
+    plan = make_plan(
+        project,
+        name="AI",
+        charges=[
+            {"meter": requests, "name": "Model calls", "pricing_model": "dynamic", "amount_property": "cost"},
+            {
+                "kind": "fixed",
+                "name": "Platform",
+                "unit_price": "31",
+                "timing": "in_arrears",
+                "prorate": False,
+            },
+        ],
+    )
+    subscribe(customer, plan, starts_at=JAN_15)
+    billing_close(as_of=JAN_15)
+    clock.move_to(datetime(2026, 1, 20, 10, tzinfo=UTC))
+    for value, cost in ((7, 0.70), (5, 0.55), (10, 2.2)):
+        body = {"customer": "acme", "meter": "requests", "value": value, "properties": {"cost": cost}}
+        response = api.post("/v1/usage", {**body, "timestamp": "2026-01-20T09:00:00+00:00"}, format="json")
+        assert response.status_code == 200, response.json()
+
+    # When January closes
+    close(clock, FEB_1 + timedelta(hours=1))
+
+    # Then the usage line bills 0.70 + 0.55 + 2.20 and shows the meter's 22 units; the fee is whole
+    cycle = Invoice.objects.get(billing_reason=BillingReason.SUBSCRIPTION_CYCLE)
+    assert lines(cycle) == [
+        (LineType.FIXED_FEE, "AI — Platform", D(1), D("31.00")),
+        (LineType.USAGE, "Model calls", D(22), D("3.45")),
+    ]
+    assert cycle.total == D("34.45")
