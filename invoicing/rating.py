@@ -327,28 +327,31 @@ def rate_percentage_events(pricing: Pricing, values: Sequence[Decimal], *, curre
     whichever is used up first ends both (Lago's rule). While it lasts, an event pays the rate only
     on its value beyond what is left of `free_amount` (with no free amount, on none of it); a free
     event (among the first `free_units`) pays no fixed fee and, owing nothing, no per-event minimum.
-    After it, every event pays its full fee.
+    After it, every event pays its full fee. What is used of the free amount is the highest running
+    total reached so far, so a refund event does not hand the allowance back.
     """
     free_events, free_amount = _free_events(pricing), pricing.free_amount or Decimal(0)
     with localcontext(_EXACT):
-        fees, before = Decimal(0), Decimal(0)  # `before`: the running total of the earlier events
+        # `used`: the highest running total of the earlier events (at least 0)
+        fees, running, used = Decimal(0), Decimal(0), Decimal(0)
         for number, value in enumerate(values, start=1):
-            fees += _allowance_fee(pricing, value, number, before, free_events, free_amount)
-            before += value
+            fees += _allowance_fee(pricing, value, number, used, free_events, free_amount)
+            running += value
+            used = max(used, running)
         total_value = sum(values, Decimal(0))
     return rate_percentage(pricing, fees=fees, events=len(values), total_value=total_value, currency=currency)
 
 
 def _allowance_fee(
-    pricing: Pricing, value: Decimal, number: int, before: Decimal, free_events: int, free_amount: Decimal
+    pricing: Pricing, value: Decimal, number: int, used: Decimal, free_events: int, free_amount: Decimal
 ) -> Decimal:
     """One event's fee under the free allowance (see rate_percentage_events); exact context."""
     is_open = (free_events > 0 or free_amount > 0) and (
-        (free_events == 0 or number <= free_events) and (free_amount == 0 or before < free_amount)
+        (free_events == 0 or number <= free_events) and (free_amount == 0 or used < free_amount)
     )
     if not is_open:
         return percentage_event_fee(pricing, value)
-    free_value = value if free_amount == 0 else min(value, free_amount - before)
+    free_value = value if free_amount == 0 else min(value, free_amount - used)
     free_event = number <= free_events
     if free_event and free_value == value:
         return Decimal(0)
@@ -449,7 +452,8 @@ def _tier_lines(pricing: Pricing, billable: Decimal) -> tuple[TierLine, ...]:
     if billable <= 0:
         if pricing.bill_flat_fee_at_zero:
             first = pricing.tiers[0]
-            return (_tier_line(1, Decimal(0), first.price, first.flat_fee),)
+            price = Decimal(0) if pricing.pricing_model == PricingModel.STAIRSTEP else first.price
+            return (_tier_line(1, Decimal(0), price, first.flat_fee),)
         return ()
     last_bound = pricing.tiers[-1].up_to
     overage = Decimal(0) if last_bound is None else max(Decimal(0), billable - last_bound)

@@ -502,9 +502,10 @@ def percentage_totals(
 
     With a `free_amount`, the free allowance is shared as invoicing.rating.rate_percentage_events
     states (the reference this query must agree with): while fewer than `free_events` events have
-    passed (if any are free) and the running total of the earlier events (`before`) is below the free
-    amount, an event pays the rate only on its value beyond what is left of the free amount; a free
-    event (among the first `free_events`) pays no fixed fee, and nothing at all if wholly free."""
+    passed (if any are free) and the highest running total of the earlier events (`used`, at least 0)
+    is below the free amount, an event pays the rate only on its value beyond what is left of the
+    free amount; a free event (among the first `free_events`) pays no fixed fee, and nothing at all if
+    wholly free."""
     dialect = _dialect()
     where, params = _where(dialect, meter, scope)
     value_sql, value_params = _value_sql(dialect, meter)
@@ -524,8 +525,8 @@ def percentage_totals(
         charged, charged_params = f"CASE WHEN rn > %s THEN {fee} ELSE 0 END", [free_events, *fee_params]
     else:
         # `left`: the free amount left before the event; `is_open`: the allowance still runs.
-        is_open = "(rn <= %s OR %s = 0) AND before < %s"
-        left = "(%s - before)"
+        is_open = "(rn <= %s OR %s = 0) AND used < %s"
+        left = "(%s - used)"
         partial, partial_params = fee_of(f"(v - {left})", True)
         free_partial, free_partial_params = fee_of(f"(v - {left})", False)
         charged = (
@@ -547,13 +548,18 @@ def percentage_totals(
             free_amount,
             *partial_params,
         ]
+    # rn: the event's position; running: the running total through it; used: the highest running
+    # total of the events before it, at least 0 (window over a window, hence the nesting).
+    earlier = "ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+    used = dialect.greatest("0", f"COALESCE(MAX(running) OVER ({earlier}), 0)")
     sql = (
         f"SELECT COUNT(*), SUM(v), SUM({charged}) FROM ("
-        f"SELECT v, rn, COALESCE(SUM(v) OVER (ORDER BY ts, id ROWS BETWEEN UNBOUNDED PRECEDING "
-        f"AND 1 PRECEDING), 0) AS before FROM ("
-        f"SELECT v, ts, id, ROW_NUMBER() OVER (ORDER BY ts, id) AS rn FROM ("
+        f"SELECT v, rn, {used} AS used FROM ("
+        f"SELECT v, rn, SUM(v) OVER (ORDER BY rn ROWS UNBOUNDED PRECEDING) AS running FROM ("
+        f"SELECT v, ROW_NUMBER() OVER (ORDER BY ts, id) AS rn FROM ("
         f"SELECT {value_sql} AS v, e.timestamp AS ts, e.id AS id FROM meters_usageevent e "
-        f"WHERE {where} AND e.timestamp >= %s AND e.timestamp < %s) valued WHERE v IS NOT NULL) numbered) t"
+        f"WHERE {where} AND e.timestamp >= %s AND e.timestamp < %s) valued WHERE v IS NOT NULL) numbered"
+        f") summed) t"
     )
     all_params = [
         *charged_params,
