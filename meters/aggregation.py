@@ -510,14 +510,17 @@ def percentage_totals(
     where, params = _where(dialect, meter, scope)
     value_sql, value_params = _value_sql(dialect, meter)
 
+    # Decimal parameters reach SQLite as text, which compares above every number: cast them.
+    number = "CAST(%s AS NUMERIC)"
+
     def fee_of(base: str, with_fixed: bool) -> tuple[str, list]:
         fee, fee_params = f"{base} * %s", [rate * Decimal("0.01")]
         if fixed is not None and with_fixed:
             fee, fee_params = f"({fee} + %s)", [*fee_params, fixed]
         if low is not None:
-            fee, fee_params = dialect.greatest(fee, "%s"), [*fee_params, low]
+            fee, fee_params = dialect.greatest(fee, number), [*fee_params, low]
         if high is not None:
-            fee, fee_params = dialect.least(fee, "%s"), [*fee_params, high]
+            fee, fee_params = dialect.least(fee, number), [*fee_params, high]
         return fee, fee_params
 
     fee, fee_params = fee_of("v", True)
@@ -525,8 +528,8 @@ def percentage_totals(
         charged, charged_params = f"CASE WHEN rn > %s THEN {fee} ELSE 0 END", [free_events, *fee_params]
     else:
         # `left`: the free amount left before the event; `is_open`: the allowance still runs.
-        is_open = "(rn <= %s OR %s = 0) AND used < %s"
-        left = "(%s - used)"
+        is_open = f"(rn <= %s OR %s = 0) AND used < {number}"
+        left = f"({number} - used)"
         partial, partial_params = fee_of(f"(v - {left})", True)
         free_partial, free_partial_params = fee_of(f"(v - {left})", False)
         charged = (

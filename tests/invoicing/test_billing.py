@@ -8,6 +8,8 @@ import time_machine
 
 from invoicing.billing import billing_close, draft_refresh, invoice_preview
 from invoicing.models import BillingReason, Invoice, InvoiceStatus, LineType
+from invoicing.rating import Pricing, rate_percentage_events
+from meters.selectors import percentage_usage
 from subscriptions.periods import Period
 from tests.catalog.factories import CustomerFactory, MeterFactory, make_plan, subscribe
 from webhooks.models import Event
@@ -403,3 +405,44 @@ def test_a_dynamic_charge_bills_its_events_amounts_and_an_unprorated_fee_its_ful
         (LineType.USAGE, "Model calls", D(22), D("3.45")),
     ]
     assert cycle.total == D("34.45")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"free_amount": "500"},
+        {"free_amount": "500", "free_units": "3"},
+        {"free_amount": "250", "free_units": "1", "min_fee_per_event": "1", "max_fee_per_event": "5"},
+        {"free_amount": "100"},
+    ],
+)
+def test_the_percentage_query_applies_the_free_amount_as_the_reference_does(
+    api, clock, customer, project, fields
+):
+    # Given a percentage charge with a free amount and events of 600, -100, 200, 50 (time order)
+    volume = MeterFactory(
+        project=project, code="volume", name="Volume", aggregation="sum", allow_negative=True
+    )
+    plan = make_plan(
+        project,
+        charges=[
+            {"meter": volume, "pricing_model": "percentage", "percentage_rate": "1.2"}
+            | {"fixed_fee_per_event": "0.10"}
+            | fields
+        ],
+    )
+    subscription = subscribe(customer, plan, starts_at=JAN_15)
+    clock.move_to(datetime(2026, 1, 20, 10, tzinfo=UTC))
+    values = [600, -100, 200, 50]
+    for hour, value in enumerate(values):
+        usage(api, value, datetime(2026, 1, 20, hour, tzinfo=UTC), meter="volume")
+    charge = plan.charges.get()
+
+    # When the SQL aggregates the period
+    totals = percentage_usage(
+        meter=volume, subscription=subscription, start=JAN_15, end=FEB_1, pricing=Pricing.from_item(charge)
+    )
+
+    # Then its fees are the reference's, to the last place
+    reference = rate_percentage_events(Pricing.from_item(charge), [D(v) for v in values], currency="USD")
+    assert (totals.events, totals.total_value, totals.fees) == (4, D(750), reference.exact_amount)
