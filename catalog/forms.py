@@ -98,6 +98,11 @@ class PricedItemForm(forms.ModelForm):
 
     tiers = TiersField()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "amount_property" in self.fields:  # blank means the default, as in the API
+            self.fields["amount_property"].required = False
+
     def clean(self):
         cleaned = super().clean()
         if self.errors:
