@@ -21,7 +21,9 @@ PRICING_LAYOUT = [
     "tiers",
     ("package_size", "package_rounding"),
     ("percentage_rate", "fixed_fee_per_event", "min_fee_per_event", "max_fee_per_event"),
-    ("free_units", "minimum_amount"),
+    ("free_units", "minimum_amount", "free_amount"),
+    ("overage_unit_price", "bill_flat_fee_at_zero"),
+    ("prorate", "amount_property"),
 ]
 
 

@@ -10,7 +10,7 @@ from billing_site.errors import DomainError
 from billing_site.money import decimal_string
 from billing_site.validators import validate_email_list
 from catalog.models import MAX_CONTRACT_BYTES, Contract
-from catalog.pricing import PRICING_FIELDS, clean_pricing
+from catalog.pricing import PRICING_FIELDS, PricingModel, clean_pricing
 
 OPEN_ENDED = {"*", "∞", "inf", ""}
 
@@ -31,9 +31,9 @@ class TiersField(forms.CharField):
         kwargs.setdefault("required", False)
         kwargs.setdefault(
             "help_text",
-            "Graduated, volume and stairstep only. One tier per line: "
-            "up to (inclusive) | unit price | flat fee; * as the last tier's 'up to'. "
-            "Stairstep charges each tier's flat fee.",
+            "Graduated, volume, stairstep and graduated percentage only. One tier per line: "
+            "up to (inclusive) | unit price (graduated percentage: rate in %) | flat fee; * as the last "
+            "tier's 'up to' (a number with an overage unit price). Stairstep charges each tier's flat fee.",
         )
         super().__init__(**kwargs)
 
@@ -43,9 +43,8 @@ class TiersField(forms.CharField):
         lines = []
         for tier in value:
             up_to = "*" if tier.get("up_to") is None else decimal_string(tier["up_to"])
-            lines.append(
-                f"{up_to} | {decimal_string(tier['unit_price'])} | {decimal_string(tier['flat_fee'])}"
-            )
+            price = tier["rate"] if "rate" in tier else tier["unit_price"]
+            lines.append(f"{up_to} | {decimal_string(price)} | {decimal_string(tier['flat_fee'])}")
         return "\n".join(lines)
 
     def to_python(self, value: Any) -> list[dict[str, str | None]]:
@@ -99,11 +98,22 @@ class PricedItemForm(forms.ModelForm):
 
     tiers = TiersField()
 
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if "amount_property" in self.fields:  # blank means the default, as in the API
+            self.fields["amount_property"].required = False
+
     def clean(self):
         cleaned = super().clean()
         if self.errors:
             return cleaned
         item = {name: cleaned.get(name) for name in PRICING_FIELDS if name in cleaned}
+        if item.get("pricing_model") == PricingModel.GRADUATED_PERCENTAGE and item.get("tiers"):
+            # The table's price column holds a graduated_percentage tier's rate.
+            item["tiers"] = [
+                {"up_to": tier["up_to"], "rate": tier["unit_price"], "flat_fee": tier["flat_fee"]}
+                for tier in item["tiers"]
+            ]
         try:
             normalized = clean_pricing(item)
         except DomainError as exc:

@@ -51,8 +51,8 @@ from invoicing.models import (
     InvoiceStatus,
     LineType,
 )
-from invoicing.rating import Pricing, Rating, rate_fixed, rate_percentage, rate_usage
-from meters.selectors import late_event_span, meter_quantity, percentage_usage
+from invoicing.rating import Pricing, Rating, rate_dynamic, rate_fixed, rate_percentage, rate_usage
+from meters.selectors import dynamic_amount, late_event_span, meter_quantity, percentage_usage
 from subscriptions.models import Subscription, SubscriptionPhase
 from subscriptions.periods import Period
 from subscriptions.selectors import nominal_period, plan_at, subscription_phases
@@ -156,7 +156,9 @@ def fee_lines(
 ) -> list[LineDraft]:
     """The period's fees of one timing, prorated by the time each plan was billable in it.
 
-    `spans` defaults to the subscription's phases in the period (a preview passes others).
+    A fixed charge with `prorate` off bills its full fee for any billable time in the period (the
+    plan's base fee is always prorated). `spans` defaults to the subscription's phases in the period
+    (a preview passes others).
     """
     covered: dict[tuple[int, int | None], timedelta] = defaultdict(timedelta)
     fees: dict[tuple[int, int | None], tuple[Plan, Charge | None, Decimal, str]] = {}
@@ -170,7 +172,10 @@ def fee_lines(
     for key, (plan, charge, amount, line_type) in fees.items():
         if not covered[key]:
             continue
-        rating = rate_fixed(amount, covered=covered[key], period=period.end - period.start, currency=currency)
+        length = period.end - period.start
+        # Not prorated: any billable time in the period counts as all of it.
+        time = length if charge is not None and not charge.prorate else covered[key]
+        rating = rate_fixed(amount, covered=time, period=length, currency=currency)
         lines.append(
             LineDraft(
                 type=line_type,
@@ -181,7 +186,7 @@ def fee_lines(
                 unit_price=amount,
                 plan=plan,
                 charge=charge,
-                quantity=_fraction(covered[key], period),
+                quantity=_fraction(time, period),
             )
         )
     return lines
@@ -271,6 +276,16 @@ def rate_charge(
 ) -> Rating:
     """A usage charge's rating for what the subscription used of its meter over [start, end)."""
     pricing = Pricing.from_item(charge)
+    if charge.pricing_model == PricingModel.DYNAMIC:
+        quantity = meter_quantity(meter=charge.meter, subscription=subscription, start=start, end=end)
+        amount = dynamic_amount(
+            meter=charge.meter,
+            subscription=subscription,
+            start=start,
+            end=end,
+            property=pricing.amount_property,
+        )
+        return rate_dynamic(pricing, quantity=quantity, amount=amount, currency=currency)
     if charge.pricing_model == PricingModel.PERCENTAGE:
         usage = percentage_usage(
             meter=charge.meter, subscription=subscription, start=start, end=end, pricing=pricing

@@ -611,29 +611,78 @@ def percentage_totals(
     low: Decimal | None,
     high: Decimal | None,
     free_events: int,
+    free_amount: Decimal | None = None,
 ) -> PercentageTotals:
     """A percentage charge's totals in one query: each event's fee is rate % of its value plus the
     fixed fee, clamped to [low, high]; the first `free_events` events (by timestamp, then id) pay
-    none. Multiplying by rate × 0.01 keeps PostgreSQL's numeric arithmetic exact."""
+    none. Multiplying by rate × 0.01 keeps PostgreSQL's numeric arithmetic exact.
+
+    With a `free_amount`, the free allowance is shared as invoicing.rating.rate_percentage_events
+    states (the reference this query must agree with): while fewer than `free_events` events have
+    passed (if any are free) and the highest running total of the earlier events (`used`, at least 0)
+    is below the free amount, an event pays the rate only on its value beyond what is left of the
+    free amount; a free event (among the first `free_events`) pays no fixed fee, and nothing at all if
+    wholly free."""
     dialect = _dialect()
     where, params = _where(dialect, meter, scope)
     value_sql, value_params = _value_sql(dialect, meter)
-    fee, fee_params = "v * %s", [rate * Decimal("0.01")]
-    if fixed is not None:
-        fee, fee_params = f"({fee} + %s)", [*fee_params, fixed]
-    if low is not None:
-        fee, fee_params = dialect.greatest(fee, "%s"), [*fee_params, low]
-    if high is not None:
-        fee, fee_params = dialect.least(fee, "%s"), [*fee_params, high]
+
+    # Decimal parameters reach SQLite as text, which compares above every number: cast them.
+    number = "CAST(%s AS NUMERIC)"
+
+    def fee_of(base: str, with_fixed: bool) -> tuple[str, list]:
+        fee, fee_params = f"{base} * %s", [rate * Decimal("0.01")]
+        if fixed is not None and with_fixed:
+            fee, fee_params = f"({fee} + %s)", [*fee_params, fixed]
+        if low is not None:
+            fee, fee_params = dialect.greatest(fee, number), [*fee_params, low]
+        if high is not None:
+            fee, fee_params = dialect.least(fee, number), [*fee_params, high]
+        return fee, fee_params
+
+    fee, fee_params = fee_of("v", True)
+    if not free_amount:
+        charged, charged_params = f"CASE WHEN rn > %s THEN {fee} ELSE 0 END", [free_events, *fee_params]
+    else:
+        # `left`: the free amount left before the event; `is_open`: the allowance still runs.
+        is_open = f"(rn <= %s OR %s = 0) AND used < {number}"
+        left = f"({number} - used)"
+        partial, partial_params = fee_of(f"(v - {left})", True)
+        free_partial, free_partial_params = fee_of(f"(v - {left})", False)
+        charged = (
+            f"CASE WHEN NOT ({is_open}) THEN {fee} "
+            f"WHEN v <= {left} THEN (CASE WHEN rn <= %s THEN 0 ELSE {fee_of('0', True)[0]} END) "
+            f"WHEN rn <= %s THEN {free_partial} ELSE {partial} END"
+        )
+        charged_params = [
+            free_events,
+            free_events,
+            free_amount,
+            *fee_params,
+            free_amount,
+            free_events,
+            *fee_of("0", True)[1],
+            free_events,
+            free_amount,
+            *free_partial_params,
+            free_amount,
+            *partial_params,
+        ]
+    # rn: the event's position; running: the running total through it; used: the highest running
+    # total of the events before it, at least 0 (window over a window, hence the nesting).
+    earlier = "ORDER BY rn ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING"
+    used = dialect.greatest("0", f"COALESCE(MAX(running) OVER ({earlier}), 0)")
     sql = (
-        f"SELECT COUNT(*), SUM(v), SUM(CASE WHEN rn > %s THEN {fee} ELSE 0 END) FROM ("
+        f"SELECT COUNT(*), SUM(v), SUM({charged}) FROM ("
+        f"SELECT v, rn, {used} AS used FROM ("
+        f"SELECT v, rn, SUM(v) OVER (ORDER BY rn ROWS UNBOUNDED PRECEDING) AS running FROM ("
         f"SELECT v, ROW_NUMBER() OVER (ORDER BY ts, id) AS rn FROM ("
         f"SELECT {value_sql} AS v, e.timestamp AS ts, e.id AS id FROM meters_usageevent e "
-        f"WHERE {where} AND e.timestamp >= %s AND e.timestamp < %s) numbered WHERE v IS NOT NULL) t"
+        f"WHERE {where} AND e.timestamp >= %s AND e.timestamp < %s) valued WHERE v IS NOT NULL) numbered"
+        f") summed) t"
     )
     all_params = [
-        free_events,
-        *fee_params,
+        *charged_params,
         *value_params,
         *params,
         dialect.moment(start),
@@ -643,3 +692,22 @@ def percentage_totals(
         cursor.execute(sql, all_params)
         count, total, fees = cursor.fetchone()
     return PercentageTotals(events=count or 0, total_value=quantity(total), fees=quantity(fees))
+
+
+def property_sum(*, meter: Meter, scope: Scope, start: datetime, end: datetime, name: str) -> Decimal:
+    """The sum over [start, end) of the JSON-number property `name` of the events the meter counts
+    (matched, passing its filters); a missing or non-number property adds nothing. `name` is bound
+    as a parameter, like every property name."""
+    if end <= start:
+        return Decimal(0)
+    dialect = _dialect()
+    where, params = _where(dialect, meter, scope)
+    value_sql, value_params = dialect.number(name)
+    sql = (
+        f"SELECT SUM({value_sql}) FROM meters_usageevent e "
+        f"WHERE {where} AND e.timestamp >= %s AND e.timestamp < %s"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [*value_params, *params, dialect.moment(start), dialect.moment(end)])
+        (total,) = cursor.fetchone()
+    return quantity(total)

@@ -219,6 +219,7 @@ def percentage_usage(
         low=pricing.min_fee_per_event,
         high=pricing.max_fee_per_event,
         free_events=int(pricing.free_units),
+        free_amount=pricing.free_amount,
     )
 
 
@@ -231,3 +232,25 @@ def late_event_span(*, subscription: Subscription, before: datetime) -> tuple[da
         subscription=subscription, hour__lt=before, last_matched_at__gte=before
     ).aggregate(first=Min("hour"), last=Max("hour"))
     return None if span["first"] is None else (span["first"], span["last"] + timedelta(hours=1))
+
+
+def dynamic_amount(
+    *, meter: Meter, subscription: Subscription, start: datetime, end: datetime, property: str
+) -> Decimal:
+    """What a dynamic charge bills a subscription over [start, end): the sum of `property` (a JSON
+    number) over the events its meter counts (matched, passing the meter's filters); events without
+    the property, or with a non-number, add nothing."""
+    # Imported here, not at the top: this module's import block is shared work in progress.
+    from meters.aggregation import property_sum
+
+    return property_sum(
+        meter=meter,
+        scope=Scope(
+            project_id=subscription.project_id,
+            customer_id=subscription.customer_id,
+            subscription_id=subscription.pk,
+        ),
+        start=start,
+        end=end,
+        name=property,
+    )

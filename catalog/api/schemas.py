@@ -7,9 +7,11 @@ above zero) is checked by catalog.pricing.clean_pricing and answered with 422.
 
 from billing_site.api.json_values import decimal_schema
 from catalog.pricing import (
+    DEFAULT_AMOUNT_PROPERTY,
     PERCENTAGE_PLACES,
     PRICE_DIGITS,
     PRICE_PLACES,
+    PROPERTY_MAX_LENGTH,
     ChargeKind,
     FeeTiming,
     PackageRounding,
@@ -34,7 +36,14 @@ TIER_SCHEMA = {
         "up_to": price_schema(
             nullable=True, description="Inclusive upper bound; null (or absent) on the last tier."
         ),
-        "unit_price": price_schema(description="Default 0."),
+        "unit_price": price_schema(description="Default 0. Not on graduated_percentage tiers."),
+        "rate": decimal_schema(
+            integer_digits=3,
+            places=PERCENTAGE_PLACES,
+            maximum=100,
+            example="1.5",
+            description="graduated_percentage tiers only: the percentage of the tier's units, 0 to 100.",
+        ),
         "flat_fee": price_schema(description="Charged once when usage reaches the tier. Default 0."),
     },
 }
@@ -74,6 +83,36 @@ CHARGE_SCHEMA = {
         "minimum_amount": price_schema(description="The charge is at least this much. Default 0."),
         "tiers": {"type": "array", "items": TIER_SCHEMA, "maxItems": MAX_TIERS},
         "timing": {"enum": FeeTiming.values, "description": "Fixed fees only: in_advance or in_arrears."},
+        "prorate": {
+            "type": "boolean",
+            "default": True,
+            "example": False,
+            "description": "Fixed fees: prorate a partial period by time; false bills it in full.",
+        },
+        "free_amount": price_schema(
+            nullable=True,
+            description="percentage: the first this much of summed value pays no rate (with free_units, "
+            "whichever runs out first ends both).",
+        ),
+        "amount_property": {
+            "type": "string",
+            "minLength": 1,
+            "maxLength": PROPERTY_MAX_LENGTH,
+            "default": DEFAULT_AMOUNT_PROPERTY,
+            "example": "cost",
+            "description": "dynamic: the event property (a JSON number) holding each event's amount.",
+        },
+        "overage_unit_price": price_schema(
+            nullable=True,
+            description="graduated, volume, stairstep: the price of each unit beyond a bounded last tier "
+            "(the last tier then has a numeric up_to).",
+        ),
+        "bill_flat_fee_at_zero": {
+            "type": "boolean",
+            "default": False,
+            "example": True,
+            "description": "Tiered: bill tier 1's flat fee even with nothing billable (as Stripe does).",
+        },
     },
 }
 

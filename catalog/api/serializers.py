@@ -32,7 +32,8 @@ class ProductSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
 
 class TierSerializer(serializers.Serializer):
     up_to = DecimalStringField(allow_null=True, help_text="Inclusive upper bound; null on the last tier.")
-    unit_price = DecimalStringField()
+    unit_price = DecimalStringField(required=False, help_text="Absent on graduated_percentage tiers.")
+    rate = DecimalStringField(required=False, help_text="graduated_percentage tiers: a percentage, 0 to 100.")
     flat_fee = DecimalStringField(required=False)
 
 
@@ -57,6 +58,21 @@ class PricingSerializer(serializers.Serializer):
     minimum_amount = DecimalStringField(required=False)
     tiers = TierSerializer(many=True, required=False)
     timing = serializers.ChoiceField(choices=FeeTiming.choices, required=False, help_text="Fixed fees only.")
+    prorate = serializers.BooleanField(
+        required=False, help_text="Fixed fees: prorate a partial period (false: bill it in full)."
+    )
+    free_amount = DecimalStringField(
+        required=False, allow_null=True, help_text="percentage: the first summed value free of the rate."
+    )
+    amount_property = serializers.CharField(
+        required=False, help_text="dynamic: the event property holding each event's amount."
+    )
+    overage_unit_price = DecimalStringField(
+        required=False, allow_null=True, help_text="Tiered: per unit beyond a bounded last tier."
+    )
+    bill_flat_fee_at_zero = serializers.BooleanField(
+        required=False, help_text="Tiered: bill tier 1's flat fee even with no billable usage."
+    )
 
     def to_representation(self, instance):
         data = super().to_representation(instance)

@@ -64,6 +64,38 @@ PRICING_MODELS = {
         "max_fee_per_event": "20",
         "free_units": "3",
     },
+    "percentage_free_amount": {
+        "pricing_model": "percentage",
+        "percentage_rate": "1.2",
+        "fixed_fee_per_event": "0.1",
+        "free_units": "3",
+        "free_amount": "500",
+    },
+    "graduated_percentage": {
+        "pricing_model": "graduated_percentage",
+        "tiers": [
+            {"up_to": "1000", "rate": "1", "flat_fee": "200"},
+            {"up_to": "10000", "rate": "2", "flat_fee": "300"},
+            {"up_to": None, "rate": "3", "flat_fee": "400"},
+        ],
+    },
+    "dynamic": {"pricing_model": "dynamic", "amount_property": "cost"},
+    "graduated_overage": {
+        "pricing_model": "graduated",
+        "overage_unit_price": "0.15",
+        "tiers": [
+            {"up_to": "500", "unit_price": "0", "flat_fee": "0"},
+            {"up_to": "1000", "unit_price": "0.1", "flat_fee": "0"},
+        ],
+    },
+    "graduated_flat_fee_at_zero": {
+        "pricing_model": "graduated",
+        "bill_flat_fee_at_zero": True,
+        "tiers": [
+            {"up_to": "100000", "unit_price": "0", "flat_fee": "200"},
+            {"up_to": None, "unit_price": "0.001", "flat_fee": "0"},
+        ],
+    },
 }
 
 
@@ -88,7 +120,8 @@ def test_each_pricing_model_reads_back_exactly(api, product, meter, name):
     expected = {
         "kind": "usage", "timing": "in_arrears", "unit_price": "0", "package_size": None, "package_rounding": "up",
         "percentage_rate": None, "fixed_fee_per_event": None, "min_fee_per_event": None, "max_fee_per_event": None,
-        "free_units": "0", "minimum_amount": "0", "tiers": [], **charge,
+        "free_units": "0", "minimum_amount": "0", "tiers": [], "prorate": True, "free_amount": None,
+        "amount_property": "amount", "overage_unit_price": None, "bill_flat_fee_at_zero": False, **charge,
     }  # fmt: skip
     assert {key: read[key] for key in expected} == expected
 
@@ -128,6 +161,16 @@ def test_fixed_fees_and_base_fee(api, product):
     ]
 
 
+def test_a_fixed_fee_may_be_billed_in_full_for_a_partial_period(api, product):
+    charge = {"kind": "fixed", "name": "Setup", "unit_price": "99", "timing": "in_advance", "prorate": False}
+
+    response = api.post("/v1/plans", _plan(product, charges=[charge]), format="json")
+
+    assert response.status_code == 201, response.json()
+    assert response.json()["charges"][0]["prorate"] is False
+    assert Charge.objects.get().prorate is False
+
+
 # Shapes the schema states are 400 (with the schema's codes); rules it cannot state are 422.
 INVALID = [
     ("tiers not ascending", {"pricing_model": "graduated", "tiers": [{"up_to": 100, "unit_price": 1}, {"up_to": 50, "unit_price": 1}, {"up_to": None, "unit_price": 1}]},
@@ -160,6 +203,25 @@ INVALID = [
     ("no meter", {"meter": None}, 422, "meter_required", "charges[0].meter"),
     ("tiers on per_unit", {"tiers": [{"up_to": None, "unit_price": 1}]}, 422, "tiers_not_allowed", "charges[0].tiers"),
     ("unknown model", {"pricing_model": "auction"}, 400, "invalid_pricing_model", "charges[0].pricing_model"),
+    ("tier rate over 100", {"pricing_model": "graduated_percentage", "tiers": [{"up_to": None, "rate": "150"}]},
+     422, "percentage_out_of_range", "charges[0].tiers[0].rate"),
+    ("unit price on a percentage tier", {"pricing_model": "graduated_percentage", "tiers": [{"up_to": None, "unit_price": "1"}]},
+     400, "unknown_field", "charges[0].tiers[0]"),
+    ("rate on a graduated tier", {"pricing_model": "graduated", "tiers": [{"up_to": None, "rate": "1"}]},
+     400, "unknown_field", "charges[0].tiers[0]"),
+    ("overage with an open last tier", {"pricing_model": "volume", "overage_unit_price": "1", "tiers": [{"up_to": None, "unit_price": 1}]},
+     422, "last_tier_open_ended", "charges[0].tiers[0].up_to"),
+    ("overage on per_unit", {"unit_price": "1", "overage_unit_price": "2"}, 422, "overage_not_allowed", "charges[0].overage_unit_price"),
+    ("negative overage", {"pricing_model": "graduated", "overage_unit_price": "-1", "tiers": [{"up_to": 5, "unit_price": 1}]},
+     400, "invalid_decimal", "charges[0].overage_unit_price"),
+    ("free amount on per_unit", {"unit_price": "1", "free_amount": "10"}, 422, "free_amount_not_allowed", "charges[0].free_amount"),
+    ("flat fee at zero on per_unit", {"unit_price": "1", "bill_flat_fee_at_zero": True},
+     422, "flat_fee_at_zero_not_allowed", "charges[0].bill_flat_fee_at_zero"),
+    ("free units on dynamic", {"pricing_model": "dynamic", "free_units": "5"}, 422, "free_units_not_allowed", "charges[0].free_units"),
+    ("tiers on dynamic", {"pricing_model": "dynamic", "tiers": [{"up_to": None, "unit_price": 1}]},
+     422, "tiers_not_allowed", "charges[0].tiers"),
+    ("prorate not a boolean", {"prorate": "no"}, 400, "invalid_type", "charges[0].prorate"),
+    ("empty amount property", {"pricing_model": "dynamic", "amount_property": ""}, 400, "min_length", "charges[0].amount_property"),
 ]  # fmt: skip
 
 

@@ -24,7 +24,7 @@ from tests.catalog.factories import CustomerFactory, make_plan, subscribe
 D = Decimal
 DECIMAL_FIELDS = {
     "unit_price", "package_size", "percentage_rate", "fixed_fee_per_event", "min_fee_per_event",
-    "max_fee_per_event", "free_units", "minimum_amount",
+    "max_fee_per_event", "free_units", "minimum_amount", "free_amount", "overage_unit_price",
 }  # fmt: skip
 
 

@@ -8,6 +8,8 @@ import time_machine
 
 from invoicing.billing import billing_close, draft_refresh, invoice_preview
 from invoicing.models import BillingReason, Invoice, InvoiceStatus, LineType
+from invoicing.rating import Pricing, rate_percentage_events
+from meters.selectors import percentage_usage
 from subscriptions.periods import Period
 from tests.catalog.factories import CustomerFactory, MeterFactory, make_plan, subscribe
 from webhooks.models import Event
@@ -363,6 +365,87 @@ def test_a_preview_prices_a_past_period_on_another_plan_and_saves_nothing(
     assert upcoming.total == D("69.00")
     assert what_if.total == D("109.00")  # February on Scale: 99 + 2000 × 0.005
     assert (Invoice.objects.count(), Event.objects.count()) == before
+
+
+def test_a_dynamic_charge_bills_its_events_amounts_and_an_unprorated_fee_its_full_price(
+    api, clock, customer, project
+):
+    # Given a plan with a dynamic charge (amount in each event's "cost") and a 31.00 setup-style fee
+    # in arrears that is not prorated, subscribed on Jan 15 (17 of January's 31 days)
+    requests = MeterFactory(project=project, code="requests", name="Requests", aggregation="sum")
+    plan = make_plan(
+        project,
+        name="AI",
+        charges=[
+            {"meter": requests, "name": "Model calls", "pricing_model": "dynamic", "amount_property": "cost"},
+            {
+                "kind": "fixed",
+                "name": "Platform",
+                "unit_price": "31",
+                "timing": "in_arrears",
+                "prorate": False,
+            },
+        ],
+    )
+    subscribe(customer, plan, starts_at=JAN_15)
+    billing_close(as_of=JAN_15)
+    clock.move_to(datetime(2026, 1, 20, 10, tzinfo=UTC))
+    for value, cost in ((7, 0.70), (5, 0.55), (10, 2.2)):
+        body = {"customer": "acme", "meter": "requests", "value": value, "properties": {"cost": cost}}
+        response = api.post("/v1/usage", {**body, "timestamp": "2026-01-20T09:00:00+00:00"}, format="json")
+        assert response.status_code == 200, response.json()
+
+    # When January closes
+    close(clock, FEB_1 + timedelta(hours=1))
+
+    # Then the usage line bills 0.70 + 0.55 + 2.20 and shows the meter's 22 units; the fee is whole
+    cycle = Invoice.objects.get(billing_reason=BillingReason.SUBSCRIPTION_CYCLE)
+    assert lines(cycle) == [
+        (LineType.FIXED_FEE, "AI — Platform", D(1), D("31.00")),
+        (LineType.USAGE, "Model calls", D(22), D("3.45")),
+    ]
+    assert cycle.total == D("34.45")
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"free_amount": "500"},
+        {"free_amount": "500", "free_units": "3"},
+        {"free_amount": "250", "free_units": "1", "min_fee_per_event": "1", "max_fee_per_event": "5"},
+        {"free_amount": "100"},
+    ],
+)
+def test_the_percentage_query_applies_the_free_amount_as_the_reference_does(
+    api, clock, customer, project, fields
+):
+    # Given a percentage charge with a free amount and events of 600, -100, 200, 50 (time order)
+    volume = MeterFactory(
+        project=project, code="volume", name="Volume", aggregation="sum", allow_negative=True
+    )
+    plan = make_plan(
+        project,
+        charges=[
+            {"meter": volume, "pricing_model": "percentage", "percentage_rate": "1.2"}
+            | {"fixed_fee_per_event": "0.10"}
+            | fields
+        ],
+    )
+    subscription = subscribe(customer, plan, starts_at=JAN_15)
+    clock.move_to(datetime(2026, 1, 20, 10, tzinfo=UTC))
+    values = [600, -100, 200, 50]
+    for hour, value in enumerate(values):
+        usage(api, value, datetime(2026, 1, 20, hour, tzinfo=UTC), meter="volume")
+    charge = plan.charges.get()
+
+    # When the SQL aggregates the period
+    totals = percentage_usage(
+        meter=volume, subscription=subscription, start=JAN_15, end=FEB_1, pricing=Pricing.from_item(charge)
+    )
+
+    # Then its fees are the reference's, to the last place
+    reference = rate_percentage_events(Pricing.from_item(charge), [D(v) for v in values], currency="USD")
+    assert (totals.events, totals.total_value, totals.fees) == (4, D(750), reference.exact_amount)
 
 
 def test_a_bucketed_max_meter_bills_the_summed_hourly_peaks(api, clock, customer, project):

@@ -14,6 +14,7 @@ from invoicing.rating import (
     invoice_total,
     percentage_event_fee,
     prorate,
+    rate_dynamic,
     rate_fixed,
     rate_percentage,
     rate_percentage_events,
@@ -540,3 +541,121 @@ def test_pricing_refuses_what_rating_cannot_price(fields, message):
 def test_each_function_prices_only_its_own_kind_of_charge(call, message):
     with pytest.raises(ValueError, match=message):
         call()
+
+
+# --- the pricing options of issue 13 ----------------------------------------------------------------
+
+# 1-100 at 1 % plus 2.00 once; 101+ at 0.5 % plus 3.00 once.
+PERCENT_TIERS = (Tier(D(100), D(0), D(2), rate=D(1)), Tier(None, D(0), D(3), rate=D("0.5")))
+
+
+def test_graduated_percentage_breaks_down_by_tier_with_the_rate_as_a_unit_price():
+    rating = rate_usage(pricing(M.GRADUATED_PERCENTAGE, tiers=PERCENT_TIERS), D(300), currency="USD")
+
+    assert rating.tiers == (
+        TierLine(1, D(100), D("0.01"), D(2), D(3)),
+        TierLine(2, D(200), D("0.005"), D(3), D(4)),
+    )
+    assert rating.amount == D("7.00")
+
+
+def test_graduated_percentage_free_units_come_off_the_summed_value():
+    charge = pricing(M.GRADUATED_PERCENTAGE, tiers=PERCENT_TIERS, free_units="50")
+
+    assert rate_usage(charge, D(150), currency="USD").amount == D("3.00")  # 100 × 1 % + 2.00
+
+
+@pytest.mark.parametrize(
+    ("model", "quantity", "amount", "breakdown"),
+    [
+        # graduated: 10 × 1 + 10 × 0.5 + 5 × 2 overage
+        (M.GRADUATED, "25", "25.00", [(1, "10", "1"), (2, "10", "0.5"), (3, "5", "2")]),
+        (M.GRADUATED, "20", "15.00", [(1, "10", "1"), (2, "10", "0.5")]),
+        # volume: the 20 units up to the last bound at tier 2's price, plus its flat fee 4, then overage
+        (M.VOLUME, "25", "24.00", [(2, "20", "0.5"), (3, "5", "2")]),
+        # stairstep: tier 2's step (4.00) plus the overage
+        (M.STAIRSTEP, "25", "14.00", [(2, "20", "0"), (3, "5", "2")]),
+    ],
+)
+def test_units_beyond_a_bounded_last_tier_cost_the_overage_price(model, quantity, amount, breakdown):
+    bounded = tiers(("10", "1", "0"), ("20", "0.5", "4") if model != M.GRADUATED else ("20", "0.5", "0"))
+    charge = pricing(model, tiers=bounded, overage_unit_price="2")
+
+    rating = rate_usage(charge, D(quantity), currency="USD")
+
+    assert rating.amount == D(amount)
+    assert [(line.tier, line.units, line.unit_price) for line in rating.tiers] == [
+        (tier, D(units), D(price)) for tier, units, price in breakdown
+    ]
+
+
+def test_a_bounded_last_tier_needs_an_overage_price_and_an_overage_price_a_bounded_tier():
+    with pytest.raises(ValueError, match="bounded one and an overage_unit_price"):
+        pricing(M.GRADUATED, tiers=tiers(("10", "1", "0")))
+    with pytest.raises(ValueError, match="bounded one and an overage_unit_price"):
+        pricing(M.GRADUATED, tiers=tiers((None, "1", "0")), overage_unit_price="2")
+
+
+@pytest.mark.parametrize("model", [M.GRADUATED, M.VOLUME, M.STAIRSTEP])
+@pytest.mark.parametrize("quantity", ["0", "-3", "40"])  # 40: all of it free
+def test_the_first_tiers_flat_fee_is_billed_at_zero_usage_when_asked(model, quantity):
+    charge = pricing(model, tiers=STAIRS, free_units="40", bill_flat_fee_at_zero=True)
+
+    rating = rate_usage(charge, D(quantity), currency="USD")
+
+    assert (rating.amount, rating.billable_quantity) == (D("50.00"), D(0))
+    assert [(line.tier, line.units, line.amount) for line in rating.tiers] == [(1, D(0), D(50))]
+
+
+@pytest.mark.parametrize(
+    ("fields", "values", "amount"),
+    [
+        # free amount only: the rate spares the first 500; every event pays its fixed fee
+        ({"free_amount": "500"}, ["200", "100", "100", "50", "100"], "1.10"),  # 5 × 0.10 + 1.2 % of 50
+        # the event crossing the free amount pays the rate on its part beyond it
+        ({"free_amount": "500"}, ["600"], "1.30"),  # 1.2 % of 100 + 0.10
+        # both: the free amount runs out first (within the free events): the crossing free event pays
+        # the rate on the excess and no fixed fee; the next (still among the first 3) pays in full
+        ({"free_amount": "500", "free_units": "3"}, ["600", "100"], "2.50"),  # 1.20 + (1.20 + 0.10)
+        # both: the free events run out first: the 4th pays in full although 450 < 500
+        ({"free_amount": "500", "free_units": "3"}, ["200", "100", "100", "50"], "0.70"),
+        # a refund does not hand the allowance back: the rate is on 250 - 100 in all, plus 3 fixed fees
+        ({"free_amount": "100"}, ["150", "-100", "200"], "2.10"),
+    ],
+)
+def test_a_free_amount_spares_the_first_summed_value_from_the_rate(fields, values, amount):
+    charge = pricing(M.PERCENTAGE, percentage_rate="1.2", fixed_fee_per_event="0.10", **fields)
+
+    assert rate_percentage_events(charge, [D(value) for value in values], currency="USD").amount == D(amount)
+
+
+def test_rate_dynamic_rounds_the_summed_amount_once_and_never_bills_below_zero():
+    charge = pricing(M.DYNAMIC)
+
+    assert rate_dynamic(charge, quantity=D(3), amount=D("1.005"), currency="USD").amount == D("1.01")
+    assert rate_dynamic(charge, quantity=D(3), amount=D("-4"), currency="USD").amount == D(0)
+    with pytest.raises(ValueError, match="prices dynamic charges"):
+        rate_dynamic(pricing(M.PER_UNIT), quantity=D(1), amount=D(1), currency="USD")
+    with pytest.raises(ValueError, match="rate_dynamic"):
+        rate_usage(charge, D(1), currency="USD")
+
+
+def test_pricing_reads_the_new_options_of_a_charge():
+    charge = Charge(
+        pricing_model=M.GRADUATED_PERCENTAGE,
+        tiers=[
+            {"up_to": "100", "rate": "1", "flat_fee": "2"},
+            {"up_to": None, "rate": "0.5", "flat_fee": "3"},
+        ],
+        prorate=False,
+        amount_property="cost",
+        bill_flat_fee_at_zero=True,
+    )
+
+    assert Pricing.from_item(charge) == Pricing(
+        pricing_model=M.GRADUATED_PERCENTAGE,
+        tiers=PERCENT_TIERS,
+        prorate=False,
+        amount_property="cost",
+        bill_flat_fee_at_zero=True,
+    )

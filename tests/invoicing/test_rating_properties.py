@@ -221,3 +221,53 @@ def test_the_invoice_total_is_exactly_the_sum_of_its_displayed_lines(lines, curr
 
     assert Fraction(total) == sum(Fraction(amount) for amount in amounts)
     assert to_minor_units(total, currency) == sum(to_minor_units(amount, currency) for amount in amounts)
+
+
+percent_tiers = st.lists(
+    st.tuples(st.integers(1, 1000), st.decimals("0", "100", places=2), st.decimals("0", "50", places=2)),
+    min_size=1,
+    max_size=4,
+).map(
+    lambda rows: tuple(
+        Tier(None if i == len(rows) - 1 else D(sum(r[0] for r in rows[: i + 1])), D(0), flat, rate=rate)
+        for i, (_, rate, flat) in enumerate(rows)
+    )
+)
+amounts = st.decimals("0", "100000", places=2)
+
+
+@given(tiers=percent_tiers, a=amounts, b=amounts, at_zero=st.booleans())
+def test_graduated_percentage_is_monotone_in_the_summed_value(tiers, a, b, at_zero):
+    charge = Pricing(pricing_model=M.GRADUATED_PERCENTAGE, tiers=tiers, bill_flat_fee_at_zero=at_zero)
+    low, high = sorted([a, b])
+
+    assert rate_usage(charge, low, currency="USD").amount <= rate_usage(charge, high, currency="USD").amount
+
+
+@given(
+    values=st.lists(
+        st.decimals("0", "500", places=2), max_size=12
+    ),  # a refund within the allowance is free too
+    free_amount=st.decimals("0", "1000", places=2),
+    free_units=st.integers(0, 4),
+)
+def test_a_free_amount_never_costs_more_than_none(values, free_amount, free_units):
+    base = Pricing(pricing_model=M.PERCENTAGE, percentage_rate=D("1.2"), fixed_fee_per_event=D("0.10"))
+    with_events = Pricing(
+        pricing_model=M.PERCENTAGE,
+        percentage_rate=D("1.2"),
+        fixed_fee_per_event=D("0.10"),
+        free_units=D(free_units),
+    )
+    with_both = Pricing(
+        pricing_model=M.PERCENTAGE,
+        percentage_rate=D("1.2"),
+        fixed_fee_per_event=D("0.10"),
+        free_units=D(free_units),
+        free_amount=free_amount or None,
+    )
+
+    full = rate_percentage_events(base, values, currency="USD").exact_amount
+    both = rate_percentage_events(with_both, values, currency="USD").exact_amount
+    assert both <= full
+    assert rate_percentage_events(with_events, values, currency="USD").exact_amount <= full

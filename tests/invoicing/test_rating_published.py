@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 
 from catalog.pricing import PackageRounding, PricingModel
-from invoicing.rating import rate_fixed, rate_percentage_events, rate_usage
+from invoicing.rating import Tier, rate_dynamic, rate_fixed, rate_percentage_events, rate_usage
 from tests.invoicing.factories import D, pricing, tiers
 
 M = PricingModel
@@ -125,17 +125,85 @@ def test_stripe_ten_dollars_per_five_users_rounded_up(users, total):
     assert rate_usage(charge, D(users), currency="USD").amount == D(total)
 
 
-def test_lago_percentage_with_free_events():
+def test_lago_percentage_with_free_events_and_a_free_amount():
     # Lago, "Percentage" (https://getlago.com/docs/guide/plans/charges/charge-models/percentage):
-    # 1.2 % and $0.10 per transaction, first 3 events free; transactions of $200, $100, $100, $50:
-    # "for the fourth transaction, the charge will be $0.10 x 1 event + 1.2% of $50 = $0.70."
-    # (Lago's example also frees the first $500 of volume, a rule Billable does not have; it does not
-    # change this example's result.)
-    charge = pricing(M.PERCENTAGE, percentage_rate="1.2", fixed_fee_per_event="0.10", free_units="3")
+    # 1.2 % and $0.10 per transaction, "the first 3 events or $500 are free"; transactions of $200,
+    # $100, $100, $50: the fourth is past the free events though only $450 is summed, so "the charge
+    # will be $0.10 x 1 event + 1.2% of $50 = $0.70" (whichever allowance runs out first ends both).
+    charge = pricing(
+        M.PERCENTAGE, percentage_rate="1.2", fixed_fee_per_event="0.10", free_units="3", free_amount="500"
+    )
 
     rating = rate_percentage_events(charge, [D(200), D(100), D(100), D(50)], currency="USD")
 
     assert rating.amount == D("0.70")
+
+
+# Lago, "Graduated percentage"
+# (https://getlago.com/docs/guide/plans/charges/charge-models/graduated-percentage): tier 1 0-1,000 at
+# 1 % plus $200, tier 2 1,001-10,000 at 2 % plus $300, tier 3 10,001+ at 3 % plus $400. Transactions of
+# $500 ("= $205.00"), then $550 ("= $306.00"), then $4,000 ("= $80.00"): the period's sums.
+LAGO_GRADUATED_PERCENTAGE = (
+    Tier(D(1000), D(0), D(200), rate=D(1)),
+    Tier(D(10000), D(0), D(300), rate=D(2)),
+    Tier(None, D(0), D(400), rate=D(3)),
+)
+
+
+@pytest.mark.parametrize(
+    ("summed", "total"),
+    [("500", "205.00"), ("1050", "511.00"), ("5050", "591.00")],  # 205; 205 + 306; 205 + 306 + 80
+)
+def test_lago_graduated_percentage(summed, total):
+    charge = pricing(M.GRADUATED_PERCENTAGE, tiers=LAGO_GRADUATED_PERCENTAGE)
+
+    assert rate_usage(charge, D(summed), currency="USD").amount == D(total)
+
+
+def test_lago_dynamic_sums_the_events_amounts():
+    # Lago, "Dynamic" (https://getlago.com/docs/guide/plans/charges/charge-models/dynamic): events of
+    # 7 units at $0.70, 5 at $0.55 and 10 at $2.20 make one fee of 22 units, "$3.45".
+    charge = pricing(M.DYNAMIC)
+
+    rating = rate_dynamic(charge, quantity=D(22), amount=D("0.70") + D("0.55") + D("2.20"), currency="USD")
+
+    assert (rating.quantity, rating.amount) == (D(22), D("3.45"))
+
+
+# Stripe, "Model usage-based pricing"
+# (https://docs.stripe.com/billing/subscriptions/usage-based/pricing-models), fixed fee and overage:
+# Llama AI, 200 USD a month including 100,000 tokens, then 0.001 USD a token, set up as graduated tiers
+# "0-100,000: 0.00 per unit, 200.00 flat fee; 100,001+: 0.001 per unit". Stripe bills the first tier's
+# flat fee whatever the usage, zero included: Billable does so with bill_flat_fee_at_zero.
+LLAMA = tiers(("100000", "0", "200"), (None, "0.001", "0"))
+
+
+@pytest.mark.parametrize(("tokens", "total"), [("0", "200.00"), ("100000", "200.00"), ("150000", "250.00")])
+def test_stripe_fixed_fee_and_overage_bills_the_first_tier_fee_at_zero_usage(tokens, total):
+    charge = pricing(M.GRADUATED, tiers=LLAMA, bill_flat_fee_at_zero=True)
+
+    assert rate_usage(charge, D(tokens), currency="USD").amount == D(total)
+
+
+# Zuora, "Storage (usage, tiered with overage)"
+# (https://docs.zuora.com/en/zuora-billing/set-up-zuora-billing/build-product-and-prices/set-up-product-catalog/create-product-rate-plan-charges/storage-usage-tiered-with-overage):
+# tiers 1-500 at 0, 500-1000 at .10, 1000-3000 at .08, 3000-10000 at .06, "Overage Price .15 USD Per
+# Unit Thereafter".
+ZUORA_STORAGE = tiers(("500", "0", "0"), ("1000", "0.10", "0"), ("3000", "0.08", "0"), ("10000", "0.06", "0"))
+
+
+@pytest.mark.parametrize(
+    ("gigabytes", "total"),
+    [
+        ("800", "30.00"),  # 300 × 0.10
+        ("10000", "630.00"),  # 500 × 0.10 + 2,000 × 0.08 + 7,000 × 0.06 = 50 + 160 + 420
+        ("12000", "930.00"),  # the same plus 2,000 × 0.15 overage
+    ],
+)
+def test_zuora_tiered_with_overage(gigabytes, total):
+    charge = pricing(M.GRADUATED, tiers=ZUORA_STORAGE, overage_unit_price="0.15")
+
+    assert rate_usage(charge, D(gigabytes), currency="USD").amount == D(total)
 
 
 @pytest.mark.parametrize(
