@@ -23,11 +23,13 @@ from billing_site.aggregates import MoneySum
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import decimal_string, round_money
 from catalog.pricing import to_decimal
+from invoicing import credits
 from invoicing.emails import invoice_issued_deliver
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
     MAX_AMOUNT,
+    BillingReason,
     CreditNote,
     CreditNoteLine,
     CreditNoteReason,
@@ -100,6 +102,9 @@ def invoice_paid_record(invoice: Invoice) -> None:
     )
     data.update(invoice=invoice.public_id, usage=decimal_string(usage), amount=data["total"]["amount"])
     event_record(project=invoice.project, type="invoice.paid", obj=invoice, data=data)
+    if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
+        # Every path to paid comes through here: the credits bought become usable.
+        credits.credits_purchase_paid(invoice=invoice)
 
 
 def _refuse(invoice: Invoice, requested: str, message: str) -> InvalidState:
@@ -132,7 +137,8 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
     if invoice.status not in EDITABLE_STATUSES:
         raise _refuse(invoice, InvoiceStatus.OPEN, f"A {invoice.status} invoice cannot be issued.")
     now = timezone.now()
-    terms = invoice.subscription.payment_terms_days
+    # A purchase of prepaid credits has no subscription: the project's terms apply.
+    terms = invoice.subscription.payment_terms_days if invoice.subscription_id else None
     terms = invoice.project.payment_terms_days if terms is None else terms
     invoice.number = number_next(project=invoice.project, kind=NumberSequence.Kind.INVOICE)
     invoice.issued_at, invoice.due_at = now, now + timedelta(days=terms)
@@ -208,6 +214,10 @@ def invoice_void(*, invoice: Invoice, actor: Actor, reason: str) -> Invoice:
             )
         invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, timezone.now(), reason
         invoice.save()
+        # Prepaid credits it took are given back; an unpaid purchase's credits are never granted.
+        credits.credits_release(invoice=invoice)
+        if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
+            credits.credits_purchase_voided(invoice=invoice)
         _record(invoice, "invoice.voided", actor=actor, changes={"reason": reason})
     return invoice
 
