@@ -12,7 +12,7 @@ gives it back (`credits_release`). Every movement that takes the wallet's usable
 least its `low_balance_threshold` to below it announces `credits.balance_low`, once per crossing.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 
@@ -452,7 +452,17 @@ def credits_release(*, invoice: Invoice) -> None:
 class ExpiryRun:
     grants: int = 0  # grants past their expiry with a balance left
     expired: int = 0  # entries written by this run
-    amount: Decimal = Decimal(0)
+    amounts: dict[str, Decimal] = field(default_factory=dict)  # written off, per currency
+
+    def add(self, currency: str, amount: Decimal) -> None:
+        self.amounts[currency] = self.amounts.get(currency, Decimal(0)) + amount
+
+    def amounts_text(self) -> str:
+        """ "30.00 USD, 5 JPY" (or "nothing")."""
+        return (
+            ", ".join(f"{amount} {currency}" for currency, amount in sorted(self.amounts.items()))
+            or "nothing"
+        )
 
 
 def _expiry_key(grant: CreditGrant) -> tuple[bool, Invoice | None]:
@@ -476,17 +486,26 @@ def _expiry_key(grant: CreditGrant) -> tuple[bool, Invoice | None]:
     return (released is not None), (released.invoice if released else None)
 
 
+def _expiring(now: datetime) -> QuerySet[CreditGrant]:
+    grants = CreditGrant.objects.filter(
+        expires_at__lte=now, voided_at__isnull=True, available_at__isnull=False
+    )
+    return _with_balance(grants).filter(balance__gt=0)
+
+
+def credits_expiring_count(*, now: datetime) -> int:
+    return _expiring(now).count()
+
+
 def credits_expire(*, now: datetime, dry_run: bool = False, progress=None) -> ExpiryRun:
     """Write off what is left of every grant past its `expires_at` (an EXPIRED entry). Safe to run
     twice or concurrently: the entries are unique, and a second run finds nothing left."""
     run = ExpiryRun()
-    due = _with_balance(
-        CreditGrant.objects.filter(expires_at__lte=now, voided_at__isnull=True, available_at__isnull=False)
-    ).filter(balance__gt=0)
-    for grant_id, wallet_id in list(due.values_list("pk", "wallet_id")):
+    for grant_id, wallet_id in list(_expiring(now).order_by("pk").values_list("pk", "wallet_id")):
         run.grants += 1
         if dry_run:
-            run.amount += grant_balance(CreditGrant.objects.get(pk=grant_id))
+            grant = CreditGrant.objects.select_related("wallet").get(pk=grant_id)
+            run.add(grant.wallet.currency, grant_balance(grant))
         else:
             _grant_expire(grant_id, wallet_id, now, run)
         if progress:
@@ -508,7 +527,7 @@ def _grant_expire(grant_id: int, wallet_id: int, now: datetime, run: ExpiryRun) 
         if _entry_add(grant, CreditEntryKind.EXPIRED, -remaining, invoice) is None:
             return
         run.expired += 1
-        run.amount += remaining
+        run.add(wallet.currency, remaining)
         event_record(
             project=grant.project,
             type="credits.expired",
