@@ -458,9 +458,12 @@ class ExpiryRun:
         self.amounts[currency] = self.amounts.get(currency, Decimal(0)) + amount
 
     def amounts_text(self) -> str:
-        """ "30.00 USD, 5 JPY" (or "nothing")."""
+        """`30.00 USD, 5 JPY` (or `nothing`)."""
         return (
-            ", ".join(f"{amount} {currency}" for currency, amount in sorted(self.amounts.items()))
+            ", ".join(
+                f"{round_money(amount, currency)} {currency}"
+                for currency, amount in sorted(self.amounts.items())
+            )
             or "nothing"
         )
 
