@@ -85,9 +85,7 @@ class Invoice(models.Model):
     tax = _amount(default=Decimal(0))  # all tax, inclusive and exclusive
     total = _amount(default=Decimal(0))
     credits_applied = _amount(default=Decimal(0))  # prepaid credits, positive
-    tax_note = models.TextField(
-        blank=True, help_text="The legal note of a reverse-charge or exempt customer."
-    )
+    tax_note = models.TextField(blank=True, help_text="The legal note of a reverse-charge or exempt customer.")
     amount_credited = _amount(default=Decimal(0))  # credit notes against what is due
     amount_paid = _amount(default=Decimal(0))
 
