@@ -72,8 +72,10 @@ def _user(actor: Actor):
 
 
 def _locked(invoice: Invoice) -> Invoice:
+    # Only the invoice's row: the subscription is an outer join (a credit purchase has none), and
+    # PostgreSQL cannot lock the nullable side of one.
     return (
-        Invoice.objects.select_for_update()
+        Invoice.objects.select_for_update(of=("self",))
         .select_related("project", "customer", "subscription")
         .get(pk=invoice.pk)
     )

@@ -531,3 +531,37 @@ def test_another_projects_customer_and_grant_are_not_found(api, other_project):
     assert api.get(f"/v1/customers/{theirs.public_id}/credits").status_code == 404
     assert api.post(f"/v1/credit-grants/{grant.public_id}/void").status_code == 404
     assert credits.grant_balance(grant) == D("10.00")
+
+
+# --- concurrency (PostgreSQL) -------------------------------------------------------------------
+
+
+@pytest.mark.postgres
+@pytest.mark.django_db(transaction=True)
+def test_two_invoices_applying_one_grant_never_overdraw_it(project):
+    """Two issues race for a 50.00 grant, each wanting 40.00: with wallet_lock first, the second
+    finds what the first left (10.00) and takes only that."""
+    from tests.concurrency import all_at_once
+
+    customer = CustomerFactory(project=project)
+    grant = _grant(customer, "50.00")
+    invoices = [issued_invoice(project, customer=customer) for _ in range(2)]
+    claimed = iter(invoices)
+
+    def issue():
+        invoice = next(claimed)
+        with transaction.atomic():
+            wallet_lock(customer=customer, currency="USD")
+            [block] = credit_blocks(customer=customer, currency="USD", at=datetime.now(tz=UTC))
+            take = min(block.balance, D("40.00"))
+            InvoiceLine.objects.create(
+                invoice=invoice, type=LineType.PREPAID_CREDIT, description="Prepaid credits", amount=-take,
+                credit_grant=block.grant, period_start=invoice.period_start, period_end=invoice.period_end,
+            )  # fmt: skip
+            credits_applied_record(invoice=invoice)
+        return take
+
+    taken = all_at_once(issue, 2)
+
+    assert sorted(taken) == [D("10.00"), D("40.00")]
+    assert credits.grant_balance(grant) == 0
