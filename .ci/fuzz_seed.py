@@ -23,6 +23,7 @@ import django
 django.setup()
 
 from datetime import timedelta  # noqa: E402
+from decimal import Decimal  # noqa: E402
 
 from django.core.files.base import ContentFile  # noqa: E402
 from django.utils import timezone  # noqa: E402
@@ -32,6 +33,7 @@ from accounts.services import api_key_create, project_bootstrap  # noqa: E402
 from catalog.models import Contract, ContractLine  # noqa: E402
 from catalog.services import customer_create, plan_create, product_create  # noqa: E402
 from invoicing.billing import billing_close, drafts_refresh  # noqa: E402
+from invoicing.credits import credits_grant, credits_purchase  # noqa: E402
 from invoicing.models import Invoice, InvoiceStatus  # noqa: E402
 from invoicing.services import credit_note_create  # noqa: E402
 from meters.services import meter_create, usage_ingest  # noqa: E402
@@ -115,6 +117,13 @@ def seed() -> dict[str, list[str]]:
         credit_notes.append(credit_note_create(invoice=paid, actor=None, reason="duplicate", amount="1"))
     payouts = balance_settle(now=timezone.now() + timedelta(days=3)).payouts
 
+    # Prepaid credits: a free grant (voidable) and a purchase (its invoice open, its grant unpaid).
+    grants = [
+        credits_grant(customer=customers[0], currency="USD", amount=Decimal(50), name="Welcome", actor=None),
+        credits_grant(customer=customers[1], currency="USD", amount=Decimal(20), actor=None),
+        credits_purchase(customer=customers[2], currency="USD", amount=Decimal(100), actor=None),
+    ]
+
     contract = Contract.objects.create(
         project=project, title="Initech MSA", currency="USD", start_date=month_start.date(),
         customer_name="Initech", customer_email="ap@initech.example",
@@ -146,6 +155,8 @@ def seed() -> dict[str, list[str]]:
         "payments": [payment.public_id for payment in payments],
         "payouts": [payout.public_id for payout in payouts],
         "contracts": [contract.public_id],
+        "credit_grants": [grant.public_id for grant in grants],
+        "currencies": ["USD", "EUR", "JPY"],
         "endpoints": [endpoint.public_id for endpoint in endpoints],
         "api_keys": [spare_key.public_id],
         "meter_codes": [calls.code, storage.code],
@@ -209,6 +220,7 @@ def toml(ids: dict[str, list[str]]) -> str:
         r"^/v1/meters/\{id\}": "meters",
         r"^/v1/invoices/\{id\}": "invoices",
         r"^/v1/credit-notes/\{id\}": "credit_notes",
+        r"^/v1/credit-grants/\{id\}": "credit_grants",
         r"^/v1/contracts/\{id\}": "contracts",
         r"^/v1/webhook-endpoints/\{id\}": "endpoints",
         r"^/v1/api-keys/\{id\}": "api_keys",
@@ -229,6 +241,7 @@ def toml(ids: dict[str, list[str]]) -> str:
         "body.starts_at": "moments", "body.ends_at": "moments", "body.period_start": "moments",
         "body.since": "moments", "body.timestamp": "moments", "query.from": "moments", "query.to": "moments",
         "body.charges[*].meter": "meter_codes", "body.meter": "meter_codes",
+        "path.currency": "currencies", "body.currency": "currencies",
     }  # fmt: skip
     out.append("[parameters]")
     out += [f'"{key}" = {{ dictionary = "{name}", probability = 0.7 }}' for key, name in everywhere.items()]

@@ -25,6 +25,7 @@ JOBS = [
     Job("send invoice emails", "invoicing.tasks.send_due_invoice_emails", 1),
     Job("retry payments", "payments.tasks.retry_payments", 15),
     Job("settle balance", "payments.tasks.settle_balance", 15),
+    Job("expire credits", "invoicing.tasks.expire_credits", 15),
 ]
 
 

@@ -17,6 +17,7 @@ from django.http import HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import path, reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 from django.utils.text import Truncator
 
@@ -30,13 +31,16 @@ from billing_site.admin import (
 )
 from billing_site.downloads import pdf_response
 from billing_site.errors import DomainError
+from billing_site.formats import money
 from billing_site.money import round_money
-from invoicing import services
+from invoicing import credits, services
 from invoicing.documents import credit_note_pdf, invoice_pdf, pdf_name
 from invoicing.drafts import drafts_freshen
 from invoicing.emails import email_compose, invoice_email_resend, recipients
 from invoicing.models import (
     ISSUED_STATUSES,
+    CreditEntry,
+    CreditGrant,
     CreditNote,
     CreditNoteReason,
     Invoice,
@@ -45,6 +49,7 @@ from invoicing.models import (
     InvoiceStatus,
     LineType,
     PendingReviewInvoice,
+    Wallet,
 )
 
 
@@ -531,3 +536,148 @@ class InvoiceEmailAdmin(RecipientLabels, ReadOnlyAdminMixin, ProjectScopedAdmin)
     @admin.display(description="error")
     def error_label(self, email):
         return Truncator(email.error).chars(80) or "-"
+
+
+# --- prepaid credits ------------------------------------------------------------------------------
+# Wallets, their grants and the ledger are financial records: read-only, never deleted. Credits are
+# granted with a button that calls invoicing.credits (billing_admin and owner); viewers read.
+
+
+def _wallet_money(wallet: Wallet, amount: Decimal | None) -> str:
+    """An amount of the wallet, as its project writes money: "$1,234.50", "1.234,50 €"."""
+    return "-" if amount is None else money(amount, wallet.currency, wallet.project.locale)
+
+
+class CreditGrantInline(ReadOnlyInline):
+    model = CreditGrant
+    fields = ["public_id", "name", "source", "amount", "priority", "expires_at", "available_at", "voided_at"]
+    readonly_fields = fields
+    ordering = ["priority", "expires_at", "id"]
+
+
+class CreditEntryInline(ReadOnlyInline):
+    """The wallet's ledger, newest first."""
+
+    model = CreditEntry
+    fk_name = "grant"
+    fields = ["created_at", "kind", "amount", "invoice"]
+    readonly_fields = fields
+
+
+class GrantCreditsForm(forms.Form):
+    amount = forms.DecimalField(min_value=Decimal("0.0001"), max_digits=20, decimal_places=4)
+    name = forms.CharField(max_length=credits.MAX_NAME, required=False)
+    priority = forms.IntegerField(
+        min_value=credits.MIN_PRIORITY, max_value=credits.MAX_PRIORITY, initial=credits.DEFAULT_PRIORITY
+    )
+    expires_at = forms.DateTimeField(required=False, help_text="Empty: never. UTC.")
+
+    def __init__(self, data=None, *, wallet: Wallet):
+        super().__init__(data)
+        self.fields["amount"].label = f"Amount ({wallet.currency})"
+        self.fields["priority"].help_text = "0–100; lower is used first."
+
+
+@admin.register(Wallet)
+class WalletAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
+    list_display = ["public_id", "customer", "currency", "balance_label", "threshold_label", "project"]
+    list_filter = [ProjectListFilter, "currency"]
+    search_fields = ["public_id", "customer__name", "customer__external_id", "customer__public_id"]
+    list_select_related = ["customer", "project"]
+    inlines = [CreditGrantInline]
+    change_form_template = "admin/invoicing/wallet/change_form.html"
+    readonly_fields = [
+        "public_id",
+        "customer",
+        "currency",
+        "balance_label",
+        "threshold_label",
+        "ledger",
+        "created_at",
+        "audit_trail",
+    ]
+    fields = readonly_fields
+
+    @admin.display(description="balance")
+    def balance_label(self, wallet):
+        return _wallet_money(wallet, credits.wallet_balance(wallet=wallet, at=timezone.now()))
+
+    @admin.display(description="low-balance threshold")
+    def threshold_label(self, wallet):
+        return _wallet_money(wallet, wallet.low_balance_threshold)
+
+    @admin.display(description="ledger (latest 50)")
+    def ledger(self, wallet):
+        rows = format_html_join(
+            "",
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td style='text-align:right'>{}</td><td>{}</td></tr>",
+            (
+                (
+                    f"{entry.created_at:%Y-%m-%d %H:%M}",
+                    entry.grant,
+                    entry.get_kind_display(),
+                    _wallet_money(wallet, entry.amount),
+                    entry.invoice or "",
+                )
+                for entry in credits.wallet_entries(wallet=wallet, limit=50)
+            ),
+        )
+        return format_html(
+            "<table><tr><th>when</th><th>grant</th><th>movement</th><th>amount</th><th>invoice</th></tr>{}"
+            "</table>",
+            rows,
+        ) if rows else "-"  # fmt: skip
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["may_act"] = self.may_act(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        grant = path(
+            "<int:pk>/grant/", self.admin_site.admin_view(self.grant_view), name="invoicing_wallet_grant"
+        )
+        return [grant, *super().get_urls()]
+
+    def grant_view(self, request, pk):
+        return self._form_view(
+            request,
+            pk,
+            GrantCreditsForm,
+            lambda wallet, data: credits.credits_grant(
+                customer=wallet.customer,
+                currency=wallet.currency,
+                amount=data["amount"],
+                name=data["name"],
+                priority=data["priority"],
+                expires_at=data["expires_at"],
+                actor=request.user,
+            ),
+            success="Credits granted.",
+            title="Grant credits to {obj}",
+            button="Grant credits",
+            form_kwargs=lambda wallet: {"wallet": wallet},
+        )
+
+
+@admin.register(CreditGrant)
+class CreditGrantAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
+    list_display = ["public_id", "wallet", "name", "source", "amount", "priority", "expires_at", "project"]
+    list_filter = [ProjectListFilter, "source"]
+    search_fields = ["public_id", "name", "wallet__customer__name", "wallet__customer__external_id"]
+    list_select_related = ["wallet__customer", "project"]
+    inlines = [CreditEntryInline]
+    readonly_fields = [
+        "public_id",
+        "wallet",
+        "name",
+        "source",
+        "amount",
+        "priority",
+        "expires_at",
+        "invoice",
+        "available_at",
+        "voided_at",
+        "created_at",
+    ]
+    fields = readonly_fields

@@ -23,13 +23,14 @@ from billing_site.aggregates import MoneySum
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
 from billing_site.money import decimal_string, round_money
 from catalog.pricing import to_decimal
+from invoicing import credits
 from invoicing.composition import invoice_compose
-from invoicing.credits import credits_applied_record, credits_release
 from invoicing.emails import invoice_issued_deliver
 from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
     MAX_AMOUNT,
+    BillingReason,
     CreditNote,
     CreditNoteLine,
     CreditNoteReason,
@@ -72,8 +73,10 @@ def _user(actor: Actor):
 
 
 def _locked(invoice: Invoice) -> Invoice:
+    # Only the invoice's row: the subscription is an outer join (a credit purchase has none), and
+    # PostgreSQL cannot lock the nullable side of one.
     return (
-        Invoice.objects.select_for_update()
+        Invoice.objects.select_for_update(of=("self",))
         .select_related("project", "customer", "subscription")
         .get(pk=invoice.pk)
     )
@@ -102,6 +105,9 @@ def invoice_paid_record(invoice: Invoice) -> None:
     )
     data.update(invoice=invoice.public_id, usage=decimal_string(usage), amount=data["total"]["amount"])
     event_record(project=invoice.project, type="invoice.paid", obj=invoice, data=data)
+    if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
+        # Every path to paid comes through here: the credits bought become usable.
+        credits.credits_purchase_paid(invoice=invoice)
 
 
 def _refuse(invoice: Invoice, requested: str, message: str) -> InvalidState:
@@ -134,7 +140,8 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
     if invoice.status not in EDITABLE_STATUSES:
         raise _refuse(invoice, InvoiceStatus.OPEN, f"A {invoice.status} invoice cannot be issued.")
     now = timezone.now()
-    terms = invoice.subscription.payment_terms_days if invoice.subscription else None
+    # A purchase of prepaid credits has no subscription: the project's terms apply.
+    terms = invoice.subscription.payment_terms_days if invoice.subscription_id else None
     terms = invoice.project.payment_terms_days if terms is None else terms
     # The coupons and prepaid credits it takes are what they hold now, under lock.
     invoice_compose(invoice=invoice, lock=True, at=now)
@@ -142,7 +149,7 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
     invoice.issued_at, invoice.due_at = now, now + timedelta(days=terms)
     invoice.status = InvoiceStatus.PAID if invoice.amount_due == 0 else InvoiceStatus.OPEN
     invoice.save()
-    credits_applied_record(invoice=invoice)
+    credits.credits_applied_record(invoice=invoice)
     _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number})
     if invoice.status == InvoiceStatus.PAID:
         invoice_paid_record(invoice)
@@ -213,7 +220,10 @@ def invoice_void(*, invoice: Invoice, actor: Actor, reason: str) -> Invoice:
             )
         invoice.status, invoice.voided_at, invoice.void_reason = InvoiceStatus.VOID, timezone.now(), reason
         invoice.save()
-        credits_release(invoice=invoice)
+        # Prepaid credits it took are given back; an unpaid purchase's credits are never granted.
+        credits.credits_release(invoice=invoice)
+        if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
+            credits.credits_purchase_voided(invoice=invoice)
         _record(invoice, "invoice.voided", actor=actor, changes={"reason": reason})
     return invoice
 

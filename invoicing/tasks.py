@@ -12,6 +12,7 @@ from invoicing.billing import (
     proration_invoice,
     subscription_close_periods,
 )
+from invoicing.credits import credits_expire
 from invoicing.documents import document_for
 from invoicing.drafts import draft_freshen
 from invoicing.emails import invoice_email_send, invoice_emails_due
@@ -62,3 +63,8 @@ def send_due_invoice_emails() -> int:
     """Every minute: retries that are due, first sends whose task was lost, abandoned claims."""
     sent = [invoice_email_send(email_id=pk) for pk in invoice_emails_due(now=timezone.now())]
     return sum(email is not None for email in sent)
+
+
+def expire_credits() -> int:
+    """Write off prepaid credits past their expiry (idempotent: each expiry is entered once)."""
+    return credits_expire(now=timezone.now()).expired

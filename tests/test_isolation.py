@@ -6,12 +6,14 @@ creates an object of the given project and returns its public ID.
 """
 
 from collections.abc import Callable
+from decimal import Decimal
 
 import pytest
 from django.db import transaction
 from django.urls import URLResolver, get_resolver
 
 from accounts.models import Project
+from invoicing.credits import credits_grant
 from invoicing.services import credit_note_create
 from payments.models import Payout
 from payments.services import payment_record
@@ -81,6 +83,11 @@ def _payment(project: Project) -> str:
     return payment_record(invoice=invoice, amount=invoice.total, actor=None).public_id
 
 
+def _credit_grant(project: Project) -> str:
+    customer = CustomerFactory(project=project)
+    return credits_grant(customer=customer, currency="USD", amount=Decimal("10"), actor=None).public_id
+
+
 def _payout(project: Project) -> str:
     return Payout.objects.create(project=project, processor="manual", currency="USD", amount=1).public_id
 
@@ -96,6 +103,7 @@ OBJECT_ROUTES: dict[str, Callable[[Project], str]] = {
     "contracts": _contract,
     "invoices": _invoice,
     "credit-notes": _credit_note,
+    "credit-grants": _credit_grant,
     "webhook-endpoints": _webhook_endpoint,
     "payments": _payment,
     "payouts": _payout,
@@ -147,6 +155,7 @@ def test_own_object_is_found(resource, project, api):
 SUB_ROUTES: dict[str, Callable[[Project], str]] = {
     "customers/{id}/usage": _customer,
     "customers/{id}/payment-methods": _customer,
+    "customers/{id}/credits": _customer,
     "invoices/{id}/pdf": _invoice,
     "credit-notes/{id}/pdf": _credit_note,
 }

@@ -115,7 +115,12 @@ class InvoiceCollectionSerializer(serializers.Serializer):
 class InvoiceSerializer(serializers.ModelSerializer):
     id = serializers.CharField(source="public_id")
     customer = serializers.CharField(source="customer.public_id")
-    subscription = serializers.CharField(source="subscription.public_id")
+    subscription = serializers.CharField(
+        source="subscription.public_id",
+        default=None,
+        allow_null=True,
+        help_text="Null for a purchase of prepaid credits (billing_reason credit_purchase).",
+    )
     period = InvoicePeriodSerializer(source="*", help_text="The usage period the invoice closes.")
     total = MoneyField()
     amount_due = MoneyField()

@@ -15,6 +15,7 @@ from django.apps import apps
 from django.utils import timezone
 
 from billing_site.models import RateLimitCounter
+from invoicing.credits import credits_grant
 from invoicing.models import InvoiceStatus
 from invoicing.services import credit_note_create, invoice_submit_for_review
 from meters.ingestion import ALIASED_FIELDS
@@ -78,6 +79,7 @@ def world(project):
     paid = issued_invoice(project)
     payment_record(invoice=paid, amount=paid.total, actor=None)
     refundable = credit_note_create(invoice=paid, actor=None, reason="duplicate", amount=Decimal("1.00"))
+    grant = credits_grant(customer=customer, currency="USD", amount=Decimal("10.00"), actor=None)
     return {
         "meter": meter.public_id,
         "product": product.public_id,
@@ -92,6 +94,7 @@ def world(project):
         "api_key": project.api_keys.first().public_id,
         "yesterday": (timezone.now() - timedelta(days=1)).isoformat(),
         "refundable": refundable.public_id,
+        "grant": grant.public_id,
         "new_card": lambda: stripe_card(project).id,
     }
 
@@ -124,6 +127,14 @@ VALID = {
     "PATCH /v1/customers/{id}": lambda w: (f"/v1/customers/{w['customer']}", {"name": "N", "metadata": {"a": "b"}}),
     "POST /v1/customers/{id}/payment-methods": lambda w: (
         f"/v1/customers/{w['customer']}/payment-methods", {"payment_method_id": w["new_card"]()},
+    ),
+    "POST /v1/customers/{id}/credits": lambda w: (
+        f"/v1/customers/{w['customer']}/credits",
+        {"type": "purchase", "currency": "USD", "amount": 10000, "price": 9000, "name": "n", "priority": 10,
+         "expires_at": "2099-01-01T00:00:00Z"},
+    ),
+    "PATCH /v1/customers/{id}/credits/{currency}": lambda w: (
+        f"/v1/customers/{w['customer']}/credits/USD", {"low_balance_threshold": 1000},
     ),
     "POST /v1/invoices/{id}/adjustments": lambda w: (
         f"/v1/invoices/{w['review']}/adjustments", {"amount": 100, "description": "d", "reason": "r"},
@@ -192,6 +203,7 @@ NO_BODY = {
     "DELETE /v1/meters/{id}", "POST /v1/meters/{id}/archive", "DELETE /v1/plans/{id}",
     "POST /v1/plans/{id}/archive", "DELETE /v1/products/{id}", "POST /v1/products/{id}/archive",
     "DELETE /v1/webhook-endpoints/{id}", "POST /v1/webhook-endpoints/{id}/rotate-secret",
+    "POST /v1/credit-grants/{id}/void",
 }  # fmt: skip
 HOSTILE_IDS = ["%00", "%ED%A0%80", "x" * 5000]
 
