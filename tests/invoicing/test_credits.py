@@ -57,19 +57,16 @@ def _events(project, prefix="credits."):
     )
 
 
-def invoice_with_credits(customer, taken: list[tuple[CreditGrant, str]], *, total="100.00") -> Invoice:
-    """An issued invoice of the customer whose PREPAID_CREDIT lines take `taken` [(grant, amount)],
-    the entries recorded as the invoice maths records them at issue (wallet_lock first)."""
-    invoice = issued_invoice(customer.project, total=total, customer=customer)
-    with transaction.atomic():
-        wallet_lock(customer=customer, currency=invoice.currency)
-        for grant, amount in taken:
-            InvoiceLine.objects.create(
-                invoice=invoice, type=LineType.PREPAID_CREDIT, description="Prepaid credits",
-                amount=-D(amount), credit_grant=grant,
-                period_start=invoice.period_start, period_end=invoice.period_end,
-            )  # fmt: skip
-        credits_applied_record(invoice=invoice)
+def invoice_with_credits(customer, taken: list[tuple[CreditGrant, str]], *, due: str = "0") -> Invoice:
+    """An invoice of the customer issued for what `taken` [(grant, amount)] adds up to plus `due`,
+    whose waterfall pays `taken` with those credits (checked), the entries recorded at issue. With
+    nothing left due it is paid; otherwise it is open (and can be voided)."""
+    total = sum((D(amount) for _, amount in taken), D(due))
+    invoice = issued_invoice(customer.project, total=str(total), customer=customer)
+    applied = [
+        (line.credit_grant, -line.amount) for line in invoice.lines.filter(type=LineType.PREPAID_CREDIT)
+    ]
+    assert applied == [(grant, D(amount)) for grant, amount in taken]
     return invoice
 
 
@@ -99,14 +96,14 @@ def test_a_grant_creates_the_wallet_and_its_grant_entry(project, customer):
 def test_the_balance_is_the_sum_of_the_entries(project, customer):
     grant = _grant(customer, "50.00")
 
-    invoice = invoice_with_credits(customer, [(grant, "20.00")])
+    invoice = invoice_with_credits(customer, [(grant, "50.00")], due="20.00")
     invoice_void(invoice=invoice, actor=None, reason="wrong")
     invoice_with_credits(customer, [(grant, "45.50")])
 
     assert _entries(grant) == [
         ("grant", D("50.00")),
-        ("applied", D("-20.00")),
-        ("released", D("20.00")),
+        ("applied", D("-50.00")),
+        ("released", D("50.00")),
         ("applied", D("-45.50")),
     ]
     assert credits.grant_balance(grant) == D("4.50")
@@ -123,6 +120,8 @@ def test_recording_an_invoice_twice_enters_its_credits_once(customer):
 
 
 def test_credit_blocks_come_in_priority_then_expiry_then_age_order(customer):
+    used_up = _grant(customer, "8.00", priority=1)
+    invoice_with_credits(customer, [(used_up, "8.00")])
     now = datetime.now(tz=UTC)
     late = _grant(customer, "1.00", priority=50, expires_at=now + timedelta(days=30))
     never = _grant(customer, "2.00", priority=50)
@@ -132,8 +131,6 @@ def test_credit_blocks_come_in_priority_then_expiry_then_age_order(customer):
     _grant(customer, "6.00", priority=50, expires_at=now + timedelta(seconds=1))  # expired at `at`
     voided = _grant(customer, "7.00", priority=1)
     credit_grant_void(grant=voided, actor=None)
-    used_up = _grant(customer, "8.00", priority=1)
-    invoice_with_credits(customer, [(used_up, "8.00")])
     credits_grant(customer=customer, currency="EUR", amount=D("9"), actor=None)
 
     blocks = credit_blocks(customer=customer, currency="USD", at=now + timedelta(minutes=1))
@@ -189,14 +186,14 @@ def test_voiding_a_grant_twice_is_refused_and_changes_nothing(customer):
 def test_voiding_an_invoice_releases_the_credits_it_took(customer):
     first = _grant(customer, "10.00", priority=0)
     second = _grant(customer, "50.00")
-    invoice = invoice_with_credits(customer, [(first, "10.00"), (second, "5.00")])
+    invoice = invoice_with_credits(customer, [(first, "10.00"), (second, "50.00")], due="5.00")
 
     invoice_void(invoice=invoice, actor=None, reason="billed twice")
     with transaction.atomic():
         credits_release(invoice=invoice)  # a second release gives back nothing more
 
     assert _entries(first) == [("grant", D("10.00")), ("applied", D("-10.00")), ("released", D("10.00"))]
-    assert _entries(second) == [("grant", D("50.00")), ("applied", D("-5.00")), ("released", D("5.00"))]
+    assert _entries(second) == [("grant", D("50.00")), ("applied", D("-50.00")), ("released", D("50.00"))]
     assert CreditEntry.objects.filter(kind="released", invoice=invoice).count() == 2
 
 
@@ -226,17 +223,16 @@ def test_a_grant_not_yet_expired_is_left_alone(customer):
 def test_credits_released_after_expiry_expire_again(customer):
     with time_machine.travel(NOV_2, tick=False):
         grant = _grant(customer, "50.00", expires_at=NOV_2 + timedelta(days=1))
-        invoice = invoice_with_credits(customer, [(grant, "20.00")])
+        invoice = invoice_with_credits(customer, [(grant, "50.00")], due="20.00")
     credits_expire(now=NOV_2 + timedelta(days=2))
 
     invoice_void(invoice=invoice, actor=None, reason="wrong")
-    assert credits.grant_balance(grant) == D("20.00")
+    assert credits.grant_balance(grant) == D("50.00")
     assert credit_blocks(customer=customer, currency="USD", at=datetime.now(tz=UTC)) == []
     credits_expire(now=datetime.now(tz=UTC))
     credits_expire(now=datetime.now(tz=UTC))
 
-    assert _entries(grant)[-2:] == [("released", D("20.00")), ("expired", D("-20.00"))]
-    assert CreditEntry.objects.get(grant=grant, kind="expired", invoice__isnull=False).invoice == invoice
+    assert _entries(grant)[-2:] == [("released", D("50.00")), ("expired", D("-50.00"))]
     assert credits.grant_balance(grant) == 0
 
 
@@ -349,7 +345,7 @@ def test_the_alert_fires_once_per_crossing(project, customer):
             "threshold": {"amount": 1000, "currency": "USD"},
         }
     ]
-    assert second.status == InvoiceStatus.OPEN
+    assert second.status == InvoiceStatus.PAID  # the credits paid all of it
 
 
 def test_the_alert_fires_when_credits_expire_below_the_threshold(customer):
