@@ -10,7 +10,7 @@ import time_machine
 from django.utils import timezone
 
 from accounts.models import Project
-from catalog.models import Contract, Customer, Plan, Product
+from catalog.models import Contract, Coupon, CouponDuration, CouponKind, Customer, Plan, Product, TaxRate
 from catalog.services import plan_create
 from meters.models import Aggregation, Meter
 from subscriptions.models import Subscription
@@ -100,3 +100,28 @@ class ContractFactory(factory.django.DjangoModelFactory):
     customer_email = "billing@initech.example"
     currency = factory.LazyAttribute(lambda c: c.project.currency)
     start_date = factory.LazyFunction(lambda: date(2026, 1, 1))
+
+
+class TaxRateFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = TaxRate
+
+    project = factory.SubFactory("tests.accounts.factories.ProjectFactory")
+    name = "VAT"
+    percentage = Decimal("20")
+    jurisdiction = "FR"
+
+
+class CouponFactory(factory.django.DjangoModelFactory):
+    """A percentage coupon (20 % off once) unless told otherwise."""
+
+    class Meta:
+        model = Coupon
+
+    project = factory.SubFactory("tests.accounts.factories.ProjectFactory")
+    code = factory.Sequence(lambda n: f"coupon_{n}")
+    name = factory.LazyAttribute(lambda c: c.code.replace("_", " ").title())
+    kind = CouponKind.PERCENTAGE
+    percent_off = factory.LazyAttribute(lambda c: Decimal("20") if c.kind == CouponKind.PERCENTAGE else None)
+    amount_off = factory.LazyAttribute(lambda c: {} if c.kind == CouponKind.PERCENTAGE else {"USD": "10.00"})
+    duration = CouponDuration.ONCE
