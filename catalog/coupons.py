@@ -151,7 +151,7 @@ def _check_max_redemptions(value: Any) -> None:
         )
 
 
-def _clean_discount(
+def clean_discount(
     kind: str, percent_off: Any, amount_off: Any, duration: str, duration_periods: Any
 ) -> dict[str, Any]:
     if kind not in CouponKind.values:
@@ -242,7 +242,7 @@ def coupon_create(
     the project) limit the lines it discounts; none: every fee and usage line."""
     if not str(name).strip():
         raise InvalidInput("A coupon needs a name.", code="blank", param="name")
-    cleaned = _clean_discount(kind, percent_off, amount_off, duration, duration_periods)
+    cleaned = clean_discount(kind, percent_off, amount_off, duration, duration_periods)
     _check_max_redemptions(max_redemptions)
     _check_redeem_by(redeem_by)
     plan_objects = _resolve(Plan, project, plans, param="plans", scope=Q(project=project))
