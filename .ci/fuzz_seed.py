@@ -30,8 +30,10 @@ from django.utils import timezone  # noqa: E402
 
 from accounts.models import ALL_SCOPES  # noqa: E402
 from accounts.services import api_key_create, project_bootstrap  # noqa: E402
+from catalog.coupons import coupon_create, coupon_redeem  # noqa: E402
 from catalog.models import Contract, ContractLine  # noqa: E402
 from catalog.services import customer_create, plan_create, product_create  # noqa: E402
+from catalog.taxes import tax_rate_create  # noqa: E402
 from invoicing.billing import billing_close, drafts_refresh  # noqa: E402
 from invoicing.credits import credits_grant, credits_purchase  # noqa: E402
 from invoicing.models import Invoice, InvoiceStatus  # noqa: E402
@@ -135,6 +137,14 @@ def seed() -> dict[str, list[str]]:
         webhook_endpoint_create(project=project, url=f"http://127.0.0.1:9/hooks/{n}", actor=None)
         for n in range(3)
     ]
+    vat = tax_rate_create(
+        project=project, name="VAT", percentage="20", jurisdiction="FR", is_default=True, actor=None
+    )
+    coupon = coupon_create(
+        project=project, code="launch20", name="Launch", kind="percentage", percent_off="20",
+        duration="repeating", duration_periods=3, actor=None,
+    )  # fmt: skip
+    redemption = coupon_redeem(customer=customers[0], coupon=coupon, actor=None)
     spare_key, _ = api_key_create(project=project, name="spare", scopes=ALL_SCOPES, actor=None)
     _, secret = api_key_create(project=project, name="schemathesis", scopes=ALL_SCOPES, actor=None)
 
@@ -159,6 +169,10 @@ def seed() -> dict[str, list[str]]:
         "currencies": ["USD", "EUR", "JPY"],
         "endpoints": [endpoint.public_id for endpoint in endpoints],
         "api_keys": [spare_key.public_id],
+        "tax_rates": [vat.public_id],
+        "coupons": [coupon.public_id],
+        "coupon_codes": [coupon.code],
+        "redemptions": [redemption.public_id],
         "meter_codes": [calls.code, storage.code],
         "moments": [
             month_start.isoformat(),
@@ -226,6 +240,8 @@ def toml(ids: dict[str, list[str]]) -> str:
         r"^/v1/api-keys/\{id\}": "api_keys",
         r"^/v1/payments/\{id\}": "payments",
         r"^/v1/payouts/\{id\}": "payouts",
+        r"^/v1/tax-rates/\{id\}": "tax_rates",
+        r"^/v1/coupons/\{id\}": "coupons",
     }
     out = [
         "# Written by .ci/fuzz_seed.py for one run; see .ci/fuzz.",
@@ -259,6 +275,7 @@ def toml(ids: dict[str, list[str]]) -> str:
         "/v1/subscriptions": {"body.customer": "customers", "body.plan": "plans"},
         "/v1/plans": {"body.product": "products"},
         "/v1/invoices/preview": {"body.subscription": "subscriptions", "body.plan": "plans"},
+        "/v1/coupons": {"body.plans[*]": "plans"},
     }
     for path, refs in body_refs.items():
         rendered = ", ".join(
@@ -271,6 +288,17 @@ def toml(ids: dict[str, list[str]]) -> str:
             f"parameters = {{ {rendered} }}",
             "",
         ]
+    customer_coupons = r"^/v1/customers/\{id\}/coupons"
+    # A customer's coupons: the seeded customers, the seeded coupon by code, and the redemption.
+    out += [
+        "[[operations]]",
+        f"include-path-regex = {json.dumps(customer_coupons)}",
+        'parameters = { "path.id" = { dictionary = "customers", probability = 0.9 }, '
+        '"path.redemption" = { dictionary = "redemptions", probability = 0.9 }, '
+        '"body.coupon" = { dictionary = "coupon_codes", probability = 0.8 }, '
+        '"body.subscription" = { dictionary = "subscriptions", probability = 0.5 } }',
+        "",
+    ]
     return "\n".join(out)
 
 

@@ -264,6 +264,10 @@ SPECTACULAR_SETTINGS = {
     "ENUM_NAME_OVERRIDES": {
         "FeeTimingEnum": "catalog.pricing.FeeTiming",
         "ApiKeyStatusEnum": "accounts.models.ApiKeyStatus",
+        "ChargeKindEnum": "catalog.pricing.ChargeKind",
+        "CouponKindEnum": "catalog.models.CouponKind",
+        "CouponDurationEnum": "catalog.models.CouponDuration",
+        "TaxStatusEnum": "catalog.models.TaxStatus",
     },
     "SERVE_AUTHENTICATION": [],
     "SERVE_PERMISSIONS": ["rest_framework.permissions.AllowAny"],

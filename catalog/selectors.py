@@ -27,7 +27,7 @@ def plan_list(*, project: Project) -> QuerySet[Plan]:
 
 
 def customer_list(*, project: Project) -> QuerySet[Customer]:
-    return Customer.objects.filter(project=project)
+    return Customer.objects.filter(project=project).prefetch_related("tax_rates")
 
 
 def plan_by_reference(*, project: Project, reference: str) -> Plan | None:

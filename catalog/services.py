@@ -29,9 +29,11 @@ from catalog.models import (
     Interval,
     Plan,
     Product,
+    TaxStatus,
 )
 from catalog.pricing import PRICING_FIELDS, FeeTiming, clean_pricing, to_decimal
 from catalog.selectors import plan_in_use
+from catalog.taxes import tax_rates_resolve
 from meters.models import Meter
 from meters.services import usage_rematch_enqueue
 from webhooks.services import event_record
@@ -404,6 +406,10 @@ def _clean_customer_fields(fields: dict[str, Any]) -> dict[str, Any]:
         )
     if "metadata" in fields and not isinstance(fields["metadata"], dict):
         raise InvalidInput("Metadata is an object.", code="invalid_metadata", param="metadata")
+    if "tax_status" in fields and fields["tax_status"] not in TaxStatus.values:
+        raise InvalidInput(
+            f"One of {', '.join(TaxStatus.values)}.", code="invalid_choice", param="tax_status"
+        )
     if "external_id" in fields and not fields["external_id"]:
         raise InvalidInput("external_id cannot be empty.", code="blank", param="external_id")
     if fields.get("email"):
@@ -420,17 +426,24 @@ def _clean_customer_fields(fields: dict[str, Any]) -> dict[str, Any]:
 def customer_create(
     *, project: Project, actor: Actor, external_id: str | None = None, **fields: Any
 ) -> Customer:
-    """A customer; currency and time zone default to the project's, external_id to the public ID."""
+    """A customer; currency and time zone default to the project's, external_id to the public ID.
+    `tax_rates` (IDs or TaxRate objects of the project, not archived) override the project's
+    default rates for this customer."""
     fields.setdefault("currency", project.currency)
     fields.setdefault("timezone", project.timezone)
     if external_id is not None:
         fields["external_id"] = external_id
+    tax_rates = fields.pop("tax_rates", None)
     cleaned = _clean_customer_fields(fields)
+    if tax_rates is not None:
+        tax_rates = tax_rates_resolve(project=project, references=tax_rates, param="tax_rates")
     customer = Customer(project=project, **cleaned)
     customer.external_id = customer.external_id or customer.public_id
     try:
         with transaction.atomic():
             customer.save()
+            if tax_rates:
+                customer.tax_rates.set(tax_rates)
             audit_record(project=project, actor=actor, action="customer.created", target=customer)
             event_record(project=project, type="customer.created", obj=customer)
     except IntegrityError:
@@ -447,15 +460,26 @@ def customer_create(
 
 def customer_update(*, customer: Customer, changes: dict[str, Any], actor: Actor) -> Customer:
     """Change what `changes` names; a change to nothing (the same values) records nothing."""
+    changes = dict(changes)
+    tax_rates = changes.pop("tax_rates", None)
     cleaned = _clean_customer_fields(changes)
+    if tax_rates is not None:
+        tax_rates = tax_rates_resolve(project=customer.project, references=tax_rates, param="tax_rates")
     try:
         with transaction.atomic():
             audit = _changes(customer, cleaned)
+            if tax_rates is not None:
+                before = sorted(customer.tax_rates.values_list("public_id", flat=True))
+                after = sorted(rate.public_id for rate in tax_rates)
+                if before != after:
+                    audit["tax_rates"] = [", ".join(before), ", ".join(after)]
             if not audit:
                 return customer
             for name, value in cleaned.items():
                 setattr(customer, name, value)
             customer.save()
+            if "tax_rates" in audit:
+                customer.tax_rates.set(tax_rates)
             audit_record(
                 project=customer.project,
                 actor=actor,

@@ -20,9 +20,11 @@ from payments.services import payment_record
 from tests.accounts.factories import make_api_key
 from tests.catalog.factories import (
     ContractFactory,
+    CouponFactory,
     CustomerFactory,
     MeterFactory,
     ProductFactory,
+    TaxRateFactory,
     make_plan,
     subscribe,
 )
@@ -66,6 +68,14 @@ def _contract(project: Project) -> str:
     return ContractFactory(project=project).public_id
 
 
+def _tax_rate(project: Project) -> str:
+    return TaxRateFactory(project=project).public_id
+
+
+def _coupon(project: Project) -> str:
+    return CouponFactory(project=project).public_id
+
+
 def _webhook_endpoint(project: Project) -> str:
     return make_endpoint(project).public_id
 
@@ -101,6 +111,8 @@ OBJECT_ROUTES: dict[str, Callable[[Project], str]] = {
     "customers": _customer,
     "subscriptions": _subscription,
     "contracts": _contract,
+    "tax-rates": _tax_rate,
+    "coupons": _coupon,
     "invoices": _invoice,
     "credit-notes": _credit_note,
     "credit-grants": _credit_grant,
@@ -156,6 +168,7 @@ SUB_ROUTES: dict[str, Callable[[Project], str]] = {
     "customers/{id}/usage": _customer,
     "customers/{id}/payment-methods": _customer,
     "customers/{id}/credits": _customer,
+    "customers/{id}/coupons": _customer,
     "invoices/{id}/pdf": _invoice,
     "credit-notes/{id}/pdf": _credit_note,
 }

@@ -15,7 +15,17 @@ from billing_site.api.json_values import METADATA_SCHEMA, SchemaJSONField
 from billing_site.money import decimal_string
 from billing_site.validators import MAX_INVOICE_RECIPIENTS
 from catalog.api.schemas import CHARGES_SCHEMA, ENTITLEMENTS_SCHEMA, price_schema
-from catalog.models import MAX_INTERVAL_COUNT, MAX_TRIAL_DAYS, Contract, Customer, Interval, Plan, Product
+from catalog.api.taxes import TaxRateIdsField
+from catalog.models import (
+    MAX_INTERVAL_COUNT,
+    MAX_TRIAL_DAYS,
+    Contract,
+    Customer,
+    Interval,
+    Plan,
+    Product,
+    TaxStatus,
+)
 from catalog.pricing import ChargeKind, FeeTiming, PackageRounding, PricingModel
 from meters.models import code_validator
 
@@ -195,6 +205,17 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
         max_length=MAX_INVOICE_RECIPIENTS,
         help_text="Copied on invoice emails.",
     )
+    tax_status = serializers.ChoiceField(
+        choices=TaxStatus.choices,
+        required=False,
+        help_text="taxable (default), exempt, or reverse_charge (the customer accounts for the tax); "
+        "the invoice maths reads it (docs/coupons-and-taxes.md).",
+    )
+    tax_rates = TaxRateIdsField(
+        required=False,
+        help_text="Tax rate IDs (txr_…) that replace the project's default rates for this customer; a "
+        "plan's or charge's own rates still win. An archived rate is 422 tax_rate_archived.",
+    )
 
     class Meta:
         model = Customer
@@ -205,6 +226,8 @@ class CustomerSerializer(RejectUnknownFieldsMixin, serializers.ModelSerializer):
             "email",
             "billing_address",
             "tax_id",
+            "tax_status",
+            "tax_rates",
             "currency",
             "timezone",
             "processor_customer_id",

@@ -20,7 +20,15 @@ from invoicing.models import InvoiceStatus
 from invoicing.services import credit_note_create, invoice_submit_for_review
 from meters.ingestion import ALIASED_FIELDS
 from payments.services import payment_record
-from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, make_plan, subscribe
+from tests.catalog.factories import (
+    CouponFactory,
+    CustomerFactory,
+    MeterFactory,
+    ProductFactory,
+    TaxRateFactory,
+    make_plan,
+    subscribe,
+)
 from tests.invoicing.factories import issued_invoice
 from tests.payments.conftest import localstripe_url, stripe_card, stripe_project  # noqa: F401 - fixtures
 from tests.webhooks.factories import make_endpoint, record_event
@@ -80,7 +88,12 @@ def world(project):
     payment_record(invoice=paid, amount=paid.total, actor=None)
     refundable = credit_note_create(invoice=paid, actor=None, reason="duplicate", amount=Decimal("1.00"))
     grant = credits_grant(customer=customer, currency="USD", amount=Decimal("10.00"), actor=None)
+    tax_rate = TaxRateFactory(project=project)
+    coupon = CouponFactory(project=project, code="launch20")
     return {
+        "tax_rate": tax_rate.public_id,
+        "coupon": coupon.public_id,
+        "charge": plan.charges.get().public_id,
         "meter": meter.public_id,
         "product": product.public_id,
         "plan": plan.public_id,
@@ -122,9 +135,31 @@ VALID = {
         "/v1/customers",
         {"external_id": "new", "name": "N", "email": "n@example.com", "currency": "USD", "timezone": "UTC",
          "billing_address": {"line1": "1 Main St", "country": "US"}, "metadata": {"crm": "1"}, "tax_id": "T",
-         "invoice_delivery": "auto", "processor_customer_id": "cus_x"},
+         "invoice_delivery": "auto", "processor_customer_id": "cus_x", "tax_status": "exempt",
+         "tax_rates": [w["tax_rate"]]},
     ),
-    "PATCH /v1/customers/{id}": lambda w: (f"/v1/customers/{w['customer']}", {"name": "N", "metadata": {"a": "b"}}),
+    "PATCH /v1/customers/{id}": lambda w: (
+        f"/v1/customers/{w['customer']}",
+        {"name": "N", "metadata": {"a": "b"}, "tax_status": "reverse_charge", "tax_rates": [w["tax_rate"]]},
+    ),
+    "POST /v1/customers/{id}/coupons": lambda w: (
+        f"/v1/customers/{w['customer']}/coupons", {"coupon": "launch20", "subscription": w["subscription"]},
+    ),
+    "POST /v1/tax-rates": lambda w: (
+        "/v1/tax-rates", {"name": "VAT", "percentage": "19.5", "inclusive": True, "jurisdiction": "DE", "is_default": True},
+    ),
+    "PATCH /v1/tax-rates/{id}": lambda w: (
+        f"/v1/tax-rates/{w['tax_rate']}", {"name": "TVA", "jurisdiction": "FR", "is_default": False},
+    ),
+    "POST /v1/coupons": lambda w: (
+        "/v1/coupons",
+        {"code": "new", "name": "N", "kind": "fixed_amount", "amount_off": {"USD": "10.00"}, "duration": "repeating",
+         "duration_periods": 3, "plans": [w["plan"]], "charges": [w["charge"]], "max_redemptions": 5,
+         "redeem_by": "2099-01-01T00:00:00Z"},
+    ),
+    "PATCH /v1/coupons/{id}": lambda w: (
+        f"/v1/coupons/{w['coupon']}", {"name": "N", "max_redemptions": 10, "redeem_by": "2099-01-01T00:00:00Z"},
+    ),
     "POST /v1/customers/{id}/payment-methods": lambda w: (
         f"/v1/customers/{w['customer']}/payment-methods", {"payment_method_id": w["new_card"]()},
     ),
@@ -199,6 +234,7 @@ NO_BODY = {
     "DELETE /v1/api-keys/{id}", "DELETE /v1/customers/{id}", "POST /v1/invoices/{id}/approve",
     "POST /v1/customers/{id}/payment-methods/setup-intent", "POST /v1/customers/{id}/payment-methods/{payment_method}/default",
     "DELETE /v1/customers/{id}/payment-methods/{payment_method}",
+    "DELETE /v1/customers/{id}/coupons/{redemption}", "POST /v1/tax-rates/{id}/archive", "POST /v1/coupons/{id}/archive",
     "POST /v1/invoices/{id}/send", "POST /v1/invoices/{id}/mark-uncollectible",
     "DELETE /v1/meters/{id}", "POST /v1/meters/{id}/archive", "DELETE /v1/plans/{id}",
     "POST /v1/plans/{id}/archive", "DELETE /v1/products/{id}", "POST /v1/products/{id}/archive",

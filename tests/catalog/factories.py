@@ -10,7 +10,7 @@ import time_machine
 from django.utils import timezone
 
 from accounts.models import Project
-from catalog.models import Contract, Coupon, Customer, Plan, Product, TaxRate
+from catalog.models import Contract, Coupon, CouponDuration, CouponKind, Customer, Plan, Product, TaxRate
 from catalog.services import plan_create
 from meters.models import Aggregation, Meter
 from subscriptions.models import Subscription
@@ -109,14 +109,19 @@ class TaxRateFactory(factory.django.DjangoModelFactory):
     project = factory.SubFactory("tests.accounts.factories.ProjectFactory")
     name = "VAT"
     percentage = Decimal("20")
+    jurisdiction = "FR"
 
 
 class CouponFactory(factory.django.DjangoModelFactory):
+    """A percentage coupon (20 % off once) unless told otherwise."""
+
     class Meta:
         model = Coupon
 
     project = factory.SubFactory("tests.accounts.factories.ProjectFactory")
-    code = factory.Sequence(lambda n: f"coupon{n}")
-    name = factory.Sequence(lambda n: f"Coupon {n}")
-    kind = "percentage"
-    percent_off = Decimal("10")
+    code = factory.Sequence(lambda n: f"coupon_{n}")
+    name = factory.LazyAttribute(lambda c: c.code.replace("_", " ").title())
+    kind = CouponKind.PERCENTAGE
+    percent_off = factory.LazyAttribute(lambda c: Decimal("20") if c.kind == CouponKind.PERCENTAGE else None)
+    amount_off = factory.LazyAttribute(lambda c: {} if c.kind == CouponKind.PERCENTAGE else {"USD": "10.00"})
+    duration = CouponDuration.ONCE

@@ -125,7 +125,7 @@ def test_customer_admin_search_and_audit(client, project):
     changed = client.post(
         reverse("admin:catalog_customer_change", args=[customer.pk]),
         {"project": project.pk, "external_id": "acct-9", "name": "Initech Inc", "email": customer.email,
-         "currency": "USD", "timezone": "UTC", "billing_address": "{}", "metadata": "{}",
+         "currency": "USD", "timezone": "UTC", "billing_address": "{}", "metadata": "{}", "tax_status": "taxable",
          "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0"},
     )  # fmt: skip
 
