@@ -160,12 +160,19 @@ class PlanAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
                     "trial_days",
                     "bill_usage_during_trial",
                     ("base_fee", "base_fee_timing"),
+                    "minimum_commitment",
+                    "tax_rates",
                 ]
             },
         ),
         ("Entitlements", {"fields": ["entitlements"]}),
         ("Use", {"fields": ["is_private", "used_by", "created_at", "archived_at", "audit_trail"]}),
     ]
+
+    def formfield_for_manytomany(self, db_field, request, **kwargs):
+        if db_field.name == "tax_rates":  # rates in use, of the projects the user may write to
+            kwargs["queryset"] = _tax_rates_offered(self, request)
+        return super().formfield_for_manytomany(db_field, request, **kwargs)
 
     def get_queryset(self, request):
         newer = Plan.objects.filter(previous_version=OuterRef("pk"))

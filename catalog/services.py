@@ -48,6 +48,7 @@ PLAN_PRICING_FIELDS = frozenset(
         "base_fee",
         "base_fee_timing",
         "bill_usage_during_trial",
+        "minimum_commitment",
         "charges",
     }
 )
@@ -188,6 +189,10 @@ def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, An
         cleaned["base_fee"] = to_decimal(fields["base_fee"], param="base_fee")
         if cleaned["base_fee"] < 0:
             raise InvalidInput("Must not be negative.", code="negative_amount", param="base_fee")
+    if "minimum_commitment" in fields:
+        cleaned["minimum_commitment"] = to_decimal(fields["minimum_commitment"], param="minimum_commitment")
+        if cleaned["minimum_commitment"] < 0:
+            raise InvalidInput("Must not be negative.", code="negative_amount", param="minimum_commitment")
     if "base_fee_timing" in fields and fields["base_fee_timing"] not in FeeTiming.values:
         raise InvalidInput("in_advance or in_arrears.", code="invalid_choice", param="base_fee_timing")
     if "entitlements" in fields and not isinstance(fields["entitlements"], dict):
@@ -223,6 +228,7 @@ def plan_create(
     bill_usage_during_trial: bool = True,
     base_fee: Any = Decimal(0),
     base_fee_timing: str = FeeTiming.IN_ADVANCE,
+    minimum_commitment: Any = Decimal(0),
     entitlements: dict | None = None,
     description: str = "",
     charges: list[dict[str, Any]] | None = None,
@@ -239,6 +245,7 @@ def plan_create(
             "trial_days": trial_days,
             "base_fee": base_fee,
             "base_fee_timing": base_fee_timing,
+            "minimum_commitment": minimum_commitment,
             "entitlements": entitlements or {},
             "charges": charges or [],
         },
@@ -327,6 +334,7 @@ def _plan_new_version(plan: Plan, cleaned: dict[str, Any], *, actor: Actor) -> P
             "bill_usage_during_trial",
             "base_fee",
             "base_fee_timing",
+            "minimum_commitment",
             "entitlements",
             "is_private",
         )
@@ -337,6 +345,7 @@ def _plan_new_version(plan: Plan, cleaned: dict[str, Any], *, actor: Actor) -> P
             successor = Plan.objects.create(
                 **{**copied, **cleaned}, version=latest + 1, previous_version=plan
             )
+            successor.tax_rates.set(plan.tax_rates.all())
             _save_charges(successor, charges)
             audit_record(
                 project=plan.project,

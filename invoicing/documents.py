@@ -37,6 +37,7 @@ from billing_site import formats
 from catalog.models import Customer
 from invoicing.models import (
     EDITABLE_STATUSES,
+    WATERFALL_TYPES,
     CreditNote,
     Document,
     Invoice,
@@ -204,6 +205,8 @@ def invoice_context(
     fmt = formatter_for(project=project, customer=customer, currency=invoice.currency)
     if lines is None:
         lines = list(invoice.lines.select_related("original_invoice"))
+    steps = [line for line in lines if line.type in WATERFALL_TYPES]
+    lines = [line for line in lines if line.type not in WATERFALL_TYPES]
     credits = sum((line.amount for line in lines if line.type in CREDIT_TYPES), Decimal(0))
     draft = invoice.status in EDITABLE_STATUSES if draft is None else draft
     terms = ""
@@ -229,8 +232,14 @@ def invoice_context(
         "customer": _customer(customer, fmt),
         "lines": [_line(line, fmt) for line in lines],
         "totals": {
-            "subtotal": fmt.money(invoice.total - credits),
+            "subtotal": fmt.money(invoice.subtotal - credits),
             "credits": fmt.money(credits) if credits else "",
+            # The waterfall (invoicing/waterfall.py): discounts, taxes (an inclusive one is shown
+            # as included, not added), then the total and the prepaid credits it took.
+            "discounts": _steps(steps, LineType.DISCOUNT, fmt),
+            "taxes": _steps(steps, LineType.TAX, fmt),
+            "prepaid_credits": _steps(steps, LineType.PREPAID_CREDIT, fmt),
+            "tax_note": invoice.tax_note,
             "total": fmt.money(invoice.total),
             "amount_credited": fmt.money(invoice.amount_credited) if invoice.amount_credited else "",
             "amount_paid": fmt.money(invoice.amount_paid) if invoice.amount_paid else "",
@@ -238,6 +247,10 @@ def invoice_context(
         },
         "payment": {"terms": terms, "instructions": _lines_of(project.payment_instructions)},
     }
+
+
+def _steps(lines: list[InvoiceLine], kind: str, fmt) -> list[tuple[str, str]]:
+    return [(line.description, fmt.money(line.amount)) for line in lines if line.type == kind]
 
 
 def credit_note_context(note: CreditNote) -> dict:

@@ -122,6 +122,7 @@ class PlanSerializer(serializers.ModelSerializer):
             "bill_usage_during_trial",
             "base_fee",
             "base_fee_timing",
+            "minimum_commitment",
             "entitlements",
             "is_private",
             "charges",
@@ -150,6 +151,13 @@ class PlanWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
         schema=price_schema(description="Per period, in the plan's currency."), required=False
     )
     base_fee_timing = serializers.ChoiceField(choices=FeeTiming.choices, required=False)
+    minimum_commitment = SchemaJSONField(
+        schema=price_schema(
+            description="The least a period bills in fees and usage (prorated for a partial period); "
+            "a true-up line makes up any shortfall. 0: none."
+        ),
+        required=False,
+    )
     entitlements = SchemaJSONField(schema=ENTITLEMENTS_SCHEMA, required=False)
     charges = SchemaJSONField(schema=CHARGES_SCHEMA, required=False)
 

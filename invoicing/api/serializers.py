@@ -46,6 +46,10 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
     quantity = DecimalStringField()
     unit_price = DecimalStringField()
     amount = MoneyField(currency="invoice.currency")
+    discount_amount = MoneyField(
+        currency="invoice.currency", help_text="Fee and usage lines: the discount taken off this line."
+    )
+    tax_amount = MoneyField(currency="invoice.currency", help_text="Fee and usage lines: this line's tax.")
     tiers = TierLineSerializer(many=True)
     original_invoice = serializers.CharField(
         source="original_invoice.public_id",
@@ -67,6 +71,9 @@ class InvoiceLineSerializer(serializers.ModelSerializer):
             "quantity",
             "unit_price",
             "amount",
+            "discount_amount",
+            "tax_amount",
+            "taxes",
             "tiers",
             "original_invoice",
             "reason",
@@ -122,8 +129,12 @@ class InvoiceSerializer(serializers.ModelSerializer):
         help_text="Null for a purchase of prepaid credits (billing_reason credit_purchase).",
     )
     period = InvoicePeriodSerializer(source="*", help_text="The usage period the invoice closes.")
-    total = MoneyField()
-    amount_due = MoneyField()
+    subtotal = MoneyField(help_text="Fees and usage, before discounts and taxes.")
+    discount = MoneyField(help_text="What coupons took off (the discount lines, as a positive amount).")
+    tax = MoneyField(help_text="All tax: exclusive (added to the total) and inclusive (already in prices).")
+    total = MoneyField(help_text="subtotal - discount + exclusive tax.")
+    credits_applied = MoneyField(help_text="Prepaid credits the invoice took, after tax.")
+    amount_due = MoneyField(help_text="total - credits_applied - credit notes - payments.")
     amount_paid = MoneyField()
     amount_credited = MoneyField()
     lines = InvoiceLineSerializer(many=True)
@@ -148,10 +159,15 @@ class InvoiceSerializer(serializers.ModelSerializer):
             "billing_reason",
             "currency",
             "period",
+            "subtotal",
+            "discount",
+            "tax",
             "total",
+            "credits_applied",
             "amount_due",
             "amount_paid",
             "amount_credited",
+            "tax_note",
             "issued_at",
             "due_at",
             "reviewed_at",

@@ -22,7 +22,8 @@ def _plan_form(project, product, meter, **changes):
     data = {
         "project": project.pk, "product": product.pk, "code": "pro", "name": "Pro", "currency": "USD",
         "interval": "month", "interval_count": "1", "trial_days": "0", "bill_usage_during_trial": "on",
-        "base_fee": "49", "base_fee_timing": "in_advance", "entitlements": "{}",
+        "base_fee": "49", "base_fee_timing": "in_advance", "minimum_commitment": "0",
+        "entitlements": "{}",
         "charges-TOTAL_FORMS": "1", "charges-INITIAL_FORMS": "0",
         "charges-0-kind": "usage", "charges-0-meter": meter.pk, "charges-0-pricing_model": "graduated",
         "charges-0-tiers": "1000 | 0 | 0\n* | 0.002 | 0", "charges-0-unit_price": "0",
