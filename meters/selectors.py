@@ -16,6 +16,7 @@ from meters.aggregation import (
     aggregate,
     percentage_totals,
     period_totals,
+    property_sum,
 )
 from meters.models import Meter, UsageEvent, UsageRollup
 from subscriptions.models import Status, Subscription
@@ -24,6 +25,15 @@ from subscriptions.services import period_grid
 
 # Subscriptions that have a current period to show usage for.
 CURRENT_STATUSES = (Status.ACTIVE, Status.TRIALING, Status.PAUSED)
+
+
+def subscription_scope(subscription: Subscription) -> Scope:
+    """The events a subscription's usage is counted from."""
+    return Scope(
+        project_id=subscription.project_id,
+        customer_id=subscription.customer_id,
+        subscription_id=subscription.pk,
+    )
 
 
 def meter_list(*, project: Project) -> QuerySet[Meter]:
@@ -40,11 +50,7 @@ def meter_quantity(
     hours at the edges), so a period with millions of events costs a few hundred rows; every other
     meter aggregates the raw events (see `period_totals`).
     """
-    scope = Scope(
-        project_id=subscription.project_id,
-        customer_id=subscription.customer_id,
-        subscription_id=subscription.pk,
-    )
+    scope = subscription_scope(subscription)
     rows = period_totals(meter=meter, scope=scope, start=start, end=end, now=now or timezone.now())
     return rows[0].quantity if rows else Decimal(0)
 
@@ -55,11 +61,7 @@ def meter_breakdown(
     """The same quantity broken down by the meter's `group_by` properties."""
     if not meter.group_by:
         return []
-    scope = Scope(
-        project_id=subscription.project_id,
-        customer_id=subscription.customer_id,
-        subscription_id=subscription.pk,
-    )
+    scope = subscription_scope(subscription)
     rows = period_totals(
         meter=meter, scope=scope, start=start, end=end, now=now or timezone.now(), group_by=meter.group_by
     )
@@ -207,11 +209,7 @@ def percentage_usage(
     """What a percentage charge needs from a subscription's events over [start, end)."""
     return percentage_totals(
         meter=meter,
-        scope=Scope(
-            project_id=subscription.project_id,
-            customer_id=subscription.customer_id,
-            subscription_id=subscription.pk,
-        ),
+        scope=subscription_scope(subscription),
         start=start,
         end=end,
         rate=pricing.percentage_rate,
@@ -240,16 +238,9 @@ def dynamic_amount(
     """What a dynamic charge bills a subscription over [start, end): the sum of `property` (a JSON
     number) over the events its meter counts (matched, passing the meter's filters); events without
     the property, or with a non-number, add nothing."""
-    # Imported here, not at the top: this module's import block is shared work in progress.
-    from meters.aggregation import property_sum
-
     return property_sum(
         meter=meter,
-        scope=Scope(
-            project_id=subscription.project_id,
-            customer_id=subscription.customer_id,
-            subscription_id=subscription.pk,
-        ),
+        scope=subscription_scope(subscription),
         start=start,
         end=end,
         name=property,

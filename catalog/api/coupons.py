@@ -26,6 +26,7 @@ from billing_site.api.json_values import SchemaJSONField, decimal_schema
 from billing_site.api.views import ServiceViewSet
 from billing_site.money import currencies
 from catalog import coupons
+from catalog.api.schemas import CUSTOMER_PARAMETER
 from catalog.coupons import AMOUNT_INTEGER_DIGITS, AMOUNT_PLACES, MAX_DURATION_PERIODS
 from catalog.models import Coupon, CouponDuration, CouponKind, CouponRedemption, Customer
 from catalog.pricing import PERCENTAGE_PLACES
@@ -315,9 +316,6 @@ class CouponRedeemSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
-CUSTOMER_PARAMETER = OpenApiParameter(
-    "id", str, OpenApiParameter.PATH, description="The customer's ID (cus_…) or your external_id."
-)
 REDEMPTION_PARAMETER = OpenApiParameter(
     "redemption", str, OpenApiParameter.PATH, description="The redemption's ID (cpr_…)."
 )

@@ -5,6 +5,8 @@ What a schema cannot state (tiers in ascending order, a tiered model needs tiers
 above zero) is checked by catalog.pricing.clean_pricing and answered with 422.
 """
 
+from drf_spectacular.utils import OpenApiParameter
+
 from billing_site.api.json_values import decimal_schema
 from catalog.pricing import (
     DEFAULT_AMOUNT_PROPERTY,
@@ -133,3 +135,8 @@ ENTITLEMENTS_SCHEMA = {
     },
     "example": {"sso": True, "seats": 10},
 }
+
+# The path parameter of every route under /v1/customers/{id}/.
+CUSTOMER_PARAMETER = OpenApiParameter(
+    "id", str, OpenApiParameter.PATH, description="The customer's ID (cus_…) or your external_id."
+)

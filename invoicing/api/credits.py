@@ -34,6 +34,7 @@ from billing_site.api.views import ListRetrieveViewSet
 from billing_site.errors import Unprocessable
 from billing_site.money import from_minor_units, is_currency, to_minor_units
 from catalog.api.filters import CustomerRefFilter
+from catalog.api.schemas import CUSTOMER_PARAMETER
 from catalog.models import Customer
 from catalog.selectors import customer_by_reference
 from invoicing import credits
@@ -233,9 +234,6 @@ class WalletUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     )
 
 
-CUSTOMER_PARAMETER = OpenApiParameter(
-    "id", str, OpenApiParameter.PATH, description="The customer's ID (cus_…) or your external_id."
-)
 CURRENCY_PARAMETER = OpenApiParameter(
     "currency", str, OpenApiParameter.PATH, description="The wallet's ISO 4217 currency code (USD)."
 )

@@ -14,6 +14,7 @@ from rest_framework.views import APIView
 
 from billing_site.api.fields import RejectUnknownFieldsMixin
 from billing_site.validators import PatternValidator
+from catalog.api.schemas import CUSTOMER_PARAMETER
 from catalog.models import Customer
 from catalog.selectors import customer_by_reference
 from payments import methods, selectors
@@ -81,9 +82,6 @@ class SetupIntentSerializer(serializers.Serializer):
     publishable_key = serializers.CharField(help_text="The project's Stripe publishable key (pk_…).")
 
 
-CUSTOMER_PARAMETER = OpenApiParameter(
-    "id", str, OpenApiParameter.PATH, description="The customer's ID (cus_…) or your external_id."
-)
 PAYMENT_METHOD_PARAMETER = OpenApiParameter(
     "payment_method",
     str,
