@@ -44,8 +44,8 @@ def pricing(model: PricingModel, **fields: Any) -> Pricing:
     )
 
 
-def issued_invoice(project, *, total: str = "100.00", customer=None) -> Invoice:
-    """An open invoice of a new subscription (of a new customer unless given), with one base-fee
+def draft_invoice(project, *, total: str = "100.00", customer=None) -> Invoice:
+    """A draft invoice of a new subscription (of a new customer unless given), with one base-fee
     line (no usage rating involved)."""
     customer = customer or CustomerFactory(project=project)
     subscription = subscribe(customer, make_plan(project, base_fee=total))
@@ -53,12 +53,20 @@ def issued_invoice(project, *, total: str = "100.00", customer=None) -> Invoice:
         invoice = Invoice.objects.create(
             project=project, customer=subscription.customer, subscription=subscription,
             billing_reason=BillingReason.SUBSCRIPTION_START, currency=project.currency, total=D(total),
-            period_start=subscription.starts_at, period_end=subscription.starts_at, status=InvoiceStatus.DRAFT,
+            subtotal=D(total), period_start=subscription.starts_at, period_end=subscription.starts_at,
+            status=InvoiceStatus.DRAFT,
         )  # fmt: skip
         InvoiceLine.objects.create(
             invoice=invoice, type=LineType.BASE_FEE, description="Base fee", amount=D(total), quantity=D(1),
             period_start=subscription.current_period_start, period_end=subscription.current_period_end,
         )  # fmt: skip
+    return invoice
+
+
+def issued_invoice(project, *, total: str = "100.00", customer=None) -> Invoice:
+    """An issued draft_invoice: open, or paid when it is for nothing or prepaid credits cover it."""
+    invoice = draft_invoice(project, total=total, customer=customer)
+    with transaction.atomic():
         return invoice_issue(invoice=invoice, actor=None)
 
 

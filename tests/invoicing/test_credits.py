@@ -28,15 +28,14 @@ from invoicing.models import (
     CreditEntry,
     CreditGrant,
     Invoice,
-    InvoiceLine,
     InvoiceStatus,
     LineType,
     Wallet,
 )
-from invoicing.services import invoice_void
+from invoicing.services import invoice_issue, invoice_void
 from payments.services import payment_record
 from tests.catalog.factories import CustomerFactory
-from tests.invoicing.factories import issued_invoice
+from tests.invoicing.factories import draft_invoice, issued_invoice
 from webhooks.models import Event
 
 pytestmark = pytest.mark.django_db
@@ -535,27 +534,18 @@ def test_another_projects_customer_and_grant_are_not_found(api, other_project):
 @pytest.mark.postgres
 @pytest.mark.django_db(transaction=True)
 def test_two_invoices_applying_one_grant_never_overdraw_it(project):
-    """Two issues race for a 50.00 grant, each wanting 40.00: with wallet_lock first, the second
-    finds what the first left (10.00) and takes only that."""
+    """Two 40.00 invoices issued at once against a 50.00 grant: the wallet lock makes the second
+    find what the first left (10.00) and take only that."""
     from tests.concurrency import all_at_once
 
     customer = CustomerFactory(project=project)
     grant = _grant(customer, "50.00")
-    invoices = [issued_invoice(project, customer=customer) for _ in range(2)]
-    claimed = iter(invoices)
+    claimed = iter([draft_invoice(project, total="40.00", customer=customer) for _ in range(2)])
 
     def issue():
-        invoice = next(claimed)
         with transaction.atomic():
-            wallet_lock(customer=customer, currency="USD")
-            [block] = credit_blocks(customer=customer, currency="USD", at=datetime.now(tz=UTC))
-            take = min(block.balance, D("40.00"))
-            InvoiceLine.objects.create(
-                invoice=invoice, type=LineType.PREPAID_CREDIT, description="Prepaid credits", amount=-take,
-                credit_grant=block.grant, period_start=invoice.period_start, period_end=invoice.period_end,
-            )  # fmt: skip
-            credits_applied_record(invoice=invoice)
-        return take
+            invoice = Invoice.objects.select_for_update().get(pk=next(claimed).pk)
+            return invoice_issue(invoice=invoice, actor=None).credits_applied
 
     taken = all_at_once(issue, 2)
 
