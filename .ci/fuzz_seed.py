@@ -35,8 +35,9 @@ from catalog.models import Contract, ContractLine  # noqa: E402
 from catalog.services import customer_create, plan_create, product_create  # noqa: E402
 from catalog.taxes import tax_rate_create  # noqa: E402
 from invoicing.billing import billing_close, drafts_refresh  # noqa: E402
-from invoicing.credits import credits_grant, credits_purchase  # noqa: E402
+from invoicing.credits import credits_grant  # noqa: E402
 from invoicing.models import Invoice, InvoiceStatus  # noqa: E402
+from invoicing.purchases import credits_purchase  # noqa: E402
 from invoicing.services import credit_note_create  # noqa: E402
 from meters.services import meter_create, usage_ingest  # noqa: E402
 from payments.payouts import balance_settle  # noqa: E402

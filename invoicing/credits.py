@@ -1,8 +1,8 @@
 """Prepaid credits: a customer's wallets, the grants in them and the ledger of their movements.
 
 A wallet is a customer's credits in one currency. Credits come in grants: given for free
-(`credits_grant`) or bought (`credits_purchase`: "a purchase is an invoice", usable once that
-invoice is paid). Each grant's balance is the sum of its ledger entries (CreditEntry): + grant,
+(`credits_grant`) or bought (invoicing/purchases.py: "a purchase is an invoice", usable once
+that invoice is paid). Each grant's balance is the sum of its ledger entries (CreditEntry): + grant,
 - applied to an invoice, + released (that invoice voided), - expired, - voided. Entries are never
 edited; the model's unique constraints make each movement happen once, however often a job runs.
 
@@ -27,13 +27,11 @@ from billing_site.money import is_currency, round_money, to_minor_units
 from catalog.models import Customer
 from invoicing.models import (
     MAX_AMOUNT,
-    BillingReason,
     CreditEntry,
     CreditEntryKind,
     CreditGrant,
     CreditSource,
     Invoice,
-    InvoiceLine,
     LineType,
     Wallet,
 )
@@ -136,7 +134,7 @@ def wallet_lock(*, customer: Customer, currency: str) -> Wallet | None:
     )
 
 
-def _wallet_get_or_create(*, customer: Customer, currency: str) -> Wallet:
+def wallet_get_or_create(*, customer: Customer, currency: str) -> Wallet:
     """The wallet, created on first use. Two first uses racing: the unique constraint
     (customer, currency) lets one insert win; the other reads the winner's row."""
     wallet = Wallet.objects.filter(customer=customer, currency=currency).first()
@@ -190,7 +188,7 @@ def _minor(amount: Decimal, currency: str) -> dict:
 # --- validation shared by grants and purchases --------------------------------------------------
 
 
-def _currency(currency: str) -> str:
+def credit_currency(currency: str) -> str:
     if not isinstance(currency, str) or not is_currency(currency):
         raise InvalidInput(
             f"{currency!r} is not an ISO 4217 currency code in use, upper case (e.g. USD).",
@@ -200,7 +198,7 @@ def _currency(currency: str) -> str:
     return currency
 
 
-def _amount(amount, currency: str, param: str, *, allow_zero: bool = False) -> Decimal:
+def credit_amount(amount, currency: str, param: str, *, allow_zero: bool = False) -> Decimal:
     amount = Decimal(amount)
     if amount < 0 or (amount == 0 and not allow_zero):
         raise InvalidInput("A positive amount.", code="invalid_amount", param=param)
@@ -216,7 +214,7 @@ def _amount(amount, currency: str, param: str, *, allow_zero: bool = False) -> D
     return amount
 
 
-def _grant_fields(name: str | None, priority: int | None, expires_at: datetime | None, now: datetime):
+def credit_grant_fields(name: str | None, priority: int | None, expires_at: datetime | None, now: datetime):
     name = name or ""
     if len(name) > MAX_NAME:
         raise InvalidInput(f"At most {MAX_NAME} characters.", code="max_length", param="name")
@@ -249,12 +247,12 @@ def credits_grant(
 ) -> CreditGrant:
     """Give the customer free credits in `currency`, usable at once: a grant and its GRANT entry.
     Emits `credits.granted`."""
-    currency = _currency(currency)
-    amount = _amount(amount, currency, "amount")
+    currency = credit_currency(currency)
+    amount = credit_amount(amount, currency, "amount")
     now = timezone.now()
-    name, priority = _grant_fields(name, priority, expires_at, now)
+    name, priority = credit_grant_fields(name, priority, expires_at, now)
     with transaction.atomic():
-        wallet = _wallet_get_or_create(customer=customer, currency=currency)
+        wallet = wallet_get_or_create(customer=customer, currency=currency)
         grant = CreditGrant.objects.create(
             project=customer.project,
             wallet=wallet,
@@ -274,82 +272,6 @@ def credits_grant(
             changes={"customer": customer.public_id, "currency": currency, "amount": str(amount)},
         )
         event_record(project=customer.project, type="credits.granted", obj=grant)
-    return grant
-
-
-def credits_purchase(
-    *,
-    customer: Customer,
-    currency: str,
-    amount: Decimal,
-    price: Decimal | None = None,
-    name: str = "",
-    priority: int | None = None,
-    expires_at: datetime | None = None,
-    actor: Actor,
-) -> CreditGrant:
-    """Sell the customer credits: an invoice (billing reason `credit_purchase`, no subscription)
-    with one line for `price` (default: the credits' face value), issued at once, and a grant that
-    becomes usable when that invoice is paid (`credits_purchase_paid`). Emits `credits.purchased`;
-    a purchase for nothing (price 0) is paid, and so granted, at once."""
-    from invoicing.services import invoice_issue  # deferred: services calls back into this module
-
-    currency = _currency(currency)
-    amount = _amount(amount, currency, "amount")
-    price = amount if price is None else _amount(price, currency, "price", allow_zero=True)
-    now = timezone.now()
-    name, priority = _grant_fields(name, priority, expires_at, now)
-    with transaction.atomic():
-        invoice = Invoice.objects.create(
-            project=customer.project,
-            customer=customer,
-            subscription=None,
-            billing_reason=BillingReason.CREDIT_PURCHASE,
-            currency=currency,
-            period_start=now,
-            period_end=now,
-            subtotal=price,
-            total=price,
-        )
-        InvoiceLine.objects.create(
-            invoice=invoice,
-            type=LineType.CREDIT_PURCHASE,
-            description=f"Prepaid credits: {amount:,} {currency}"[:300],
-            period_start=now,
-            period_end=now,
-            quantity=Decimal(1),
-            unit_price=price,
-            amount=price,
-        )
-        wallet = _wallet_get_or_create(customer=customer, currency=currency)
-        grant = CreditGrant.objects.create(
-            project=customer.project,
-            wallet=wallet,
-            name=name,
-            source=CreditSource.PURCHASED,
-            amount=amount,
-            priority=priority,
-            expires_at=expires_at,
-            invoice=invoice,
-            available_at=None,  # usable once the invoice is paid
-        )
-        audit_record(
-            project=customer.project,
-            actor=actor,
-            action="credits.purchased",
-            target=grant,
-            changes={
-                "customer": customer.public_id,
-                "currency": currency,
-                "amount": str(amount),
-                "price": str(price),
-                "invoice": invoice.public_id,
-            },
-        )
-        event_record(project=customer.project, type="credits.purchased", obj=grant)
-        invoice = Invoice.objects.select_related("project", "customer").get(pk=invoice.pk)
-        invoice_issue(invoice=invoice, actor=actor)
-        grant.refresh_from_db()
     return grant
 
 
@@ -553,13 +475,13 @@ def wallet_threshold_set(
 ) -> Wallet:
     """Set (or clear, with None) the balance under which `credits.balance_low` is announced. The
     wallet is created if the customer has none in that currency yet."""
-    currency = _currency(currency)
+    currency = credit_currency(currency)
     if low_balance_threshold is not None:
-        low_balance_threshold = _amount(
+        low_balance_threshold = credit_amount(
             low_balance_threshold, currency, "low_balance_threshold", allow_zero=True
         )
     with transaction.atomic():
-        wallet = _wallet_get_or_create(customer=customer, currency=currency)
+        wallet = wallet_get_or_create(customer=customer, currency=currency)
         wallet = Wallet.objects.select_for_update().select_related("project", "customer").get(pk=wallet.pk)
         old = wallet.low_balance_threshold
         wallet.low_balance_threshold = low_balance_threshold

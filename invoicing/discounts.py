@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from datetime import timedelta
 from decimal import Decimal
 
-from django.db.models import Count, Q
+from django.db.models import Count
 
 from billing_site.money import round_money
+from catalog.coupons import coupon_redemptions_active
 from catalog.models import CouponDuration, CouponKind, CouponRedemption
 from invoicing.models import ISSUED_STATUSES, BillingReason, Invoice, InvoiceLine, InvoiceStatus, LineType
 from invoicing.taxes import TaxedLine
@@ -39,19 +40,13 @@ def invoice_coupons(invoice: Invoice, lines: Sequence[TaxedLine], *, lock: bool)
     customer cannot both use a `once` coupon); it needs a transaction."""
     if invoice.subscription_id is None:
         return []
-    redemptions = (
-        CouponRedemption.objects.filter(customer_id=invoice.customer_id, removed_at__isnull=True)
-        .filter(Q(subscription__isnull=True) | Q(subscription_id=invoice.subscription_id))
-        .order_by("created_at", "id")
-    )
+    redemptions = coupon_redemptions_active(subscription=invoice.subscription)
     if lock:
-        list(redemptions.select_for_update())
-    used = _invoices_used(redemptions, exclude=invoice)
+        list(CouponRedemption.objects.select_for_update().filter(pk__in=[r.pk for r in redemptions]))
+    used = _invoices_used([redemption.pk for redemption in redemptions], exclude=invoice)
     fraction = None
     applicable = []
-    for redemption in redemptions.select_related("coupon").prefetch_related(
-        "coupon__plans", "coupon__charges"
-    ):
+    for redemption in redemptions:
         coupon = redemption.coupon
         if not _lasts(coupon, used.get(redemption.pk, 0)):
             continue
@@ -84,11 +79,11 @@ def _lasts(coupon, used: int) -> bool:
     return True
 
 
-def _invoices_used(redemptions, *, exclude: Invoice) -> dict[int, int]:
+def _invoices_used(redemption_ids: list[int], *, exclude: Invoice) -> dict[int, int]:
     """How many invoices (other than `exclude`) have used each redemption."""
     rows = (
         InvoiceLine.objects.filter(
-            coupon_redemption__in=redemptions, type=LineType.DISCOUNT, invoice__status__in=USING_STATUSES
+            coupon_redemption__in=redemption_ids, type=LineType.DISCOUNT, invoice__status__in=USING_STATUSES
         )
         .exclude(invoice_id=exclude.pk)
         .values("coupon_redemption")

@@ -15,6 +15,7 @@ from django.conf import settings
 from django.utils.module_loading import import_string
 
 from catalog.models import Charge, Customer, Plan, TaxRate, TaxStatus
+from catalog.taxes import tax_rates_default
 from invoicing.waterfall import Rate
 
 REVERSE_CHARGE_NOTE = (
@@ -53,10 +54,7 @@ class RateTable:
         charges = _rates_by_owner(Charge, {line.charge_id for line in lines if line.charge_id})
         plans = _rates_by_owner(Plan, {line.plan_id for line in lines if line.plan_id})
         fallback = tuple(as_rate(rate) for rate in customer.tax_rates.order_by("id")) or tuple(
-            as_rate(rate)
-            for rate in TaxRate.objects.filter(
-                project_id=customer.project_id, is_default=True, archived_at__isnull=True
-            ).order_by("id")
+            as_rate(rate) for rate in tax_rates_default(customer.project).order_by("id")
         )
         return [charges.get(line.charge_id) or plans.get(line.plan_id) or fallback for line in lines]
 

@@ -37,7 +37,7 @@ from catalog.api.filters import CustomerRefFilter
 from catalog.api.schemas import CUSTOMER_PARAMETER
 from catalog.models import Customer
 from catalog.selectors import customer_by_reference
-from invoicing import credits
+from invoicing import credits, purchases
 from invoicing.api.serializers import MAX_MINOR_UNITS
 from invoicing.models import CreditEntry, CreditEntryKind, CreditGrant, CreditSource, Wallet
 
@@ -363,7 +363,7 @@ class CustomerCreditsView(_CustomerRoute):
             grant = credits.credits_grant(**fields)
         else:
             price = data.get("price")
-            grant = credits.credits_purchase(
+            grant = purchases.credits_purchase(
                 **fields, price=None if price is None else from_minor_units(price, currency)
             )
         grant = credits.credit_grant_list(project=customer.project).get(pk=grant.pk)

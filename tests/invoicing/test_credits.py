@@ -18,7 +18,6 @@ from invoicing.credits import (
     credits_applied_record,
     credits_expire,
     credits_grant,
-    credits_purchase,
     credits_release,
     wallet_lock,
     wallet_threshold_set,
@@ -32,6 +31,7 @@ from invoicing.models import (
     LineType,
     Wallet,
 )
+from invoicing.purchases import credits_purchase
 from invoicing.services import invoice_issue, invoice_void
 from payments.services import payment_record
 from tests.catalog.factories import CustomerFactory
