@@ -21,7 +21,12 @@ def plan_list(*, project: Project) -> QuerySet[Plan]:
     return (
         Plan.objects.filter(project=project)
         .select_related("product")
-        .prefetch_related(Prefetch("charges", queryset=Charge.objects.select_related("meter")))
+        .prefetch_related(
+            "tax_rates",
+            Prefetch(
+                "charges", queryset=Charge.objects.select_related("meter").prefetch_related("tax_rates")
+            ),
+        )
         .annotate(superseded=Exists(newer))
     )
 

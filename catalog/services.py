@@ -29,6 +29,7 @@ from catalog.models import (
     Interval,
     Plan,
     Product,
+    TaxRate,
     TaxStatus,
 )
 from catalog.pricing import PRICING_FIELDS, FeeTiming, clean_pricing, to_decimal
@@ -52,7 +53,10 @@ PLAN_PRICING_FIELDS = frozenset(
         "charges",
     }
 )
-PLAN_FIELDS = frozenset({"name", "description", "trial_days", "entitlements"}) | PLAN_PRICING_FIELDS
+# Tax rates change in place: a tax is the law's, not a price the subscription agreed to.
+PLAN_FIELDS = (
+    frozenset({"name", "description", "trial_days", "entitlements", "tax_rates"}) | PLAN_PRICING_FIELDS
+)
 
 
 def _changes(obj: models.Model, changes: dict[str, Any]) -> dict[str, list[str]]:
@@ -147,14 +151,21 @@ def clean_charges(
     cleaned = []
     for index, charge in enumerate(charges):
         at = f"{currency_param}[{index}]"
-        unknown = set(charge) - set(PRICING_FIELDS)
+        unknown = set(charge) - {*PRICING_FIELDS, "tax_rates"}
         if unknown:
             raise InvalidInput(
                 f"Unknown field(s): {', '.join(sorted(unknown))}.", code="unknown_field", param=at
             )
         item = {**charge, "meter": _resolve_meter(project, charge.get("meter"), param=f"{at}.meter")}
-        cleaned.append(clean_pricing(item, param=at))
+        rates = _tax_rates(project, item.pop("tax_rates", None) or [], param=f"{at}.tax_rates")
+        cleaned.append({**clean_pricing(item, param=at), "tax_rates": rates})
     return cleaned
+
+
+def _tax_rates(project: Project, references: Any, *, param: str) -> list[TaxRate]:
+    if not isinstance(references, list | tuple):
+        raise InvalidInput("A list of tax rate IDs (txr_…).", code="invalid_type", param=param)
+    return tax_rates_resolve(project=project, references=references, param=param)
 
 
 def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, Any]:
@@ -206,13 +217,22 @@ def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, An
         meters = [c["meter"].pk for c in cleaned["charges"] if c["meter"] is not None]
         if len(meters) != len(set(meters)):
             raise Unprocessable("A plan prices each meter once.", code="duplicate_meter", param="charges")
+    if "tax_rates" in fields:
+        cleaned["tax_rates"] = _tax_rates(project, fields["tax_rates"], param="tax_rates")
     return cleaned
 
 
 def _save_charges(plan: Plan, charges: list[dict[str, Any]]) -> None:
-    Charge.objects.bulk_create(
-        [Charge(plan=plan, position=index, **charge) for index, charge in enumerate(charges)]
+    rates = [charge.get("tax_rates") or [] for charge in charges]
+    saved = Charge.objects.bulk_create(
+        [
+            Charge(plan=plan, position=index, **{k: v for k, v in charge.items() if k != "tax_rates"})
+            for index, charge in enumerate(charges)
+        ]
     )
+    for charge, charge_rates in zip(saved, rates, strict=True):
+        if charge_rates:
+            charge.tax_rates.set(charge_rates)
 
 
 def plan_create(
@@ -229,6 +249,7 @@ def plan_create(
     base_fee: Any = Decimal(0),
     base_fee_timing: str = FeeTiming.IN_ADVANCE,
     minimum_commitment: Any = Decimal(0),
+    tax_rates: list[Any] | None = None,
     entitlements: dict | None = None,
     description: str = "",
     charges: list[dict[str, Any]] | None = None,
@@ -248,9 +269,11 @@ def plan_create(
             "minimum_commitment": minimum_commitment,
             "entitlements": entitlements or {},
             "charges": charges or [],
+            "tax_rates": tax_rates or [],
         },
     )
     cleaned_charges = fields.pop("charges")
+    rates = fields.pop("tax_rates")
     try:
         with transaction.atomic():
             plan = Plan.objects.create(
@@ -264,6 +287,7 @@ def plan_create(
                 **fields,
             )
             _save_charges(plan, cleaned_charges)
+            plan.tax_rates.set(rates)
             audit_record(project=project, actor=actor, action="plan.created", target=plan)
     except IntegrityError:
         raise Conflict(
@@ -272,8 +296,12 @@ def plan_create(
     return plan
 
 
-def _charge_fields(charge: Charge) -> dict[str, Any]:
-    return {name: getattr(charge, name) for name in PRICING_FIELDS}
+def charge_fields(charge: Charge) -> dict[str, Any]:
+    """A charge as the fields that make another one like it (a new plan version, an override)."""
+    return {
+        **{name: getattr(charge, name) for name in PRICING_FIELDS},
+        "tax_rates": list(charge.tax_rates.all()),
+    }
 
 
 def plan_update(*, plan: Plan, changes: dict[str, Any], actor: Actor) -> Plan:
@@ -295,10 +323,17 @@ def plan_update(*, plan: Plan, changes: dict[str, Any], actor: Actor) -> Plan:
         if repricing and plan_in_use(plan):
             return _plan_new_version(plan, cleaned, actor=actor)
         charges = cleaned.pop("charges", None)
+        rates = cleaned.pop("tax_rates", None)
         audit = _changes(plan, cleaned)
         for name, value in cleaned.items():
             setattr(plan, name, value)
         plan.save()
+        if rates is not None:
+            audit["tax_rates"] = [
+                [rate.public_id for rate in plan.tax_rates.all()],
+                [rate.public_id for rate in rates],
+            ]
+            plan.tax_rates.set(rates)
         if charges is not None:
             plan.charges.all().delete()
             _save_charges(plan, charges)
@@ -318,7 +353,8 @@ def plan_new_version(*, plan: Plan, actor: Actor) -> Plan:
 def _plan_new_version(plan: Plan, cleaned: dict[str, Any], *, actor: Actor) -> Plan:
     charges = cleaned.pop("charges", None)
     if charges is None:
-        charges = [_charge_fields(charge) for charge in plan.charges.all()]
+        charges = [charge_fields(charge) for charge in plan.charges.all()]
+    rates = cleaned.pop("tax_rates", None)
     copied = {
         name: getattr(plan, name)
         for name in (
@@ -345,7 +381,7 @@ def _plan_new_version(plan: Plan, cleaned: dict[str, Any], *, actor: Actor) -> P
             successor = Plan.objects.create(
                 **{**copied, **cleaned}, version=latest + 1, previous_version=plan
             )
-            successor.tax_rates.set(plan.tax_rates.all())
+            successor.tax_rates.set(plan.tax_rates.all() if rates is None else rates)
             _save_charges(successor, charges)
             audit_record(
                 project=plan.project,

@@ -16,8 +16,8 @@ from accounts.services import Actor, audit_record
 from billing_site.errors import Conflict, InvalidInput, InvalidState, Unprocessable
 from billing_site.moments import MomentError, moment_check
 from catalog.models import BillingAnchor, Customer, Plan
-from catalog.pricing import PRICING_FIELDS, to_decimal
-from catalog.services import clean_charges, plan_create, plan_update
+from catalog.pricing import to_decimal
+from catalog.services import charge_fields, clean_charges, plan_create, plan_update
 from meters.services import usage_rematch_enqueue
 from subscriptions.models import Status, Subscription, SubscriptionPhase
 from subscriptions.periods import Period, PeriodGrid
@@ -424,7 +424,7 @@ def subscription_override_prices(
             param="price_overrides",
         )
     plan = subscription.plan
-    charges = [{name: getattr(charge, name) for name in PRICING_FIELDS} for charge in plan.charges.all()]
+    charges = [charge_fields(charge) for charge in plan.charges.all()]
     for index, replacement in enumerate(
         clean_charges(
             subscription.project, overrides.get("charges", []), currency_param="price_overrides.charges"

@@ -83,6 +83,14 @@ CHARGE_SCHEMA = {
         "max_fee_per_event": price_schema(nullable=True),
         "free_units": price_schema(description="Included usage, free of charge. Default 0."),
         "minimum_amount": price_schema(description="The charge is at least this much. Default 0."),
+        "tax_rates": {
+            "type": "array",
+            "items": {"type": "string", "minLength": 1, "maxLength": 40},
+            "maxItems": 20,
+            "example": ["txr_4Zt8oP1qV2"],
+            "description": "Tax rates (txr_…) of this charge's lines; empty: the plan's, else the "
+            "customer's, else the project's defaults.",
+        },
         "tiers": {"type": "array", "items": TIER_SCHEMA, "maxItems": MAX_TIERS},
         "timing": {"enum": FeeTiming.values, "description": "Fixed fees only: in_advance or in_arrears."},
         "prorate": {

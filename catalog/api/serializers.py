@@ -92,6 +92,10 @@ class PricingSerializer(serializers.Serializer):
 
 class ChargeSerializer(PricingSerializer):
     id = serializers.CharField(source="public_id", read_only=True)
+    tax_rates = TaxRateIdsField(
+        read_only=True,
+        help_text="Tax rates of this charge's lines (txr_…); empty: the plan's, customer's or project's.",
+    )
 
 
 class PlanSerializer(serializers.ModelSerializer):
@@ -102,6 +106,12 @@ class PlanSerializer(serializers.ModelSerializer):
     )
     superseded = serializers.SerializerMethodField(help_text="A newer version of this plan exists.")
     base_fee = DecimalStringField()
+    minimum_commitment = DecimalStringField()
+    tax_rates = TaxRateIdsField(
+        read_only=True,
+        help_text="Tax rates of the plan's lines (txr_…) unless a charge names its own; empty: the "
+        "customer's or the project's defaults.",
+    )
     charges = ChargeSerializer(many=True, read_only=True)
 
     class Meta:
@@ -123,6 +133,7 @@ class PlanSerializer(serializers.ModelSerializer):
             "base_fee",
             "base_fee_timing",
             "minimum_commitment",
+            "tax_rates",
             "entitlements",
             "is_private",
             "charges",
@@ -157,6 +168,11 @@ class PlanWriteSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
             "a true-up line makes up any shortfall. 0: none."
         ),
         required=False,
+    )
+    tax_rates = TaxRateIdsField(
+        required=False,
+        help_text="Tax rates (txr_…) of the plan's lines, most specific after a charge's own; they change "
+        "in place, without a new plan version.",
     )
     entitlements = SchemaJSONField(schema=ENTITLEMENTS_SCHEMA, required=False)
     charges = SchemaJSONField(schema=CHARGES_SCHEMA, required=False)

@@ -1,7 +1,7 @@
 import pytest
 
 from catalog.models import Charge, Plan
-from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, subscribe
+from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, TaxRateFactory, subscribe
 
 pytestmark = pytest.mark.django_db
 
@@ -419,3 +419,47 @@ def test_invalid_meters_are_refused(api, body, status, code, param):
         code,
         param,
     )
+
+
+def test_tax_rates_are_set_on_a_plan_and_its_charges_and_change_in_place(api, project):
+    MeterFactory(project=project, code="calls")
+    vat, reduced = TaxRateFactory(project=project), TaxRateFactory(project=project, percentage="5.5")
+    body = {
+        "product": ProductFactory(project=project).public_id,
+        "code": "taxed",
+        "name": "Taxed",
+        "tax_rates": [vat.public_id],
+        "charges": [{"meter": "calls", "unit_price": "0.1", "tax_rates": [reduced.public_id]}],
+    }
+
+    created = api.post("/v1/plans", body, format="json")
+
+    assert created.status_code == 201, created.json()
+    plan = created.json()
+    assert plan["tax_rates"] == [vat.public_id]
+    assert plan["charges"][0]["tax_rates"] == [reduced.public_id]
+    assert plan["minimum_commitment"] == "0"
+    changed = api.patch(f"/v1/plans/{plan['id']}", {"tax_rates": []}, format="json")
+    assert changed.status_code == 200, changed.json()
+    assert (changed.json()["id"], changed.json()["tax_rates"]) == (plan["id"], [])
+
+
+def test_an_archived_or_unknown_tax_rate_is_refused_and_nothing_is_created(api, project):
+    archived = TaxRateFactory(project=project, archived_at="2026-01-01T00:00:00Z")
+    product = ProductFactory(project=project)
+    before = Plan.objects.count()
+
+    refused = api.post(
+        "/v1/plans",
+        {"product": product.public_id, "code": "p", "name": "P", "tax_rates": [archived.public_id]},
+        format="json",
+    )
+    unknown = api.post(
+        "/v1/plans",
+        {"product": product.public_id, "code": "p", "name": "P", "tax_rates": ["txr_nope"]},
+        format="json",
+    )
+
+    assert (refused.status_code, refused.json()["error"]["code"]) == (422, "tax_rate_archived")
+    assert (unknown.status_code, unknown.json()["error"]["code"]) == (422, "not_found")
+    assert Plan.objects.count() == before
