@@ -9,7 +9,7 @@ from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 from django.utils.text import capfirst
 
-from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ProjectScopedInline
+from billing_site.admin import ObjectActionsMixin, ProjectListFilter, ProjectScopedAdmin, ProjectScopedInline
 from billing_site.errors import DomainError
 from billing_site.formats import money
 from catalog import coupons, services, taxes
@@ -246,12 +246,38 @@ class SubscriptionInline(admin.TabularInline):
         return format_html('<a href="{}">{} ({})</a>', url, subscription.public_id, subscription.status)
 
 
+class ApplyCouponForm(forms.Form):
+    coupon = forms.ModelChoiceField(
+        queryset=Coupon.objects.none(), help_text="Coupons in use (not archived)."
+    )
+    subscription = forms.ModelChoiceField(
+        queryset=Subscription.objects.none(),
+        required=False,
+        help_text="Empty: every subscription of the customer.",
+    )
+
+    def __init__(self, data=None, *, customer: Customer):
+        super().__init__(data)
+        self.fields["coupon"].queryset = coupons.coupon_list(project=customer.project).filter(
+            archived_at__isnull=True
+        )
+        self.fields["subscription"].queryset = Subscription.objects.filter(customer=customer)
+
+
 @admin.register(Customer)
-class CustomerAdmin(ProjectScopedAdmin):
+class CustomerAdmin(ObjectActionsMixin, ProjectScopedAdmin):
     list_display = ["name", "email", "external_id", "currency", "timezone", "created_at", "project"]
     list_filter = [ProjectListFilter, "currency", "invoice_delivery"]
     search_fields = ["name", "email", "external_id", "public_id"]
-    readonly_fields = ["public_id", "created_at", "updated_at", "usage_this_period", "audit_trail"]
+    change_form_template = "admin/catalog/customer/change_form.html"
+    readonly_fields = [
+        "public_id",
+        "created_at",
+        "updated_at",
+        "coupons_applied",
+        "usage_this_period",
+        "audit_trail",
+    ]
     inlines = [SubscriptionInline]
     fieldsets = [
         (None, {"fields": ["project", "public_id", "external_id", "name", "email"]}),
@@ -266,6 +292,7 @@ class CustomerAdmin(ProjectScopedAdmin):
                     "tax_id",
                     "tax_status",
                     "tax_rates",
+                    "coupons_applied",
                     "invoice_delivery",
                     "processor_customer_id",
                 ]
@@ -285,6 +312,43 @@ class CustomerAdmin(ProjectScopedAdmin):
         if db_field.name == "tax_rates":  # rates in use, of the projects the user may write to
             kwargs["queryset"] = _tax_rates_offered(self, request)
         return super().formfield_for_manytomany(db_field, request, **kwargs)
+
+    @admin.display(description="coupons")
+    def coupons_applied(self, customer):
+        if not customer.pk:
+            return "-"
+        found = coupons.coupon_redemption_list(customer=customer)
+        return format_html_join(
+            "", "<div>{} — {}</div>", ((r.coupon, r.subscription or "every subscription") for r in found)
+        ) or "-"  # fmt: skip
+
+    def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
+        if obj is not None:
+            context["may_act"] = self.may_act(request, obj)
+        return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def get_urls(self):
+        apply = path(
+            "<int:pk>/coupon/", self.admin_site.admin_view(self.coupon_view), name="catalog_customer_coupon"
+        )
+        return [apply, *super().get_urls()]
+
+    def coupon_view(self, request, pk):
+        return self._form_view(
+            request,
+            pk,
+            ApplyCouponForm,
+            lambda customer, data: coupons.coupon_redeem(
+                customer=customer,
+                coupon=data["coupon"],
+                subscription=data["subscription"],
+                actor=request.user,
+            ),
+            success="Coupon applied.",
+            title="Apply a coupon to {obj}",
+            button="Apply the coupon",
+            form_kwargs=lambda customer: {"customer": customer},
+        )
 
     @admin.display(description="usage")
     def usage_this_period(self, customer):

@@ -183,7 +183,9 @@ class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
         "subscription",
         "billing_reason",
         "period_label",
+        "waterfall",
         "total_label",
+        "tax_note",
         "amount_credited",
         "amount_paid",
         "issued_at",
@@ -216,6 +218,19 @@ class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
     @admin.display(description="period")
     def period_label(self, invoice):
         return f"{invoice.period_start:%Y-%m-%d} → {invoice.period_end:%Y-%m-%d}"
+
+    @admin.display(description="how the total comes")
+    def waterfall(self, invoice):
+        """Subtotal, discount, tax, total, prepaid credits, amount due (docs/pricing.md)."""
+        steps = [
+            ("subtotal", invoice.subtotal),
+            ("discount", -invoice.discount),
+            ("tax", invoice.tax),
+            ("total", invoice.total),
+            ("prepaid credits", -invoice.credits_applied),
+            ("amount due", invoice.amount_due),
+        ]
+        return " · ".join(f"{name} {_money(amount, invoice.currency)}" for name, amount in steps)
 
     @admin.display(description="total", ordering="total")
     def total_label(self, invoice):

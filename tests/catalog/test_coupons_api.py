@@ -369,3 +369,26 @@ def test_coupon_redemptions_active_for_a_subscription(api, project):
 
     assert [r.coupon.code for r in active] == ["c0", "c1"]
     assert all(r.coupon.percent_off == Decimal("20") for r in active)
+
+
+def test_a_billing_admin_applies_a_coupon_from_the_customer_page_and_a_viewer_may_not(client, project):
+    from django.urls import reverse
+
+    from accounts.models import Role
+    from tests.accounts.factories import MembershipFactory
+
+    customer = CustomerFactory(project=project)
+    coupon = CouponFactory(project=project, code="welcome", name="Welcome")
+    url = reverse("admin:catalog_customer_coupon", args=[customer.pk])
+    client.force_login(MembershipFactory(project=project, role=Role.VIEWER).user)
+    assert client.post(url, {"coupon": coupon.pk}).status_code == 403
+    client.force_login(MembershipFactory(project=project, role=Role.BILLING_ADMIN).user)
+
+    page = client.get(reverse("admin:catalog_customer_change", args=[customer.pk])).content.decode()
+    applied = client.post(url, {"coupon": coupon.pk})
+
+    assert "Apply a coupon…" in page
+    assert applied.status_code == 302
+    assert list(customer.coupon_redemptions.values_list("coupon__code", "subscription")) == [("welcome", None)]
+    shown = client.get(reverse("admin:catalog_customer_change", args=[customer.pk])).content.decode()
+    assert "Welcome — every subscription" in shown

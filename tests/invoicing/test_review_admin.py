@@ -201,3 +201,32 @@ def test_a_viewer_cannot_mark_an_invoice_uncollectible(client, project, held):
     assert b"Mark uncollectible" not in page.content
     assert response.status_code == 403
     assert Invoice.objects.get(pk=invoice.pk).status == InvoiceStatus.OPEN
+
+
+def test_the_invoice_page_shows_how_the_total_comes(client, project, held):
+    # Given an invoice in review with a 10 % coupon and a 20 % default VAT applied at approval
+    from catalog.coupons import coupon_create, coupon_redeem
+    from tests.catalog.factories import TaxRateFactory
+
+    _login(client, project, Role.BILLING_ADMIN)
+    invoice = held[1]
+    TaxRateFactory(project=project, name="VAT", percentage=Decimal(20), jurisdiction="", is_default=True)
+    coupon = coupon_create(
+        project=project,
+        code="ten",
+        name="Ten",
+        kind="percentage",
+        percent_off="10",
+        duration="forever",
+        actor=None,
+    )
+    coupon_redeem(customer=invoice.customer, coupon=coupon, actor=None)
+    client.post(reverse("admin:invoicing_invoice_approve", args=[invoice.pk]))
+
+    page = client.get(reverse("admin:invoicing_invoice_change", args=[invoice.pk])).content.decode()
+
+    # 49.00 - 4.90 = 44.10, + 8.82 VAT = 52.92
+    assert (
+        "subtotal 49.00 USD · discount -4.90 USD · tax 8.82 USD · total 52.92 USD · "
+        "prepaid credits 0.00 USD · amount due 52.92 USD"
+    ) in page
