@@ -7,11 +7,13 @@ with worked examples; in short:
 - **Subtotal**: the sum of the fee and usage lines (adjustments, proration credits and true-ups
   included), each already rounded once.
 - **Discounts**, coupon by coupon in the order they were applied, each on what the previous ones
-  left of the lines it is limited to; only lines with a positive amount are discounted. A
-  percentage takes its share of each line, rounded half-up per line. A fixed amount (at most
-  what is left to discount) is spread over the lines in proportion to their amounts, each part
-  rounded *down* to the minor unit; the cents lost that way go to the largest line (the first of
-  equals), then the next largest if that one is used up, so the parts add up to the amount.
+  left of the lines it is limited to; only lines with a positive amount are discounted, and a
+  coupon takes at most what is left to pay (of its lines net of their credits, and of the
+  invoice), so it never makes a total negative. A percentage takes its share of each line,
+  rounded half-up per line. A fixed amount (or a percentage cut to that cap) is spread over the
+  lines in proportion to their amounts, each part rounded *down* to the minor unit; the cents
+  lost that way go to the largest line (the first of equals), then the next largest if that one
+  is used up, so the parts add up to the amount.
 - **Taxes**, per line on its discounted amount and per rate, each rounded half-up once:
   exclusive rates add `amount × p / 100`; inclusive ones are the part of the amount that is tax,
   `amount × p / (100 + p)`, and add nothing. The tax summary of a rate is the sum of its lines.
@@ -124,7 +126,13 @@ def compose(
                 for index in sorted(coupon.eligible)
                 if items[index].amount - taken[index] > 0
             }
-            parts = _discount_parts(coupon, left, currency)
+            # A coupon never takes more than is left to pay: of the lines it is limited to, net of
+            # their credits (a proration credit, a negative adjustment), nor of the whole invoice.
+            net = min(
+                sum((items[index].amount - taken[index] for index in coupon.eligible), Decimal(0)),
+                sum((item.amount for item in items), Decimal(0)) - sum(taken, Decimal(0)),
+            )
+            parts = _discount_parts(coupon, left, max(net, Decimal(0)), currency)
             parts = {index: part for index, part in parts.items() if part}
             if not parts:
                 continue
@@ -172,13 +180,25 @@ def tax_amount(taxable: Decimal, rate: Rate, currency: str) -> Decimal:
         return round_money(taxable * rate.percentage / 100, currency)
 
 
-def _discount_parts(coupon: Coupon, left: dict[int, Decimal], currency: str) -> dict[int, Decimal]:
+def _discount_parts(
+    coupon: Coupon, left: dict[int, Decimal], cap: Decimal, currency: str
+) -> dict[int, Decimal]:
+    """Each line's share of the coupon, adding up to at most `cap`."""
     if coupon.percent_off is not None:
-        return {
+        parts = {
             index: round_money(amount * coupon.percent_off / 100, currency) for index, amount in left.items()
         }
+        if sum(parts.values(), Decimal(0)) <= cap:
+            return parts
+        return _spread(cap, left, currency)
+    return _spread(min(coupon.amount_off or Decimal(0), cap), left, currency)
+
+
+def _spread(target: Decimal, left: dict[int, Decimal], currency: str) -> dict[int, Decimal]:
+    """`target` over the lines in proportion to what is left of them, each part rounded down, the
+    cents lost that way to the largest line (the first of equals), then the next largest."""
     base = sum(left.values(), Decimal(0))
-    target = min(coupon.amount_off or Decimal(0), base)
+    target = min(target, base)
     if target <= 0:
         return {}
     parts = {index: _round_down(target * amount / base, currency) for index, amount in left.items()}

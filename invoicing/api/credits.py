@@ -8,6 +8,7 @@ not found (404). Amounts are integer minor units, as everywhere in the API.
 from decimal import Decimal
 
 import django_filters
+from django.shortcuts import get_object_or_404
 from django.utils import timezone
 from drf_spectacular.utils import (
     OpenApiExample,
@@ -227,10 +228,11 @@ class CreditCreateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
 
 class WalletUpdateSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
     low_balance_threshold = serializers.IntegerField(
+        required=False,
         allow_null=True,
         min_value=0,
         max_value=MAX_MINOR_UNITS,
-        help_text="Minor units; null turns the alert off.",
+        help_text="Minor units; null turns the alert off. Absent: the wallet is answered unchanged.",
     )
 
 
@@ -392,7 +394,11 @@ class CustomerWalletView(_CustomerRoute):
             raise NotFound(f"No such currency: '{currency}'.")
         payload = WalletUpdateSerializer(data=request.data)
         payload.is_valid(raise_exception=True)
-        threshold = payload.validated_data.get("low_balance_threshold")
+        if "low_balance_threshold" not in payload.validated_data:  # nothing to change
+            return Response(
+                WalletSerializer(get_object_or_404(self.wallets(customer), currency=currency)).data
+            )
+        threshold = payload.validated_data["low_balance_threshold"]
         wallet = credits.wallet_threshold_set(
             customer=customer,
             currency=currency,

@@ -85,12 +85,16 @@ def waterfall(items: list[Fraction], extras: dict, exponent: int, coupon_used: b
     discounts = [Fraction(0)] * len(items)
     positive = {i: amount for i, amount in enumerate(items) if amount > 0}
     if coupon is not None and not (coupon["once"] and coupon_used) and positive:
+        cap = max(sum(items), Fraction(0))  # never more than is left to pay
         if coupon["percent_off"] is not None:
             for i, amount in positive.items():
                 discounts[i] = round_half_up(amount * coupon["percent_off"] / 100, exponent)
+            target = None if sum(discounts) <= cap else cap
         else:
+            target = min(coupon["amount_off"], cap)
+        if target is not None:
             base = sum(positive.values())
-            target = min(coupon["amount_off"], base)
+            target = min(target, base)
             for i, amount in positive.items():
                 discounts[i] = round_down(target * amount / base, exponent)
             remainder = target - sum(discounts)

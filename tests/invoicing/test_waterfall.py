@@ -37,15 +37,21 @@ def test_a_fixed_amount_is_spread_rounded_down_and_its_cents_go_to_the_largest_l
 
 
 def test_a_fixed_amount_larger_than_the_lines_brings_them_to_zero_and_no_further():
-    result = compose(
-        [Item(D("30.00")), Item(D("-5.00"))],
-        [Coupon(1, frozenset({0, 1}), amount_off=D("50"))],
-        [],
-        currency="USD",
-    )
+    result = compose([Item(D("30.00"))], [Coupon(1, frozenset({0}), amount_off=D("50"))], [], currency="USD")
 
-    assert result.item_discounts == (D("30.00"), D(0))
-    assert result.total == D("-5.00")
+    assert result.item_discounts == (D("30.00"),)
+    assert result.total == 0
+
+
+def test_a_coupon_takes_no_more_than_is_left_to_pay_net_of_credit_lines():
+    # 100.00 of fees and a 60.00 proration credit: a 100 % coupon takes 40.00, not 100.00
+    items = [Item(D("100.00")), Item(D("-60.00"))]
+
+    whole = compose(items, [Coupon(1, frozenset({0, 1}), D(100))], [], currency="USD")
+    fixed = compose(items, [Coupon(1, frozenset({0, 1}), amount_off=D("80"))], [], currency="USD")
+
+    assert (whole.discount, whole.total) == (D("40.00"), 0)
+    assert (fixed.discount, fixed.total) == (D("40.00"), 0)
 
 
 def test_a_coupon_limited_to_some_lines_leaves_the_others():
@@ -147,6 +153,7 @@ def test_no_discount_takes_a_line_below_zero_and_credits_never_exceed_the_total(
 
     for item, discount in zip(items, result.item_discounts, strict=True):
         assert 0 <= discount <= max(item.amount, D(0))
+    assert result.subtotal - result.discount >= min(result.subtotal, D(0))  # no coupon makes it negative
     assert 0 <= result.credits_applied <= max(result.total, D(0))
     assert result.amount_due >= min(result.total, D(0))
 
