@@ -30,6 +30,7 @@ from invoicing.models import (
     CreditEntry,
     CreditEntryKind,
     CreditGrant,
+    CreditNote,
     CreditSource,
     Invoice,
     LineType,
@@ -147,16 +148,21 @@ def wallet_get_or_create(*, customer: Customer, currency: str) -> Wallet:
         return Wallet.objects.get(customer=customer, currency=currency)
 
 
-def _entry_add(grant: CreditGrant, kind: str, amount: Decimal, invoice: Invoice | None = None):
-    """Enter a movement once: a repeat of the same (grant, kind, invoice) enters nothing and returns
-    None (another process, or an earlier run, got there first)."""
+def _entry_add(
+    grant: CreditGrant,
+    kind: str,
+    amount: Decimal,
+    invoice: Invoice | None = None,
+    credit_note: CreditNote | None = None,
+):
+    """Enter a movement once: a repeat of the same (grant, kind, invoice, credit note) enters
+    nothing and returns None (another process, or an earlier run, got there first)."""
+    key = {"grant": grant, "kind": kind, "invoice": invoice, "credit_note": credit_note}
     try:
         with transaction.atomic():
-            return CreditEntry.objects.create(
-                project_id=grant.project_id, grant=grant, kind=kind, amount=amount, invoice=invoice
-            )
+            return CreditEntry.objects.create(project_id=grant.project_id, amount=amount, **key)
     except IntegrityError:
-        if CreditEntry.objects.filter(grant=grant, kind=kind, invoice=invoice).exists():
+        if CreditEntry.objects.filter(**key).exists():
             return None
         raise
 
@@ -367,7 +373,46 @@ def credits_release(*, invoice: Invoice) -> None:
     if applied:
         wallet_lock(customer=invoice.customer, currency=invoice.currency)
     for entry in applied:
-        _entry_add(entry.grant, CreditEntryKind.RELEASED, -entry.amount, invoice)
+        if _entry_add(entry.grant, CreditEntryKind.RELEASED, -entry.amount, invoice):
+            _released_to_void(entry.grant, -entry.amount, invoice=invoice)
+
+
+def credits_returnable(invoice: Invoice) -> Decimal:
+    """What of the prepaid credits an invoice took has not been given back yet."""
+    moved = CreditEntry.objects.filter(
+        invoice=invoice, kind__in=(CreditEntryKind.APPLIED, CreditEntryKind.RELEASED)
+    ).aggregate(total=MoneySum("amount"))["total"]
+    return -(moved or Decimal(0))
+
+
+def credits_return(*, invoice: Invoice, credit_note: CreditNote, amount: Decimal) -> None:
+    """A credit note gives back `amount` of the credits the invoice took (at most
+    credits_returnable): grant by grant, the last one used first, each up to what it paid. In the
+    credit note's transaction; a second call for the same note enters nothing more."""
+    wallet_lock(customer=invoice.customer, currency=invoice.currency)
+    taken: dict[int, Decimal] = {}
+    grants: dict[int, CreditGrant] = {}
+    entries = CreditEntry.objects.filter(
+        invoice=invoice, kind__in=(CreditEntryKind.APPLIED, CreditEntryKind.RELEASED)
+    ).select_related("grant")
+    for entry in entries.order_by("-id"):
+        taken[entry.grant_id] = taken.get(entry.grant_id, Decimal(0)) - entry.amount
+        grants[entry.grant_id] = entry.grant
+    for grant_id, left in taken.items():
+        part = min(amount, left)
+        if part <= 0:
+            continue
+        if _entry_add(grants[grant_id], CreditEntryKind.RELEASED, part, invoice, credit_note):
+            _released_to_void(grants[grant_id], part, invoice=invoice, credit_note=credit_note)
+        amount -= part
+
+
+def _released_to_void(
+    grant: CreditGrant, amount: Decimal, *, invoice: Invoice, credit_note: CreditNote | None = None
+) -> None:
+    """Credits given back to a grant voided since are voided again at once: nobody can use them."""
+    if grant.voided_at is not None:
+        _entry_add(grant, CreditEntryKind.VOIDED, -amount, invoice, credit_note)
 
 
 @dataclass

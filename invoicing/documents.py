@@ -278,6 +278,7 @@ def credit_note_context(note: CreditNote) -> dict:
         "totals": {
             "total": fmt.money(note.amount),
             "amount_credited": fmt.money(note.amount_credited),
+            "credits_returned": fmt.money(note.credits_returned) if note.credits_returned else "",
             "refund_owed": fmt.money(note.refund_owed) if note.refund_owed else "",
         },
     }

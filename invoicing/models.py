@@ -242,6 +242,10 @@ class CreditNote(models.Model):
     memo = models.TextField(blank=True)
     amount = _amount()
     amount_credited = _amount(help_text="The part that reduced what was due on the invoice.")
+    credits_returned = _amount(
+        default=Decimal(0),
+        help_text="The part beyond what was due given back to the prepaid credits it used.",
+    )
     refund_owed = _amount(help_text="The part beyond what was due: money owed back to the customer.")
     created_at = models.DateTimeField(auto_now_add=True)
     created_by = models.ForeignKey(
@@ -458,6 +462,10 @@ class CreditEntry(models.Model):
     kind = models.CharField(max_length=10, choices=CreditEntryKind.choices)
     amount = _amount()
     invoice = models.ForeignKey(Invoice, null=True, blank=True, on_delete=models.PROTECT, related_name="+")
+    # Credits given back by a credit note on an invoice they paid (RELEASED, once per note).
+    credit_note = models.ForeignKey(
+        "invoicing.CreditNote", null=True, blank=True, on_delete=models.PROTECT, related_name="+"
+    )
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -465,8 +473,13 @@ class CreditEntry(models.Model):
         constraints = [
             models.UniqueConstraint(
                 fields=["grant", "kind", "invoice"],
-                condition=Q(invoice__isnull=False),
+                condition=Q(invoice__isnull=False, credit_note__isnull=True),
                 name="credit_entry_once_per_invoice",
+            ),
+            models.UniqueConstraint(
+                fields=["grant", "kind", "credit_note"],
+                condition=Q(credit_note__isnull=False),
+                name="credit_entry_once_per_credit_note",
             ),
             models.UniqueConstraint(
                 fields=["grant", "kind"],

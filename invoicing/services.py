@@ -30,6 +30,7 @@ from invoicing.models import (
     EDITABLE_STATUSES,
     ISSUED_STATUSES,
     MAX_AMOUNT,
+    WATERFALL_TYPES,
     BillingReason,
     CreditNote,
     CreditNoteLine,
@@ -333,6 +334,12 @@ def credit_note_create(
                 "credit_note",
                 f"Only an issued invoice can be credited; this one is {invoice.status}.",
             )
+        if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
+            raise Unprocessable(
+                "A purchase of prepaid credits is not credited: void its invoice while it is unpaid; "
+                "once paid, void the grant and refund the payment.",
+                code="credit_purchase_not_creditable",
+            )
         credited_by_line = _credited_by_line(invoice)
         items = _credit_items(invoice, lines, amount, credited_by_line)
         amount = sum((item["amount"] for item in items), Decimal(0))
@@ -345,6 +352,9 @@ def credit_note_create(
                 code="credit_exceeds_total",
             )
         reduces_due = min(amount, invoice.amount_due)
+        # Beyond what is due, the credits the invoice took go back to the wallet first; the rest
+        # was paid in money, a refund owed.
+        returned = min(amount - reduces_due, credits.credits_returnable(invoice))
         note = CreditNote.objects.create(
             project=invoice.project,
             invoice=invoice,
@@ -352,7 +362,8 @@ def credit_note_create(
             memo=memo,
             amount=amount,
             amount_credited=reduces_due,
-            refund_owed=amount - reduces_due,
+            credits_returned=returned,
+            refund_owed=amount - reduces_due - returned,
             created_by=_user(actor),
             number=number_next(project=invoice.project, kind=NumberSequence.Kind.CREDIT_NOTE),
         )
@@ -365,6 +376,8 @@ def credit_note_create(
             )
             for item in items
         )
+        if returned:
+            credits.credits_return(invoice=invoice, credit_note=note, amount=returned)
         invoice.amount_credited += reduces_due
         if invoice.status == InvoiceStatus.OPEN and invoice.amount_due == 0:
             invoice.status = InvoiceStatus.PAID
@@ -412,8 +425,15 @@ def _credit_items(
             raise Unprocessable(
                 "This line is not on the invoice.", code="unknown_line", param=f"lines[{index}].line"
             )
-        amount = _credit_amount(invoice, item.get("amount", line.amount), f"lines[{index}].amount")
-        left = line.amount - credited_by_line.get(line.pk, Decimal(0))
+        if line.type in WATERFALL_TYPES:
+            raise Unprocessable(
+                "Discount, tax and prepaid-credit lines follow the lines they come from: credit those.",
+                code="line_not_creditable",
+                param=f"lines[{index}].line",
+            )
+        charged = line_charged(line)
+        amount = _credit_amount(invoice, item.get("amount", charged), f"lines[{index}].amount")
+        left = charged - credited_by_line.get(line.pk, Decimal(0))
         if amount > left:
             raise Unprocessable(
                 f"Only {left} of this line is left to credit.",
@@ -422,6 +442,13 @@ def _credit_items(
             )
         items.append({"line": line, "description": line.description, "amount": amount})
     return items
+
+
+def line_charged(line: InvoiceLine) -> Decimal:
+    """What a fee or usage line cost the customer: its amount, less its discount, plus the tax
+    added on it (an inclusive tax is already in the amount)."""
+    added = sum((Decimal(tax["amount"]) for tax in line.taxes if not tax["inclusive"]), Decimal(0))
+    return line.amount - line.discount_amount + added
 
 
 def _credit_amount(invoice: Invoice, value: Any, param: str) -> Decimal:

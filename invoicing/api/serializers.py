@@ -278,6 +278,10 @@ class CreditNoteSerializer(serializers.ModelSerializer):
     invoice = serializers.CharField(source="invoice.public_id")
     amount = MoneyField(currency="invoice.currency")
     amount_credited = MoneyField(currency="invoice.currency")
+    credits_returned = MoneyField(
+        currency="invoice.currency",
+        help_text="Beyond what was due: given back to the prepaid credits that paid the invoice.",
+    )
     refund_owed = MoneyField(currency="invoice.currency")
     lines = CreditNoteLineSerializer(many=True)
     pdf_url = serializers.SerializerMethodField(help_text="Where the credit note's PDF is (GET).")
@@ -292,6 +296,7 @@ class CreditNoteSerializer(serializers.ModelSerializer):
             "memo",
             "amount",
             "amount_credited",
+            "credits_returned",
             "refund_owed",
             "lines",
             "pdf_url",

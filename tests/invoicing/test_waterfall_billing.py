@@ -8,11 +8,14 @@ import pytest
 import time_machine
 from django.db import transaction
 
+from billing_site.errors import Unprocessable
 from catalog.coupons import coupon_create, coupon_redeem
 from catalog.models import TaxStatus
+from invoicing import credits
 from invoicing.billing import billing_close, invoice_preview
-from invoicing.models import BillingReason, Invoice, InvoiceStatus, LineType
-from invoicing.services import invoice_issue, invoice_void
+from invoicing.models import BillingReason, CreditNote, Invoice, InvoiceStatus, LineType
+from invoicing.purchases import credits_purchase
+from invoicing.services import credit_note_create, invoice_issue, invoice_void
 from invoicing.taxes import REVERSE_CHARGE_NOTE
 from tests.catalog.factories import CustomerFactory, MeterFactory, TaxRateFactory, make_plan, subscribe
 from tests.invoicing.factories import credits_granted, draft_invoice
@@ -284,3 +287,72 @@ def test_two_subscriptions_issuing_at_once_use_a_once_coupon_once(project):
             return invoice_issue(invoice=invoice, actor=None).discount
 
     assert sorted(all_at_once(issue, 2)) == [D(0), D("8.00")]
+
+
+def _issued(project, customer, total):
+    invoice = draft_invoice(project, total=total, customer=customer)
+    with transaction.atomic():
+        return invoice_issue(invoice=Invoice.objects.get(pk=invoice.pk), actor=None)
+
+
+def test_a_credit_note_gives_back_the_credits_an_invoice_took_beyond_what_is_due(project, customer):
+    # Given a 100.00 invoice of which 40.00 of prepaid credits paid part, 60.00 still due
+    grant = credits_granted(customer, "USD", "40.00", at=JAN_1)
+    invoice = _issued(project, customer, "100.00")
+    assert (invoice.credits_applied, invoice.amount_due) == (D("40.00"), D("60.00"))
+
+    # When it is credited in full
+    note = credit_note_create(invoice=invoice, actor=None, reason="order_change")
+
+    # Then 60.00 cancels what was due and 40.00 goes back to the grant: no refund of money is owed
+    assert (note.amount_credited, note.credits_returned, note.refund_owed) == (D("60.00"), D("40.00"), D(0))
+    assert credits.grant_balance(grant) == D("40.00")
+    invoice.refresh_from_db()
+    assert (invoice.status, invoice.amount_due) == (InvoiceStatus.PAID, 0)
+
+
+def test_a_credit_note_on_an_invoice_credits_paid_in_full_returns_them(project, customer):
+    grant = credits_granted(customer, "USD", "50.00", at=JAN_1)
+    invoice = _issued(project, customer, "30.00")
+    assert invoice.status == InvoiceStatus.PAID
+
+    first = credit_note_create(invoice=invoice, actor=None, reason="duplicate", amount=D("10.00"))
+    second = credit_note_create(invoice=invoice, actor=None, reason="duplicate")
+
+    assert [(n.credits_returned, n.refund_owed) for n in (first, second)] == [
+        (D("10.00"), 0),
+        (D("20.00"), 0),
+    ]
+    assert credits.grant_balance(grant) == D("50.00")
+
+
+def test_a_credit_purchase_is_not_credited(project, customer):
+    grant = credits_purchase(customer=customer, currency="USD", amount=D("100"), actor=None)
+    before = (CreditNote.objects.count(), credits.grant_balance(grant))
+
+    with pytest.raises(Unprocessable) as refused:
+        credit_note_create(invoice=grant.invoice, actor=None, reason="order_change")
+
+    assert refused.value.code == "credit_purchase_not_creditable"
+    assert (CreditNote.objects.count(), credits.grant_balance(grant)) == before
+    grant.refresh_from_db()
+    assert grant.available_at is None
+
+
+def test_a_line_is_credited_up_to_what_it_cost_after_discount_and_tax(project, customer):
+    TaxRateFactory(project=project, name="VAT", percentage=D(20), jurisdiction="", is_default=True)
+    coupon_redeem(customer=customer, coupon=coupon(project, percent_off="50"), actor=None)
+    invoice = _issued(project, customer, "100.00")
+    fee = invoice.lines.get(type=LineType.BASE_FEE)
+    discount = invoice.lines.get(type=LineType.DISCOUNT)
+
+    with pytest.raises(Unprocessable) as too_much:
+        credit_note_create(
+            invoice=invoice, actor=None, reason="order_change", lines=[{"line": fee, "amount": "60.01"}]
+        )
+    with pytest.raises(Unprocessable) as waterfall:
+        credit_note_create(invoice=invoice, actor=None, reason="order_change", lines=[{"line": discount}])
+    whole_line = credit_note_create(invoice=invoice, actor=None, reason="order_change", lines=[{"line": fee}])
+
+    assert (too_much.value.code, waterfall.value.code) == ("credit_exceeds_line", "line_not_creditable")
+    assert whole_line.amount == D("60.00")  # 100.00 - 50.00 + 20 % VAT on 50.00
