@@ -435,25 +435,24 @@ class ExpiryRun:
         )
 
 
-def _expiry_key(grant: CreditGrant) -> tuple[bool, Invoice | None]:
-    """Which EXPIRED entry this expiry is, given the unique constraints (grant, kind) for entries
-    without an invoice and (grant, kind, invoice) for entries with one.
+def _expiry_key(grant: CreditGrant) -> tuple[bool, dict]:
+    """Which EXPIRED entry this expiry is, given the unique constraints: (grant, kind) for entries
+    without an invoice, (grant, kind, invoice) and (grant, kind, credit note) for the others.
 
     The first expiry of a grant has no invoice. A balance left after that can only come from
-    releases (a voided invoice giving back what it took); each such re-expiry is keyed by the
-    releasing invoice, which releases a grant at most once, so every re-expiry also happens at most
-    once — without a second constraint or a migration. Returns (found, invoice)."""
-    kinds = set(grant.entries.filter(kind=CreditEntryKind.EXPIRED).values_list("invoice_id", flat=True))
-    if None not in kinds:
-        return True, None
-    released = (
-        grant.entries.filter(kind=CreditEntryKind.RELEASED)
-        .exclude(invoice_id__in=[pk for pk in kinds if pk is not None])
-        .select_related("invoice")
-        .order_by("id")
-        .first()
+    releases (a voided invoice, or a credit note, giving back what it took); each such re-expiry is
+    keyed by the release's invoice and credit note, which release a grant at most once, so every
+    re-expiry also happens at most once. Returns (found, the key's invoice and credit_note)."""
+    expired = set(
+        grant.entries.filter(kind=CreditEntryKind.EXPIRED).values_list("invoice_id", "credit_note_id")
     )
-    return (released is not None), (released.invoice if released else None)
+    if (None, None) not in expired:
+        return True, {"invoice": None, "credit_note": None}
+    releases = grant.entries.filter(kind=CreditEntryKind.RELEASED).select_related("invoice", "credit_note")
+    for release in releases.order_by("id"):
+        if (release.invoice_id, release.credit_note_id) not in expired:
+            return True, {"invoice": release.invoice, "credit_note": release.credit_note}
+    return False, {}
 
 
 def _expiring(now: datetime) -> QuerySet[CreditGrant]:
@@ -491,10 +490,10 @@ def _grant_expire(grant_id: int, wallet_id: int, now: datetime, run: ExpiryRun) 
         remaining = grant_balance(grant)
         if remaining <= 0:
             return  # another run got there first
-        found, invoice = _expiry_key(grant)
+        found, key = _expiry_key(grant)
         if not found:
             return
-        if _entry_add(grant, CreditEntryKind.EXPIRED, -remaining, invoice) is None:
+        if _entry_add(grant, CreditEntryKind.EXPIRED, -remaining, **key) is None:
             return
         run.expired += 1
         run.add(wallet.currency, remaining)
