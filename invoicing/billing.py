@@ -413,7 +413,80 @@ def commitment_lines(
                     period_start=nominal.start,
                     period_end=nominal.end,
                     amount=committed - billed,
+                    unit_price=committed,
                     plan=plan,
+                )
+            )
+    return found
+
+
+# What counts towards a commitment: the period's fees and usage, as billed and as corrected late.
+COMMITTED_TYPES = (*FEE_TYPES, LineType.CREDIT, LineType.USAGE, LineType.MINIMUM, LineType.LATE_USAGE)
+
+
+def commitment_late_adjustments(
+    subscription: Subscription, late: list[LineDraft], *, invoice: Invoice
+) -> list[LineDraft]:
+    """Late usage of a period its plan's commitment was trued up for: the true-up as it stands now
+    minus what was billed for it, so that late usage fills the commitment before it costs more
+    (and a late credit takes the period back up to it)."""
+    keys = {
+        (line.plan.pk, line.original_invoice.pk): line for line in late if line.plan and line.original_invoice
+    }
+    found = []
+    for (plan_id, original_id), sample in keys.items():
+        commitments = (
+            InvoiceLine.objects.filter(
+                invoice__subscription=subscription, plan_id=plan_id, type=LineType.COMMITMENT
+            )
+            .filter(
+                Q(invoice_id=original_id, original_invoice__isnull=True) | Q(original_invoice_id=original_id)
+            )
+            .exclude(invoice__status=InvoiceStatus.VOID)
+            .exclude(invoice_id=invoice.pk)
+            .order_by("id")
+        )
+        first = commitments.filter(original_invoice__isnull=True).first()
+        if first is None:
+            continue
+        trued_up = sum((line.amount for line in commitments), Decimal(0))
+        within = {"period_start__gte": first.period_start, "period_end__lte": first.period_end}
+        billed = (
+            InvoiceLine.objects.filter(
+                invoice__subscription=subscription,
+                plan_id=plan_id,
+                is_manual=False,
+                type__in=COMMITTED_TYPES,
+                **within,
+            )
+            .exclude(invoice__status=InvoiceStatus.VOID)
+            .exclude(invoice_id=invoice.pk)
+            .aggregate(total=MoneySum("amount"))["total"]
+            or Decimal(0)
+        ) + sum(
+            (
+                line.amount
+                for line in late
+                if line.plan
+                and line.plan.pk == plan_id
+                and line.original_invoice
+                and line.original_invoice.pk == original_id
+            ),
+            Decimal(0),
+        )
+        difference = max(first.unit_price - billed, Decimal(0)) - trued_up
+        if difference:
+            label = _period_label(Period(first.period_start, first.period_end))
+            found.append(
+                LineDraft(
+                    type=LineType.COMMITMENT,
+                    description=f"{sample.plan.name} — minimum commitment for {label}, with its late usage",
+                    period_start=first.period_start,
+                    period_end=first.period_end,
+                    amount=difference,
+                    unit_price=first.unit_price,
+                    plan=sample.plan,
+                    original_invoice=sample.original_invoice,
                 )
             )
     return found
@@ -527,8 +600,9 @@ def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[Line
         *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency),
         *_advance_true_up(subscription, nominal, invoice),
         *usage_lines(subscription, period, currency=currency),
-        *late_usage_lines(subscription, period.start, invoice=invoice, now=now),
     ]
+    late = late_usage_lines(subscription, period.start, invoice=invoice, now=now)
+    lines += late + commitment_late_adjustments(subscription, late, invoice=invoice)
     lines += commitment_lines(subscription, nominal, lines, invoice=invoice, currency=currency)
     if subscription.ends_at is None or subscription.ends_at > period.end:
         following = nominal_period(subscription, nominal.end)

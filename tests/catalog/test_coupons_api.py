@@ -389,6 +389,8 @@ def test_a_billing_admin_applies_a_coupon_from_the_customer_page_and_a_viewer_ma
 
     assert "Apply a coupon…" in page
     assert applied.status_code == 302
-    assert list(customer.coupon_redemptions.values_list("coupon__code", "subscription")) == [("welcome", None)]
+    assert list(customer.coupon_redemptions.values_list("coupon__code", "subscription")) == [
+        ("welcome", None)
+    ]
     shown = client.get(reverse("admin:catalog_customer_change", args=[customer.pk])).content.decode()
     assert "Welcome — every subscription" in shown

@@ -236,6 +236,10 @@ def test_every_invoice_equals_an_independent_recomputation(db, plan, extras, str
         commitment = round_half_up(extras["commitment"], exponent)
         commit_jan = max(commitment - base - usage_jan - minimum_jan, Fraction(0))
         commit_feb = max(commitment - base - usage_feb - minimum_feb, Fraction(0))
+        # Late January usage fills January's commitment before it costs more.
+        recommit_jan = 0
+        if commit_jan and late:
+            recommit_jan = max(commitment - base - usage_jan - minimum_jan - late, Fraction(0)) - commit_jan
 
         expected = {
             "opening": {LineType.BASE_FEE: [base]},
@@ -248,14 +252,14 @@ def test_every_invoice_equals_an_independent_recomputation(db, plan, extras, str
             "february": {
                 LineType.USAGE: [usage_feb],
                 LineType.MINIMUM: [minimum_feb],
-                LineType.COMMITMENT: [commit_feb],
+                LineType.COMMITMENT: [amount for amount in (recommit_jan, commit_feb) if amount],
                 LineType.BASE_FEE: [base],
             },
         }
         items = {
             "opening": [base],
             "january": [usage_jan, minimum_jan, commit_jan, base],
-            "february": [usage_feb, minimum_feb, late, commit_feb, base],
+            "february": [usage_feb, minimum_feb, late, recommit_jan, commit_feb, base],
         }
         if late:
             expected["february"][LineType.LATE_USAGE if late > 0 else LineType.CREDIT] = [late]

@@ -45,8 +45,8 @@ def calls(project):
     return MeterFactory(project=project, code="api_calls", name="API calls", aggregation="count")
 
 
-def usage(api, clock, count, at):
-    clock.move_to(at + timedelta(hours=1))
+def usage(api, clock, count, at, *, reported=None):
+    clock.move_to(reported or at + timedelta(hours=1))
     body = [{"customer": "acme", "meter": "api_calls", "timestamp": at.isoformat()} for _ in range(count)]
     assert api.post("/v1/usage", body, format="json").status_code == 200
 
@@ -356,3 +356,36 @@ def test_a_line_is_credited_up_to_what_it_cost_after_discount_and_tax(project, c
 
     assert (too_much.value.code, waterfall.value.code) == ("credit_exceeds_line", "line_not_creditable")
     assert whole_line.amount == D("60.00")  # 100.00 - 50.00 + 20 % VAT on 50.00
+
+
+def test_late_usage_fills_the_commitment_it_was_trued_up_to_before_it_costs_more(
+    api, clock, project, customer, calls
+):
+    # Given January trued up to a 100.00 commitment: 30.00 fee + 12.00 usage + 13.00 minimum + 45.00
+    plan = make_plan(
+        project,
+        name="Pro",
+        base_fee="30",
+        minimum_commitment="100",
+        charges=[{"meter": calls, "name": "API calls", "unit_price": "0.10", "minimum_amount": "25"}],
+    )
+    subscribe(customer, plan, starts_at=JAN_1)
+    billing_close(as_of=JAN_1)
+    usage(api, clock, 120, JAN_17)
+    close(clock, FEB_1 + timedelta(hours=1))
+
+    # When 200 more January calls arrive late (32.00 of usage in all: the minimum no longer applies)
+    usage(api, clock, 200, JAN_17 + timedelta(hours=2), reported=FEB_1 + timedelta(days=9))
+    close(clock, MAR_1 + timedelta(hours=1))
+
+    # Then February's invoice bills January's 7.00 more usage and takes 7.00 off its true-up
+    february = Invoice.objects.get(billing_reason=BillingReason.SUBSCRIPTION_CYCLE, period_start=FEB_1)
+    january = [step for step in steps(february) if "2026-01-01" in step[1]]
+    assert january == [
+        (LineType.LATE_USAGE, "API calls — late usage for 2026-01-01 – 2026-02-01", D("7.00")),
+        (
+            LineType.COMMITMENT,
+            "Pro — minimum commitment for 2026-01-01 – 2026-02-01, with its late usage",
+            D("-7.00"),
+        ),
+    ]
