@@ -30,6 +30,7 @@ from catalog.models import (
     Plan,
 )
 from catalog.pricing import MAX_PERCENTAGE, PERCENTAGE_PLACES, PRICE_DIGITS, PRICE_PLACES
+from meters.staleness import drafts_stale_after_commit
 from subscriptions.models import Subscription
 from webhooks.services import event_record
 
@@ -380,6 +381,7 @@ def coupon_redeem(
             )
             audit_record(project=project, actor=actor, action="coupon.redeemed", target=redemption)
             event_record(project=project, type="coupon.redeemed", obj=redemption)
+            drafts_stale_after_commit(project_id=project.pk, customer_id=customer.pk)
     except IntegrityError:
         whom = "subscription" if subscription is not None else "customer"
         raise Conflict(
@@ -400,4 +402,5 @@ def coupon_redemption_remove(*, redemption: CouponRedemption, actor: Actor) -> C
             project = redemption.project
             audit_record(project=project, actor=actor, action="coupon.redemption_removed", target=redemption)
             event_record(project=project, type="coupon.redemption_removed", obj=redemption)
+            drafts_stale_after_commit(project_id=project.pk, customer_id=redemption.customer_id)
     return redemption

@@ -37,6 +37,7 @@ from catalog.selectors import plan_in_use
 from catalog.taxes import tax_rates_resolve
 from meters.models import Meter
 from meters.services import usage_rematch_enqueue
+from meters.staleness import drafts_stale_after_commit
 from webhooks.services import event_record
 
 ADDRESS_FIELDS = ("line1", "line2", "city", "state", "postal_code", "country")
@@ -334,6 +335,7 @@ def plan_update(*, plan: Plan, changes: dict[str, Any], actor: Actor) -> Plan:
                 [rate.public_id for rate in rates],
             ]
             plan.tax_rates.set(rates)
+            drafts_stale_after_commit(project_id=plan.project_id)
         if charges is not None:
             plan.charges.all().delete()
             _save_charges(plan, charges)
@@ -533,6 +535,8 @@ def customer_update(*, customer: Customer, changes: dict[str, Any], actor: Actor
                 changes=audit,
             )
             event_record(project=customer.project, type="customer.updated", obj=customer)
+            if {"tax_status", "tax_rates"} & set(audit):
+                drafts_stale_after_commit(project_id=customer.project_id, customer_id=customer.pk)
     except IntegrityError:
         raise Conflict(
             "A customer with this external_id already exists.", code="external_id_taken", param="external_id"

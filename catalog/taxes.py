@@ -20,6 +20,7 @@ from billing_site.errors import InvalidInput, Unprocessable
 from billing_site.money import DecimalError, decimal_from_json
 from catalog.models import TaxRate
 from catalog.pricing import MAX_PERCENTAGE, PERCENTAGE_PLACES
+from meters.staleness import drafts_stale_after_commit
 from webhooks.services import event_record
 
 TAX_RATE_EDITABLE = frozenset({"name", "jurisdiction", "is_default"})
@@ -136,6 +137,7 @@ def tax_rate_update(*, tax_rate: TaxRate, changes: dict[str, Any], actor: Actor)
         rate.save(update_fields=list(audit))
         audit_record(project=rate.project, actor=actor, action="tax_rate.updated", target=rate, changes=audit)
         event_record(project=rate.project, type="tax_rate.updated", obj=rate)
+        drafts_stale_after_commit(project_id=rate.project_id)
     return rate
 
 
@@ -149,5 +151,6 @@ def tax_rate_archive(*, tax_rate: TaxRate, actor: Actor) -> TaxRate:
             tax_rate.refresh_from_db(fields=["archived_at"])
             audit_record(project=tax_rate.project, actor=actor, action="tax_rate.archived", target=tax_rate)
             event_record(project=tax_rate.project, type="tax_rate.archived", obj=tax_rate)
+            drafts_stale_after_commit(project_id=tax_rate.project_id)
     tax_rate.refresh_from_db(fields=["archived_at"])
     return tax_rate

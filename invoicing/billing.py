@@ -364,14 +364,21 @@ def usage_amount(rating: Rating, currency: str) -> Decimal:
 
 
 def commitment_lines(
-    subscription: Subscription, nominal: Period, lines: list[LineDraft], *, invoice: Invoice, currency: str
+    subscription: Subscription,
+    nominal: Period,
+    lines: list[LineDraft],
+    *,
+    invoice: Invoice | None,
+    currency: str,
+    spans: list[Segment] | None = None,
 ) -> list[LineDraft]:
     """A plan's minimum commitment for the period: what the period's fees and usage on the plan
     (on this invoice and, for fees billed in advance, on the earlier one) fall short of it,
-    prorated by the time the plan was billable in the period."""
+    prorated by the time the plan was billable in the period. Without an `invoice` (a preview
+    pricing a whole period afresh) only `lines` count; `spans` as for fee_lines."""
     covered: dict[int, timedelta] = defaultdict(timedelta)
     plans: dict[int, Plan] = {}
-    for segment in segments(subscription, nominal.start, nominal.end):
+    for segment in segments(subscription, nominal.start, nominal.end) if spans is None else spans:
         if segment.fees_of.minimum_commitment > 0:
             covered[segment.fees_of.pk] += _billable_time(segment, subscription)
             plans[segment.fees_of.pk] = segment.fees_of
@@ -394,17 +401,18 @@ def commitment_lines(
             ),
             Decimal(0),
         )
-        billed += InvoiceLine.objects.filter(
-            invoice__subscription=subscription,
-            plan_id=plan_id,
-            period_start__gte=nominal.start,
-            period_end__lte=nominal.end,
-            original_invoice__isnull=True,
-            is_manual=False,
-            type__in=(*FEE_TYPES, LineType.CREDIT, LineType.USAGE, LineType.MINIMUM),
-        ).exclude(invoice__status=InvoiceStatus.VOID).exclude(invoice_id=invoice.pk).aggregate(
-            total=MoneySum("amount")
-        )["total"] or Decimal(0)
+        if invoice is not None:
+            billed += InvoiceLine.objects.filter(
+                invoice__subscription=subscription,
+                plan_id=plan_id,
+                period_start__gte=nominal.start,
+                period_end__lte=nominal.end,
+                original_invoice__isnull=True,
+                is_manual=False,
+                type__in=(*FEE_TYPES, LineType.CREDIT, LineType.USAGE, LineType.MINIMUM),
+            ).exclude(invoice__status=InvoiceStatus.VOID).exclude(invoice_id=invoice.pk).aggregate(
+                total=MoneySum("amount")
+            )["total"] or Decimal(0)
         if committed > billed:
             found.append(
                 LineDraft(
@@ -612,19 +620,22 @@ def compute_lines(invoice: Invoice, *, now: datetime | None = None) -> list[Line
 
 def catch_up_lines(subscription: Subscription, window: Period, *, currency: str) -> list[LineDraft]:
     """A backdated subscription's opening invoice: for each period of [window.start, window.end)
-    (the time before the period it was created in), its fees, in advance and in arrears, and its
-    usage, each line naming its period; then the first current period's fees in advance."""
+    (the time before the period it was created in), its fees, in advance and in arrears, its
+    usage and its commitment's true-up, each line naming its period; then the first current
+    period's fees in advance."""
     lines = []
     moment = window.start
     while moment < window.end:
         nominal = nominal_period(subscription, moment)
         period = Period(start=moment, end=min(nominal.end, window.end))
         label = f" ({_period_label(period)})"
-        for line in [
+        billed = [
             *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency),
             *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency),
             *usage_lines(subscription, period, currency=currency),
-        ]:
+        ]
+        billed += commitment_lines(subscription, nominal, billed, invoice=None, currency=currency)
+        for line in billed:
             line.description += label
             lines.append(line)
         moment = period.end
@@ -849,14 +860,13 @@ def invoice_preview(
         spans = [Segment(plan, *life, paused=False)] if life[0] < life[1] else []
     currency = (plan or subscription.plan).currency
     nominal = nominal_period(subscription, period.start)
-    lines = lines_in_bounds(
-        [
-            *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency, spans=spans),
-            *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency, spans=spans),
-            *usage_lines(subscription, period, currency=currency, spans=spans),
-        ]
-    )
-    return _preview(subscription, period, currency, lines)
+    lines = [
+        *fee_lines(subscription, nominal, FeeTiming.IN_ADVANCE, currency=currency, spans=spans),
+        *fee_lines(subscription, nominal, FeeTiming.IN_ARREARS, currency=currency, spans=spans),
+        *usage_lines(subscription, period, currency=currency, spans=spans),
+    ]
+    lines += commitment_lines(subscription, nominal, lines, invoice=None, currency=currency, spans=spans)
+    return _preview(subscription, period, currency, lines_in_bounds(lines))
 
 
 def _upcoming_invoice(subscription: Subscription, period: Period, *, now: datetime | None) -> Invoice:

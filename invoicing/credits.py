@@ -36,6 +36,7 @@ from invoicing.models import (
     LineType,
     Wallet,
 )
+from meters.staleness import drafts_stale_after_commit
 from webhooks.services import event_record
 
 MAX_NAME = 200
@@ -278,6 +279,7 @@ def credits_grant(
             changes={"customer": customer.public_id, "currency": currency, "amount": str(amount)},
         )
         event_record(project=customer.project, type="credits.granted", obj=grant)
+        drafts_stale_after_commit(project_id=customer.project_id, customer_id=customer.pk)
     return grant
 
 
@@ -293,6 +295,7 @@ def credits_purchase_paid(*, invoice: Invoice) -> CreditGrant | None:
     grant.available_at = timezone.now()
     grant.save(update_fields=["available_at"])
     event_record(project=grant.project, type="credits.granted", obj=grant)
+    drafts_stale_after_commit(project_id=grant.project_id, customer_id=grant.wallet.customer_id)
     return grant
 
 
@@ -338,6 +341,7 @@ def credit_grant_void(*, grant: CreditGrant, actor: Actor) -> CreditGrant:
             changes={"balance": str(remaining)},
         )
         event_record(project=grant.project, type="credits.voided", obj=grant)
+        drafts_stale_after_commit(project_id=grant.project_id, customer_id=wallet.customer_id)
         _balance_low_check(wallet, before, wallet_balance(wallet=wallet, at=now))
     return grant
 
@@ -497,6 +501,7 @@ def _grant_expire(grant_id: int, wallet_id: int, now: datetime, run: ExpiryRun) 
             return
         run.expired += 1
         run.add(wallet.currency, remaining)
+        drafts_stale_after_commit(project_id=grant.project_id, customer_id=wallet.customer_id)
         event_record(
             project=grant.project,
             type="credits.expired",

@@ -9,9 +9,13 @@ coalesce.
 """
 
 from collections.abc import Iterable
+from functools import partial
 
-from django.db import connection
+from django.db import connection, transaction
+from django.db.models import F
 from django_q.tasks import async_task
+
+from subscriptions.models import Subscription
 
 SUBSCRIPTION_TABLE = "subscriptions_subscription"
 
@@ -33,3 +37,19 @@ def drafts_mark_stale(subscription_ids: Iterable[int | None]) -> list[int]:
     if flipped:
         async_task("invoicing.tasks.refresh_stale_drafts", flipped)
     return flipped
+
+
+def drafts_stale_after_commit(*, project_id: int, customer_id: int | None = None) -> None:
+    """Once the caller's transaction commits, mark stale the drafts of the running subscriptions
+    of a customer (or of the whole project): what discounts, taxes or credits them changed (a
+    coupon applied, credits granted, a tax rate edited), not their usage."""
+    transaction.on_commit(partial(_drafts_mark_stale_of, project_id, customer_id), robust=True)
+
+
+def _drafts_mark_stale_of(project_id: int, customer_id: int | None) -> None:
+    running = Subscription.objects.filter(
+        project_id=project_id, current_period_start__lt=F("current_period_end")
+    )
+    if customer_id is not None:
+        running = running.filter(customer_id=customer_id)
+    drafts_mark_stale(running.values_list("pk", flat=True))

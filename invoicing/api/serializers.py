@@ -327,12 +327,25 @@ class PreviewLineSerializer(serializers.Serializer):
     quantity = DecimalStringField()
     unit_price = DecimalStringField()
     amount = serializers.SerializerMethodField()
+    discount_amount = serializers.SerializerMethodField(help_text="Fee and usage lines: the discount on it.")
+    tax_amount = serializers.SerializerMethodField(help_text="Fee and usage lines: its tax.")
     tiers = TierLineSerializer(many=True)
 
     @extend_schema_field(MONEY_SCHEMA)
     def get_amount(self, line) -> dict:
+        return self._money(line.amount)
+
+    @extend_schema_field(MONEY_SCHEMA)
+    def get_discount_amount(self, line) -> dict:
+        return self._money(line.discount_amount)
+
+    @extend_schema_field(MONEY_SCHEMA)
+    def get_tax_amount(self, line) -> dict:
+        return self._money(line.tax_amount)
+
+    def _money(self, amount) -> dict:
         return {
-            "amount": to_minor_units(line.amount, self.context["currency"]),
+            "amount": to_minor_units(amount, self.context["currency"]),
             "currency": self.context["currency"],
         }
 
@@ -341,7 +354,12 @@ class InvoicePreviewSerializer(serializers.Serializer):
     subscription = serializers.CharField(source="subscription.public_id")
     currency = serializers.CharField()
     period = InvoicePeriodSerializer(source="*")
-    total = MoneyField()
+    subtotal = MoneyField(help_text="Fees and usage, before discounts and taxes.")
+    discount = MoneyField(help_text="What coupons would take off.")
+    tax = MoneyField(help_text="All tax, exclusive and inclusive.")
+    total = MoneyField(help_text="subtotal - discount + exclusive tax.")
+    credits_applied = MoneyField(help_text="Prepaid credits it would take now.")
+    amount_due = MoneyField(help_text="total - credits_applied.")
     lines = serializers.SerializerMethodField()
 
     @extend_schema_field(PreviewLineSerializer(many=True))

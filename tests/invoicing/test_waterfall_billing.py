@@ -12,7 +12,7 @@ from billing_site.errors import Unprocessable
 from catalog.coupons import coupon_create, coupon_redeem
 from catalog.models import TaxStatus
 from invoicing import credits
-from invoicing.billing import billing_close, invoice_preview
+from invoicing.billing import billing_close, draft_refresh, invoice_preview
 from invoicing.models import BillingReason, CreditNote, Invoice, InvoiceStatus, LineType
 from invoicing.purchases import credits_purchase
 from invoicing.services import credit_note_create, invoice_issue, invoice_void
@@ -389,3 +389,46 @@ def test_late_usage_fills_the_commitment_it_was_trued_up_to_before_it_costs_more
             D("-7.00"),
         ),
     ]
+
+
+def test_a_draft_shows_a_coupon_applied_after_it_was_computed(
+    api, clock, project, customer, django_capture_on_commit_callbacks
+):
+    plan = make_plan(project, name="Pro", base_fee="100", base_fee_timing="in_arrears")
+    subscription = subscribe(customer, plan, starts_at=JAN_1)
+    clock.move_to(JAN_17)
+    draft = draft_refresh(subscription=subscription)
+    assert draft.discount == 0
+
+    with django_capture_on_commit_callbacks(execute=True):
+        coupon_redeem(customer=customer, coupon=coupon(project, duration="forever"), actor=None)
+
+    body = api.get(f"/v1/invoices/{draft.public_id}").json()
+    assert (body["discount"]["amount"], body["total"]["amount"]) == (2000, 8000)
+
+
+def test_a_preview_on_another_plan_shows_its_commitment_and_the_waterfall_totals(
+    api, clock, project, customer
+):
+    current = make_plan(project, name="Basic", base_fee="10")
+    committed = make_plan(project, name="Scale", base_fee="30", minimum_commitment="100")
+    TaxRateFactory(project=project, name="VAT", percentage=D(10), jurisdiction="", is_default=True)
+    subscription = subscribe(customer, current, starts_at=JAN_1)
+    clock.move_to(JAN_17)
+
+    response = api.post(
+        "/v1/invoices/preview",
+        {"subscription": subscription.public_id, "plan": committed.public_id},
+        format="json",
+    )
+
+    assert response.status_code == 200, response.json()
+    body = response.json()
+    assert [(line["type"], line["amount"]["amount"]) for line in body["lines"]] == [
+        ("base_fee", 3000),
+        ("commitment", 7000),
+        ("tax", 1000),
+    ]
+    assert [body[name]["amount"] for name in ("subtotal", "discount", "tax", "total", "amount_due")] == [
+        10000, 0, 1000, 11000, 11000,
+    ]  # fmt: skip

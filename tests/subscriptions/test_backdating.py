@@ -192,3 +192,18 @@ def test_a_sandbox_project_may_rehearse_a_future_close(project, plan, customer):
     assert Invoice.objects.filter(subscription=subscription).count() == 3
     with pytest.raises(Unprocessable):  # the whole-installation run still includes the real project
         billing_close(as_of=datetime(2027, 1, 1, 2, tzinfo=UTC))
+
+
+def test_each_caught_up_period_is_held_to_the_plans_commitment(project, customer):
+    # Given a 30.00 plan committed to 100.00 a month, started on 15 September, created on 30 November
+    plan = make_plan(project, name="Scale", base_fee="30", minimum_commitment="100")
+    subscription = subscribe(customer, plan, starts_at=datetime(2026, 9, 15, tzinfo=UTC), backdate=True)
+    billing_close(as_of=NOW)
+
+    # Then September (16 of its 30 days) is held to 53.33 and October to 100.00, each with a true-up
+    invoice = Invoice.objects.get(subscription=subscription)
+    commitments = invoice.lines.filter(type=LineType.COMMITMENT).order_by("position")
+    assert [(line.unit_price, line.amount) for line in commitments] == [
+        (D("53.33"), D("37.33")),  # 53.33 - 16.00 of fee
+        (D("100.00"), D("70.00")),
+    ]
