@@ -437,62 +437,53 @@ def commitment_late_adjustments(
 ) -> list[LineDraft]:
     """Late usage of a period its plan's commitment was trued up for: the true-up as it stands now
     minus what was billed for it, so that late usage fills the commitment before it costs more
-    (and a late credit takes the period back up to it)."""
-    keys = {
-        (line.plan.pk, line.original_invoice.pk): line for line in late if line.plan and line.original_invoice
-    }
-    found = []
-    for (plan_id, original_id), sample in keys.items():
-        commitments = (
-            InvoiceLine.objects.filter(
-                invoice__subscription=subscription, plan_id=plan_id, type=LineType.COMMITMENT
-            )
-            .filter(
-                Q(invoice_id=original_id, original_invoice__isnull=True) | Q(original_invoice_id=original_id)
-            )
-            .exclude(invoice__status=InvoiceStatus.VOID)
-            .exclude(invoice_id=invoice.pk)
-            .order_by("id")
-        )
-        first = commitments.filter(original_invoice__isnull=True).first()
-        if first is None:
+    (and a late credit takes the period back up to it). Each period on its own: a catch-up invoice
+    trues up several."""
+    periods: dict[int, tuple[InvoiceLine, list[LineDraft]]] = {}
+    for line in late:
+        if not (line.plan and line.original_invoice):
             continue
-        trued_up = sum((line.amount for line in commitments), Decimal(0))
-        within = {"period_start__gte": first.period_start, "period_end__lte": first.period_end}
-        billed = (
+        trued = InvoiceLine.objects.filter(
+            invoice_id=line.original_invoice.pk,
+            original_invoice__isnull=True,
+            type=LineType.COMMITMENT,
+            plan_id=line.plan.pk,
+            period_start__lte=line.period_start,
+            period_end__gte=line.period_end,
+        ).first()
+        if trued is not None:
+            periods.setdefault(trued.pk, (trued, []))[1].append(line)
+    found = []
+    for trued, lines in periods.values():
+        of_period = (
             InvoiceLine.objects.filter(
                 invoice__subscription=subscription,
-                plan_id=plan_id,
-                is_manual=False,
-                type__in=COMMITTED_TYPES,
-                **within,
+                plan_id=trued.plan_id,
+                period_start__gte=trued.period_start,
+                period_end__lte=trued.period_end,
             )
             .exclude(invoice__status=InvoiceStatus.VOID)
             .exclude(invoice_id=invoice.pk)
-            .aggregate(total=MoneySum("amount"))["total"]
-            or Decimal(0)
-        ) + sum(
-            (
-                line.amount
-                for line in late
-                if line.plan
-                and line.plan.pk == plan_id
-                and line.original_invoice
-                and line.original_invoice.pk == original_id
-            ),
-            Decimal(0),
         )
-        difference = max(first.unit_price - billed, Decimal(0)) - trued_up
+        trued_up = of_period.filter(type=LineType.COMMITMENT).filter(
+            Q(pk=trued.pk) | Q(original_invoice_id=trued.invoice_id)
+        ).aggregate(total=MoneySum("amount"))["total"] or Decimal(0)
+        billed = of_period.filter(is_manual=False, type__in=COMMITTED_TYPES).aggregate(
+            total=MoneySum("amount")
+        )["total"] or Decimal(0)
+        billed += sum((line.amount for line in lines), Decimal(0))
+        difference = max(trued.unit_price - billed, Decimal(0)) - trued_up
         if difference:
-            label = _period_label(Period(first.period_start, first.period_end))
+            sample = lines[0]
+            label = _period_label(Period(trued.period_start, trued.period_end))
             found.append(
                 LineDraft(
                     type=LineType.COMMITMENT,
                     description=f"{sample.plan.name} — minimum commitment for {label}, with its late usage",
-                    period_start=first.period_start,
-                    period_end=first.period_end,
+                    period_start=trued.period_start,
+                    period_end=trued.period_end,
                     amount=difference,
-                    unit_price=first.unit_price,
+                    unit_price=trued.unit_price,
                     plan=sample.plan,
                     original_invoice=sample.original_invoice,
                 )

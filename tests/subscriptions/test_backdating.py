@@ -207,3 +207,41 @@ def test_each_caught_up_period_is_held_to_the_plans_commitment(project, customer
         (D("53.33"), D("37.33")),  # 53.33 - 16.00 of fee
         (D("100.00"), D("70.00")),
     ]
+
+
+def test_late_usage_of_a_caught_up_month_adjusts_that_months_true_up(api, clock, project, customer):
+    # Given September and October caught up to a 100.00 commitment (30.00 fee + 70.00 each)
+    calls = MeterFactory(project=project, code="calls", name="Calls", aggregation="count")
+    plan = make_plan(
+        project,
+        name="Scale",
+        base_fee="30",
+        minimum_commitment="100",
+        charges=[{"meter": calls, "name": "Calls", "unit_price": "0.10"}],
+    )
+    subscription = subscribe(customer, plan, starts_at=datetime(2026, 9, 1, tzinfo=UTC), backdate=True)
+    billing_close(as_of=NOW)
+
+    # When 100 October calls arrive late and November closes
+    clock.move_to(NOW + timedelta(hours=1))
+    october = datetime(2026, 10, 15, tzinfo=UTC)
+    body = [{"customer": "cust_456", "meter": "calls", "timestamp": october.isoformat()} for _ in range(100)]
+    assert api.post("/v1/usage", body, format="json").status_code == 200
+    clock.move_to(DEC_1 + timedelta(hours=1))
+    billing_close(as_of=DEC_1 + timedelta(hours=1))
+
+    # Then November's invoice bills October's 10.00 and takes 10.00 off October's true-up only
+    november = Invoice.objects.get(subscription=subscription, billing_reason=BillingReason.SUBSCRIPTION_CYCLE)
+    late = [
+        (line.type, line.description, line.amount)
+        for line in november.lines.order_by("position")
+        if line.original_invoice_id
+    ]
+    assert late == [
+        (LineType.LATE_USAGE, "Calls — late usage for 2026-10-01 – 2026-11-01", D("10.00")),
+        (
+            LineType.COMMITMENT,
+            "Scale — minimum commitment for 2026-10-01 – 2026-11-01, with its late usage",
+            D("-10.00"),
+        ),
+    ]
