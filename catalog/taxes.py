@@ -107,6 +107,8 @@ def tax_rate_create(
         )
         audit_record(project=project, actor=actor, action="tax_rate.created", target=rate)
         event_record(project=project, type="tax_rate.created", obj=rate)
+        if is_default:
+            drafts_stale_after_commit(project_id=project.pk)
     return rate
 
 

@@ -365,6 +365,8 @@ def credits_applied_record(*, invoice: Invoice) -> None:
     for line in lines:
         _entry_add(line.credit_grant, CreditEntryKind.APPLIED, line.amount, invoice)  # line.amount < 0
     _balance_low_check(wallet, before, wallet_balance(wallet=wallet, at=now))
+    # The customer's other drafts counted on these credits.
+    drafts_stale_after_commit(project_id=invoice.project_id, customer_id=invoice.customer_id)
 
 
 def credits_release(*, invoice: Invoice) -> None:
@@ -374,11 +376,13 @@ def credits_release(*, invoice: Invoice) -> None:
     applied = list(
         CreditEntry.objects.filter(invoice=invoice, kind=CreditEntryKind.APPLIED).select_related("grant")
     )
-    if applied:
-        wallet_lock(customer=invoice.customer, currency=invoice.currency)
+    if not applied:
+        return
+    wallet_lock(customer=invoice.customer, currency=invoice.currency)
     for entry in applied:
         if _entry_add(entry.grant, CreditEntryKind.RELEASED, -entry.amount, invoice):
             _released_to_void(entry.grant, -entry.amount, invoice=invoice)
+    drafts_stale_after_commit(project_id=invoice.project_id, customer_id=invoice.customer_id)
 
 
 def credits_returnable(invoice: Invoice) -> Decimal:
@@ -409,13 +413,15 @@ def credits_return(*, invoice: Invoice, credit_note: CreditNote, amount: Decimal
         if _entry_add(grants[grant_id], CreditEntryKind.RELEASED, part, invoice, credit_note):
             _released_to_void(grants[grant_id], part, invoice=invoice, credit_note=credit_note)
         amount -= part
+    drafts_stale_after_commit(project_id=invoice.project_id, customer_id=invoice.customer_id)
 
 
 def _released_to_void(
     grant: CreditGrant, amount: Decimal, *, invoice: Invoice, credit_note: CreditNote | None = None
 ) -> None:
-    """Credits given back to a grant voided since are voided again at once: nobody can use them."""
-    if grant.voided_at is not None:
+    """Credits given back to a grant voided since are voided again at once: nobody can use them.
+    Read under the wallet's lock (taken by the caller), not from a row loaded before it."""
+    if CreditGrant.objects.filter(pk=grant.pk, voided_at__isnull=False).exists():
         _entry_add(grant, CreditEntryKind.VOIDED, -amount, invoice, credit_note)
 
 

@@ -13,7 +13,8 @@ with worked examples; in short:
   rounded half-up per line. A fixed amount (or a percentage cut to that cap) is spread over the
   lines in proportion to their amounts, each part rounded *down* to the minor unit; the cents
   lost that way go to the largest line (the first of equals), then the next largest if that one
-  is used up, so the parts add up to the amount.
+  is used up, so the parts add up to the amount. Should tax on a credit line still take the total
+  below what it was without coupons, the coupons give the difference back, the last first.
 - **Taxes**, per line on its discounted amount and per rate, each rounded half-up once:
   exclusive rates add `amount × p / 100`; inclusive ones are the part of the amount that is tax,
   `amount × p / (100 + p)`, and add nothing. The tax summary of a rate is the sum of its lines.
@@ -118,48 +119,16 @@ def compose(
 ) -> Result:
     """The waterfall of one invoice (see the module docstring)."""
     with localcontext(_CONTEXT):
-        taken = [Decimal(0)] * len(items)
-        discounts = []
-        for coupon in coupons:
-            left = {
-                index: items[index].amount - taken[index]
-                for index in sorted(coupon.eligible)
-                if items[index].amount - taken[index] > 0
-            }
-            # A coupon never takes more than is left to pay: of the lines it is limited to, net of
-            # their credits (a proration credit, a negative adjustment), nor of the whole invoice.
-            net = min(
-                sum((items[index].amount - taken[index] for index in coupon.eligible), Decimal(0)),
-                sum((item.amount for item in items), Decimal(0)) - sum(taken, Decimal(0)),
-            )
-            parts = _discount_parts(coupon, left, max(net, Decimal(0)), currency)
-            parts = {index: part for index, part in parts.items() if part}
-            if not parts:
-                continue
-            for index, part in parts.items():
-                taken[index] += part
-            discounts.append(Discount(coupon.key, sum(parts.values(), Decimal(0)), parts))
-
-        item_taxes = []
-        summary: dict[Rate, tuple[Decimal, Decimal]] = {}
-        for item, discount in zip(items, taken, strict=True):
-            taxable = item.amount - discount
-            taxes = []
-            for rate in item.rates:
-                tax = tax_amount(taxable, rate, currency)
-                taxes.append((rate, tax))
-                base, levied = summary.get(rate, (Decimal(0), Decimal(0)))
-                summary[rate] = (base + taxable, levied + tax)
-            item_taxes.append(tuple(taxes))
-
-        result = Result(
-            subtotal=sum((item.amount for item in items), Decimal(0)),
-            discounts=tuple(discounts),
-            item_discounts=tuple(taken),
-            item_taxes=tuple(item_taxes),
-            taxes=tuple(TaxSummary(rate, base, levied) for rate, (base, levied) in summary.items()),
-            credits=(),
-        )
+        discounts = _discounts(items, coupons, currency)
+        result = _taxed(items, discounts, currency)
+        # Tax follows the lines: a credit line taxed at a higher rate than the lines a coupon
+        # emptied can still take the total below what it was without coupons. The coupons then
+        # give back the difference, the last applied first (giving back d adds at least d).
+        floor = min(_taxed(items, (), currency).total, Decimal(0))
+        give_back = Decimal(0)
+        while result.total < floor:
+            give_back += floor - result.total
+            result = _taxed(items, _given_back(discounts, give_back, currency), currency)
         applied = []
         remaining = result.total
         for credit in credits:
@@ -170,6 +139,69 @@ def compose(
                 applied.append((credit.key, amount))
                 remaining -= amount
         return Result(**{**result.__dict__, "credits": tuple(applied)})
+
+
+def _discounts(items: Sequence[Item], coupons: Sequence[Coupon], currency: str) -> list[Discount]:
+    taken = [Decimal(0)] * len(items)
+    discounts = []
+    for coupon in coupons:
+        left = {
+            index: items[index].amount - taken[index]
+            for index in sorted(coupon.eligible)
+            if items[index].amount - taken[index] > 0
+        }
+        # A coupon never takes more than is left to pay: of the lines it is limited to, net of
+        # their credits (a proration credit, a negative adjustment), nor of the whole invoice.
+        net = min(
+            sum((items[index].amount - taken[index] for index in coupon.eligible), Decimal(0)),
+            sum((item.amount for item in items), Decimal(0)) - sum(taken, Decimal(0)),
+        )
+        parts = _discount_parts(coupon, left, max(net, Decimal(0)), currency)
+        parts = {index: part for index, part in parts.items() if part}
+        if not parts:
+            continue
+        for index, part in parts.items():
+            taken[index] += part
+        discounts.append(Discount(coupon.key, sum(parts.values(), Decimal(0)), parts))
+    return discounts
+
+
+def _given_back(discounts: list[Discount], amount: Decimal, currency: str) -> list[Discount]:
+    """The discounts less `amount`, taken from the last ones first, each re-spread over its lines."""
+    kept = []
+    for discount in reversed(discounts):
+        back = min(amount, discount.amount)
+        amount -= back
+        parts = _spread(discount.amount - back, discount.parts, currency)
+        if parts:
+            kept.append(Discount(discount.key, sum(parts.values(), Decimal(0)), parts))
+    return kept[::-1]
+
+
+def _taxed(items: Sequence[Item], discounts: Sequence[Discount], currency: str) -> Result:
+    taken = [Decimal(0)] * len(items)
+    for discount in discounts:
+        for index, part in discount.parts.items():
+            taken[index] += part
+    item_taxes = []
+    summary: dict[Rate, tuple[Decimal, Decimal]] = {}
+    for item, discount in zip(items, taken, strict=True):
+        taxable = item.amount - discount
+        taxes = []
+        for rate in item.rates:
+            tax = tax_amount(taxable, rate, currency)
+            taxes.append((rate, tax))
+            base, levied = summary.get(rate, (Decimal(0), Decimal(0)))
+            summary[rate] = (base + taxable, levied + tax)
+        item_taxes.append(tuple(taxes))
+    return Result(
+        subtotal=sum((item.amount for item in items), Decimal(0)),
+        discounts=tuple(discounts),
+        item_discounts=tuple(taken),
+        item_taxes=tuple(item_taxes),
+        taxes=tuple(TaxSummary(rate, base, levied) for rate, (base, levied) in summary.items()),
+        credits=(),
+    )
 
 
 def tax_amount(taxable: Decimal, rate: Rate, currency: str) -> Decimal:

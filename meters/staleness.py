@@ -51,5 +51,8 @@ def _drafts_mark_stale_of(project_id: int, customer_id: int | None) -> None:
         project_id=project_id, current_period_start__lt=F("current_period_end")
     )
     if customer_id is not None:
-        running = running.filter(customer_id=customer_id)
-    drafts_mark_stale(running.values_list("pk", flat=True))
+        drafts_mark_stale(running.filter(customer_id=customer_id).values_list("pk", flat=True))
+    else:
+        # A whole project: one statement however many subscriptions, and no task for each; reads
+        # and the 15-minute refresh recompute them.
+        running.filter(draft_stale=False).update(draft_stale=True)

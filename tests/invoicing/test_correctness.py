@@ -79,41 +79,53 @@ def price(plan: dict, quantity: Fraction, exponent: int) -> tuple[Fraction, Frac
     return used, max(round_half_up(plan["minimum"], exponent) - used, Fraction(0))
 
 
+def spread(target: Fraction, over: dict[int, Fraction], exponent: int) -> dict[int, Fraction]:
+    """`target` in proportion to `over`, each part rounded down, the cents left to the largest."""
+    base = sum(over.values())
+    target = min(target, base)
+    parts = {i: round_down(target * amount / base, exponent) for i, amount in over.items()}
+    remainder = target - sum(parts.values())
+    for i in sorted(over, key=lambda i: (-over[i], i)):
+        extra = min(remainder, over[i] - parts[i])
+        parts[i] += extra
+        remainder -= extra
+    return parts
+
+
+def taxed(items: list[Fraction], discounts: dict[int, Fraction], rate: dict, exponent: int):
+    share = rate["percentage"] / (100 + rate["percentage"]) if rate["inclusive"] else rate["percentage"] / 100
+    tax = sum(
+        round_half_up((amount - discounts.get(i, 0)) * share, exponent) for i, amount in enumerate(items)
+    )
+    return tax, sum(items) - sum(discounts.values()) + (0 if rate["inclusive"] else tax)
+
+
 def waterfall(items: list[Fraction], extras: dict, exponent: int, coupon_used: bool) -> dict:
     """Discount, tax and credits over the invoice's fee and usage lines, in their order."""
     coupon, rate = extras["coupon"], extras["tax"]
-    discounts = [Fraction(0)] * len(items)
+    discounts: dict[int, Fraction] = {}
     positive = {i: amount for i, amount in enumerate(items) if amount > 0}
     if coupon is not None and not (coupon["once"] and coupon_used) and positive:
         cap = max(sum(items), Fraction(0))  # never more than is left to pay
         if coupon["percent_off"] is not None:
-            for i, amount in positive.items():
-                discounts[i] = round_half_up(amount * coupon["percent_off"] / 100, exponent)
-            target = None if sum(discounts) <= cap else cap
+            discounts = {
+                i: round_half_up(a * coupon["percent_off"] / 100, exponent) for i, a in positive.items()
+            }
+            if sum(discounts.values()) > cap:
+                discounts = spread(cap, positive, exponent)
         else:
-            target = min(coupon["amount_off"], cap)
-        if target is not None:
-            base = sum(positive.values())
-            target = min(target, base)
-            for i, amount in positive.items():
-                discounts[i] = round_down(target * amount / base, exponent)
-            remainder = target - sum(discounts)
-            for i in sorted(positive, key=lambda i: (-positive[i], i)):
-                extra = min(remainder, positive[i] - discounts[i])
-                discounts[i] += extra
-                remainder -= extra
-    taxes = []
-    for amount, discount in zip(items, discounts, strict=True):
-        taxable = amount - discount
-        share = (
-            rate["percentage"] / (100 + rate["percentage"]) if rate["inclusive"] else rate["percentage"] / 100
-        )
-        taxes.append(round_half_up(taxable * share, exponent))
-    tax = sum(taxes)
-    total = sum(items) - sum(discounts) + (0 if rate["inclusive"] else tax)
+            discounts = spread(min(coupon["amount_off"], cap), positive, exponent)
+    tax, total = taxed(items, discounts, rate, exponent)
+    # A total taken below what it was without the coupon (tax rounding) is given back by it.
+    floor = min(taxed(items, {}, rate, exponent)[1], Fraction(0))
+    original, given_back = dict(discounts), Fraction(0)
+    while total < floor:
+        given_back += floor - total
+        discounts = spread(max(sum(original.values()) - given_back, Fraction(0)), original, exponent)
+        tax, total = taxed(items, discounts, rate, exponent)
     credits = min(extras["credits"], max(total, Fraction(0)))
     extras["credits"] -= credits
-    return {"discount": sum(discounts), "tax": tax, "total": total, "credits": credits}
+    return {"discount": sum(discounts.values()), "tax": tax, "total": total, "credits": credits}
 
 
 def aggregate(aggregation: str, values: list[int]) -> Fraction:

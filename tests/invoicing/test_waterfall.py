@@ -153,7 +153,9 @@ def test_no_discount_takes_a_line_below_zero_and_credits_never_exceed_the_total(
 
     for item, discount in zip(items, result.item_discounts, strict=True):
         assert 0 <= discount <= max(item.amount, D(0))
-    assert result.subtotal - result.discount >= min(result.subtotal, D(0))  # no coupon makes it negative
+    assert result.subtotal - result.discount >= min(result.subtotal, D(0))
+    # No coupon makes a total negative, taxes included (nor more negative than it was).
+    assert result.total >= min(compose(items, [], [], currency="USD").total, D(0))
     assert 0 <= result.credits_applied <= max(result.total, D(0))
     assert result.amount_due >= min(result.total, D(0))
 
@@ -164,3 +166,13 @@ def test_a_hundred_percent_coupon_leaves_nothing_due(items):
 
     assert result.total == 0
     assert result.amount_due == 0
+
+
+def test_coupons_give_back_what_tax_on_a_credit_line_would_take_below_zero():
+    # 100.00 untaxed and a 50.00 credit taxed at 20 %: 40.00 without a coupon. A 100 % coupon would
+    # take 50.00 and leave -10.00 of tax on the credit: it gives back 10.00 and the total is 0.
+    items = [Item(D("100.00")), Item(D("-50.00"), (VAT,))]
+
+    result = compose(items, [Coupon(1, frozenset({0, 1}), D(100))], [], currency="USD")
+
+    assert (result.discount, result.tax, result.total) == (D("40.00"), D("-10.00"), 0)
