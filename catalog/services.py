@@ -29,7 +29,6 @@ from catalog.models import (
     Interval,
     Plan,
     Product,
-    TaxRate,
     TaxStatus,
 )
 from catalog.pricing import PRICING_FIELDS, FeeTiming, clean_pricing, to_decimal
@@ -158,15 +157,11 @@ def clean_charges(
                 f"Unknown field(s): {', '.join(sorted(unknown))}.", code="unknown_field", param=at
             )
         item = {**charge, "meter": _resolve_meter(project, charge.get("meter"), param=f"{at}.meter")}
-        rates = _tax_rates(project, item.pop("tax_rates", None) or [], param=f"{at}.tax_rates")
+        rates = tax_rates_resolve(
+            project=project, references=item.pop("tax_rates", None) or [], param=f"{at}.tax_rates"
+        )
         cleaned.append({**clean_pricing(item, param=at), "tax_rates": rates})
     return cleaned
-
-
-def _tax_rates(project: Project, references: Any, *, param: str) -> list[TaxRate]:
-    if not isinstance(references, list | tuple):
-        raise InvalidInput("A list of tax rate IDs (txr_…).", code="invalid_type", param=param)
-    return tax_rates_resolve(project=project, references=references, param=param)
 
 
 def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, Any]:
@@ -219,7 +214,9 @@ def _clean_plan_fields(project: Project, fields: dict[str, Any]) -> dict[str, An
         if len(meters) != len(set(meters)):
             raise Unprocessable("A plan prices each meter once.", code="duplicate_meter", param="charges")
     if "tax_rates" in fields:
-        cleaned["tax_rates"] = _tax_rates(project, fields["tax_rates"], param="tax_rates")
+        cleaned["tax_rates"] = tax_rates_resolve(
+            project=project, references=fields["tax_rates"], param="tax_rates"
+        )
     return cleaned
 
 

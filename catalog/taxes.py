@@ -6,7 +6,6 @@ A rate's `percentage` and `inclusive` never change once it exists (issued invoic
 change a rate, archive it and create another.
 """
 
-from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -38,12 +37,14 @@ def tax_rates_default(project: Project) -> QuerySet[TaxRate]:
     return tax_rate_list(project=project).filter(is_default=True, archived_at__isnull=True)
 
 
-def tax_rates_resolve(*, project: Project, references: Iterable[Any], param: str) -> list[TaxRate]:
+def tax_rates_resolve(*, project: Project, references: Any, param: str) -> list[TaxRate]:
     """Rates named by ID (`txr_…`) or given as objects, each once, in the order given.
 
     One that is not of the project is 422 `not_found` (as every reference in a body is); an
     archived one is 422 `tax_rate_archived`: it may stay where it was set, but is set nowhere new.
     """
+    if not isinstance(references, list | tuple):
+        raise InvalidInput("A list of tax rate IDs (txr_…).", code="invalid_type", param=param)
     found: dict[int, TaxRate] = {}
     for index, reference in enumerate(references):
         at = f"{param}[{index}]"
