@@ -6,6 +6,7 @@ A rate's `percentage` and `inclusive` never change once it exists (issued invoic
 change a rate, archive it and create another.
 """
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Any
 
@@ -43,7 +44,7 @@ def tax_rates_resolve(*, project: Project, references: Any, param: str) -> list[
     One that is not of the project is 422 `not_found` (as every reference in a body is); an
     archived one is 422 `tax_rate_archived`: it may stay where it was set, but is set nowhere new.
     """
-    if not isinstance(references, list | tuple):
+    if isinstance(references, str | dict) or not isinstance(references, Iterable):
         raise InvalidInput("A list of tax rate IDs (txr_…).", code="invalid_type", param=param)
     found: dict[int, TaxRate] = {}
     for index, reference in enumerate(references):
