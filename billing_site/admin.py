@@ -7,6 +7,7 @@ Django's global permissions cannot express.
 """
 
 from collections.abc import Callable
+from decimal import Decimal
 from functools import cached_property
 from typing import Any
 
@@ -24,7 +25,9 @@ from django.utils.html import format_html, format_html_join
 from accounts.models import WRITE_ROLES, AuditLogEntry, Project
 from accounts.selectors import user_roles
 from accounts.services import MASKED_VALUE, audit_record
+from billing_site.admin_display import DecimalInputs
 from billing_site.errors import DomainError
+from billing_site.money import decimal_string
 
 admin.site.site_header = "Billable"
 admin.site.site_title = "Billable admin"
@@ -65,7 +68,13 @@ class SameProjectInlineFormSet(forms.BaseInlineFormSet):
                 check_same_project(form, getattr(self.instance, "project_id", None))
 
 
-class ProjectScopedAdmin(admin.ModelAdmin):
+def _audited(value) -> str:
+    """A form value as the audit trail shows it: decimals without trailing zeros (49, not
+    49.000000000000)."""
+    return decimal_string(value) if isinstance(value, Decimal) else str(value)
+
+
+class ProjectScopedAdmin(DecimalInputs, admin.ModelAdmin):
     form = SameProjectForm
     # How to reach the Project from this model: "project", "customer__project", or "id" for Project.
     project_path = "project"
@@ -138,7 +147,10 @@ class ProjectScopedAdmin(admin.ModelAdmin):
             if name in self.audit_masked_fields:
                 changes[name] = [MASKED_VALUE, MASKED_VALUE]
             else:
-                changes[name] = [str(form.initial.get(name, "")), str(form.cleaned_data.get(name, ""))]
+                changes[name] = [
+                    _audited(form.initial.get(name, "")),
+                    _audited(form.cleaned_data.get(name, "")),
+                ]
         return changes
 
     def save_model(self, request, obj, form, change):
@@ -266,7 +278,7 @@ class ObjectActionsMixin:
         return self._form_page(request, obj, form, title.format(obj=obj), button)
 
 
-class ProjectScopedInline(admin.StackedInline):
+class ProjectScopedInline(DecimalInputs, admin.StackedInline):
     """An inline that follows its parent's rules: visible and editable exactly when the parent
     object is, with related choices limited to the user's projects."""
 
