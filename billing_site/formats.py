@@ -9,7 +9,7 @@ from datetime import datetime, timedelta
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
-from babel.dates import format_date
+from babel.dates import format_date, format_interval
 from babel.numbers import format_currency, format_decimal
 
 from billing_site.money import minor_unit_exponent, round_money
@@ -50,3 +50,14 @@ def _normalized(value: Decimal) -> Decimal:
     """Without trailing zeros, and never in exponent form (1E+3 is 1000)."""
     value = Decimal(value).normalize()
     return value.quantize(Decimal(1)) if value.as_tuple().exponent > 0 else value
+
+
+def compact_period(start: datetime, end: datetime, timezone: str, locale: str) -> str:
+    """The same days in as few characters as the locale allows, for a table column: "Nov 1 – 30,
+    2026", "Nov 1 – Dec 31, 2026"; a period of no length shows its day."""
+    zone = ZoneInfo(timezone)
+    first = start.astimezone(zone).date()
+    if end <= start:
+        return format_date(first, format="medium", locale=locale)
+    last = (end - timedelta(microseconds=1)).astimezone(zone).date()
+    return format_interval(first, last, "yMMMd", locale=locale)
