@@ -7,7 +7,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 PIP_INSTALL := $(BIN)/python -m pip install --disable-pip-version-check --quiet --require-hashes
 
-.PHONY: run test fuzz lint format lock clean
+.PHONY: run test fuzz screenshots lint format lock clean
 
 $(BIN)/python:
 	@test -n "$(PYTHON)" || { echo "Billable needs Python 3.11 or newer: make PYTHON=/path/to/python3.11 …"; exit 1; }
@@ -37,6 +37,11 @@ test: $(VENV)/.installed-dev
 ## make fuzz: schemathesis against the served app (PostgreSQL, seeded data; see .ci/fuzz).
 fuzz: $(VENV)/.installed-dev
 	.ci/fuzz
+
+## make screenshots: the browser tests' screenshots of the back office, into docs/screenshots/
+## (docs/admin.md shows them). Needs Chromium (.ci/system-packages installs it).
+screenshots: $(VENV)/.installed-dev
+	BILLABLE_SCREENSHOTS=docs/screenshots $(BIN)/python -m pytest -m browser -n 0 tests/browser/test_backoffice_month.py
 
 lint: $(VENV)/.installed-dev
 	$(BIN)/ruff check .

@@ -2,6 +2,7 @@
 
 import os
 import shutil
+from pathlib import Path
 
 import pytest
 
@@ -29,9 +30,15 @@ def browser():
         browser.close()
 
 
+# Where the tests save their screenshots (an artefact of the run; `make screenshots` writes them to
+# docs/screenshots/ for docs/admin.md). The size the back office is checked at.
+SCREENSHOTS = Path(os.environ.get("BILLABLE_SCREENSHOTS", "var/screenshots"))
+VIEWPORT = {"width": 1440, "height": 900}
+
+
 @pytest.fixture
 def page(browser, live_server):
-    context = browser.new_context(base_url=live_server.url)
+    context = browser.new_context(base_url=live_server.url, viewport=VIEWPORT)
     page = context.new_page()
     page.set_default_timeout(15_000)
     yield page
@@ -43,3 +50,11 @@ def admin_login(page, username: str, password: str) -> None:
     page.fill("#id_username", username)
     page.fill("#id_password", password)
     page.click("input[type=submit]")
+
+
+def screenshot(page, name: str) -> Path:
+    """The page as the user sees it at 1440 × 900, whole (scrolled), saved as SCREENSHOTS/name.png."""
+    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+    path = SCREENSHOTS / f"{name}.png"
+    page.screenshot(path=path, full_page=True)
+    return path
