@@ -7,6 +7,9 @@
 - `customer=<public id or id>`: typed, not picked from a list of every customer.
 - `due=none|some|1000|10000`: amount due, in the invoice's currency.
 - `overdue=yes|no`: open and past its due date, or not.
+
+A value no filter understands (`issued_month=2026-13`) is IncorrectLookupParameters: the list
+shows Django's "bad filters" page rather than an error.
 """
 
 from datetime import UTC, date, datetime
@@ -14,7 +17,7 @@ from decimal import Decimal
 from zoneinfo import ZoneInfo
 
 from django.contrib import admin
-from django.core.exceptions import ValidationError
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, Q
 from django.utils import timezone
 
@@ -28,7 +31,7 @@ def _month(value: str) -> tuple[int, int]:
     try:
         moment = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
     except ValueError:
-        raise ValidationError(f"{value!r} is not a month (YYYY-MM).") from None
+        raise IncorrectLookupParameters(f"{value!r} is not a month (YYYY-MM).") from None
     return moment.year, moment.month
 
 
@@ -161,7 +164,7 @@ class AmountDueFilter(admin.SimpleListFilter):
             return queryset.filter(due__gt=0)
         if value in self.THRESHOLDS:
             return queryset.filter(due__gte=self.THRESHOLDS[value])
-        raise ValidationError(f"{value!r} is not an amount-due filter.")
+        raise IncorrectLookupParameters(f"{value!r} is not an amount-due filter.")
 
 
 class OverdueFilter(admin.SimpleListFilter):
