@@ -5,6 +5,11 @@ add an adjustment, void, mark uncollectible, credit, send again) that call the s
 API, so every action is audited and emits its event (billing_site.admin.ObjectActionsMixin).
 `billing_admin` and `owner` may act; `viewer` reads, which includes downloading PDFs and previewing
 the email. Payments are shown and recorded on the invoice's page by payments/admin.py.
+
+The list works in bulk through the same services, invoice by invoice (approve, reject, void, send
+again), and exports as CSV (invoicing/admin_exports.py; viewers too). Its filters are query
+parameters other pages link to (invoicing/admin_filters.py). Every amount, price and quantity reads
+as the project writes money (billing_site.admin_display).
 """
 
 from decimal import Decimal
@@ -218,16 +223,17 @@ def invoice_label(invoice: Invoice) -> str:
 
 @admin.register(Invoice)
 class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
+    # Compact enough for the project to show at 1440 px with both sidebars open: the amount due is on
+    # the page, the issue date without its time, names as text that wraps.
     list_display = [
         "label",
-        "customer",
+        "customer_name",
         "status",
         "period_label",
         "total_label",
-        "amount_due_label",
         "change",
         "issued_label",
-        "project",
+        "project_name",
     ]
     list_filter = [
         ProjectListFilter,
@@ -301,7 +307,18 @@ class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
     # --- what a finance person reads ------------------------------------------------------------
     @admin.display(description="invoice", ordering="number")
     def label(self, invoice):
+        if invoice.number:  # ACME-000042 in one piece; a draft's longer label wraps
+            return format_html('<span style="white-space:nowrap">{}</span>', invoice.number)
         return invoice_label(invoice)
+
+    # Django keeps a foreign key's cell on one line: the names are shown as text, which wraps.
+    @admin.display(description="customer", ordering="customer__name")
+    def customer_name(self, invoice):
+        return invoice.customer.name
+
+    @admin.display(description="project", ordering="project__name")
+    def project_name(self, invoice):
+        return invoice.project.name
 
     @admin.display(description="period", ordering="period_start")
     def period_label(self, invoice):
@@ -683,7 +700,7 @@ class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
 class PendingReviewAdmin(InvoiceAdmin):
     """The daily queue: invoices whose period is over, held for approval."""
 
-    list_display = ["label", "customer", "period_label", "total_label", "change", "project"]
+    list_display = ["label", "customer_name", "period_label", "total_label", "change", "project_name"]
     list_filter = [ProjectListFilter, "currency", PeriodMonthFilter, CustomerFilter, AmountDueFilter]
     actions = ["approve_selected", "reject_selected", "export_selected_csv", "export_lines_csv"]
 
