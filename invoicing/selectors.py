@@ -1,7 +1,19 @@
-from django.db.models import Prefetch, QuerySet
+from django.db.models import (
+    Case,
+    DurationField,
+    Exists,
+    ExpressionWrapper,
+    F,
+    OuterRef,
+    Prefetch,
+    Q,
+    QuerySet,
+    Subquery,
+    When,
+)
 
 from accounts.models import Project
-from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceEmail, InvoiceLine
+from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceEmail, InvoiceLine, InvoiceStatus
 
 
 def invoice_lines_prefetch() -> Prefetch:
@@ -30,3 +42,75 @@ def credit_note_list(*, project: Project) -> QuerySet[CreditNote]:
         .select_related("invoice")
         .prefetch_related(Prefetch("lines", queryset=lines))
     )
+
+
+# --- the back office's invoice list -----------------------------------------------------------------
+
+
+def _length(start: str, end: str, times: int):
+    return ExpressionWrapper((F(end) - F(start)) * times, output_field=DurationField())
+
+
+def _like_previous() -> QuerySet[Invoice]:
+    """The earlier non-void invoices of the same subscription, for the same billing reason, over a
+    period as long as the outer invoice's within a tenth (months of 28 to 31 days compare; a
+    prorated period does not compare with a whole one), latest first."""
+    outer = ExpressionWrapper(
+        (OuterRef("period_end") - OuterRef("period_start")), output_field=DurationField()
+    )
+    return (
+        Invoice.objects.filter(
+            subscription=OuterRef("subscription"),
+            billing_reason=OuterRef("billing_reason"),
+            period_start__lte=OuterRef("period_start"),
+            pk__lt=OuterRef("pk"),
+        )
+        .exclude(status=InvoiceStatus.VOID)
+        .alias(
+            tenfold=_length("period_start", "period_end", 10),
+            ninefold=_length("period_start", "period_end", 9),
+        )
+        .filter(tenfold__gte=outer * 9, ninefold__lte=outer * 10)
+        .order_by("-period_start", "-pk")
+    )
+
+
+def invoices_for_back_office(queryset: QuerySet[Invoice]) -> QuerySet[Invoice]:
+    """The invoice list as finance reads it, one query for the page:
+
+    - `previous_total`: the total of the previous like invoice (`_like_previous`), None if there is
+      none; `has_previous`: whether the subscription has any earlier non-void invoice at all;
+    - `billed_start`/`billed_end`: the period the invoice bills. An opening invoice closes no usage
+      period ([start, start)) while its fees in advance cover the first one: its lines' span.
+    """
+    earlier = Invoice.objects.filter(subscription=OuterRef("subscription"), pk__lt=OuterRef("pk")).exclude(
+        status=InvoiceStatus.VOID
+    )
+    lines = InvoiceLine.objects.filter(invoice=OuterRef("pk"))
+    zero_length = Q(period_end=F("period_start"))
+    return queryset.annotate(
+        previous_total=Subquery(_like_previous().values("total")[:1]),
+        has_previous=Exists(earlier),
+        billed_start=Case(
+            When(zero_length, then=Subquery(lines.order_by("period_start").values("period_start")[:1])),
+            default=F("period_start"),
+        ),
+        billed_end=Case(
+            When(zero_length, then=Subquery(lines.order_by("-period_end").values("period_end")[:1])),
+            default=F("period_end"),
+        ),
+    )
+
+
+def invoice_lines_of(invoices: QuerySet[Invoice]) -> QuerySet[InvoiceLine]:
+    """The lines of these invoices, invoice by invoice, for an export."""
+    return (
+        InvoiceLine.objects.filter(invoice__in=invoices.values("pk"))
+        .select_related("invoice")
+        .order_by("invoice_id", "position", "id")
+    )
+
+
+# The back office lists issued invoices by number, newest first, then the unnumbered ones (drafts,
+# those in review, those rejected there) by period, newest first.
+BACK_OFFICE_ORDER = (F("number").desc(nulls_last=True), F("period_start").desc(), F("id").desc())
