@@ -207,6 +207,10 @@ class ObjectActionsMixin:
 
     action_form_template = "admin/action_form.html"
 
+    def object_label(self, obj: models.Model) -> str:
+        """How the object is named in the titles and breadcrumbs of its pages."""
+        return str(obj)
+
     def may_act(self, request: HttpRequest, obj: models.Model | None = None) -> bool:
         # ProjectScopedAdmin's rule, not the read-only admin's: the record is read-only as a form.
         return ProjectScopedAdmin.has_change_permission(self, request, obj)
@@ -247,6 +251,7 @@ class ObjectActionsMixin:
             "title": title,
             "form": form,
             "original": obj,
+            "original_label": self.object_label(obj),
             "button": button,
             "opts": self.model._meta,
         }
@@ -265,8 +270,8 @@ class ObjectActionsMixin:
         form_kwargs: Callable[[Any], dict[str, Any]] | None = None,
     ) -> HttpResponse:
         """An action that asks for a form first (a reason, an amount…): `act(obj, cleaned_data)`.
-        `title` may name the object as {obj}; `form_kwargs(obj)` gives a form what it needs of it
-        (defaults, choices)."""
+        `title` may name the object as {obj} (its object_label); `form_kwargs(obj)` gives a form
+        what it needs of it (defaults, choices)."""
         obj = self._acting_on(request, pk)
         form = form_class(request.POST or None, **(form_kwargs(obj) if form_kwargs else {}))
         if request.method == "POST" and form.is_valid():
@@ -278,7 +283,7 @@ class ObjectActionsMixin:
                 form.add_error(exc.param, exc.message)  # shown on the form, with what was typed
             else:
                 return self._done(request, obj, success)
-        return self._form_page(request, obj, form, title.format(obj=obj), button)
+        return self._form_page(request, obj, form, title.format(obj=self.object_label(obj)), button)
 
 
 class ProjectScopedInline(DecimalInputs, admin.StackedInline):

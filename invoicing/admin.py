@@ -397,7 +397,11 @@ class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
             # was rejected in review and so never issued).
             context["may_preview_email"] = obj.status != InvoiceStatus.VOID
             context["may_send"] = obj.status in ISSUED_STATUSES
+            context["subtitle"] = invoice_label(obj)  # the heading and the breadcrumbs
         return super().render_change_form(request, context, add, change, form_url, obj)
+
+    def object_label(self, invoice):
+        return invoice_label(invoice)
 
     def _form_page(self, request, invoice, form, title, button):
         response = super()._form_page(request, invoice, form, title, button)

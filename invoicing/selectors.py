@@ -11,6 +11,7 @@ from django.db.models import (
     Subquery,
     When,
 )
+from django.db.models.functions import Coalesce
 
 from accounts.models import Project
 from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceEmail, InvoiceLine, InvoiceStatus
@@ -81,22 +82,25 @@ def invoices_for_back_office(queryset: QuerySet[Invoice]) -> QuerySet[Invoice]:
     - `previous_total`: the total of the previous like invoice (`_like_previous`), None if there is
       none; `has_previous`: whether the subscription has any earlier non-void invoice at all;
     - `billed_start`/`billed_end`: the period the invoice bills. An opening invoice closes no usage
-      period ([start, start)) while its fees in advance cover the first one: its lines' span.
+      period ([start, start)) while its fees in advance cover the first one: its lines' span
+      (its own, if it has no lines).
     """
     earlier = Invoice.objects.filter(subscription=OuterRef("subscription"), pk__lt=OuterRef("pk")).exclude(
         status=InvoiceStatus.VOID
     )
     lines = InvoiceLine.objects.filter(invoice=OuterRef("pk"))
     zero_length = Q(period_end=F("period_start"))
+    first_line = Subquery(lines.order_by("period_start").values("period_start")[:1])
+    last_line = Subquery(lines.order_by("-period_end").values("period_end")[:1])
     return queryset.annotate(
         previous_total=Subquery(_like_previous().values("total")[:1]),
         has_previous=Exists(earlier),
         billed_start=Case(
-            When(zero_length, then=Subquery(lines.order_by("period_start").values("period_start")[:1])),
+            When(zero_length, then=Coalesce(first_line, "period_start")),
             default=F("period_start"),
         ),
         billed_end=Case(
-            When(zero_length, then=Subquery(lines.order_by("-period_end").values("period_end")[:1])),
+            When(zero_length, then=Coalesce(last_line, "period_end")),
             default=F("period_end"),
         ),
     )

@@ -65,7 +65,9 @@ def backoffice_month() -> Month:
     initech = CustomerFactory(project=project, name="Initech", external_id="initech", email="ap@initech.example",
                               billing_address={"line1": "4120 Freidrich Lane", "city": "Austin",
                                                "postal_code": "78744", "country": "US"})  # fmt: skip
-    globex = CustomerFactory(project=project, name="Globex", external_id="globex", email="billing@globex.example")
+    globex = CustomerFactory(
+        project=project, name="Globex", external_id="globex", email="billing@globex.example"
+    )
     for customer in (initech, globex):
         subscribe(customer, plan, starts_at=first[0])
     monthly_calls = {initech: (18_500, 24_300, 31_200, 12_040), globex: (9_000, 14_750, 8_200, 3_100)}
@@ -85,8 +87,12 @@ def backoffice_month() -> Month:
                 for invoice in Invoice.objects.filter(project=project, status=InvoiceStatus.PENDING_REVIEW):
                     invoice_approve(invoice=invoice, actor=None)
     with time_machine.travel(first[2] + timedelta(days=3), tick=False):
-        paid = Invoice.objects.filter(project=project, customer=globex, status=InvoiceStatus.OPEN).earliest("id")
-        payment_record(invoice=paid, amount=paid.amount_due, reference="BANK-0815", method="bank_transfer", actor=None)
+        paid = Invoice.objects.filter(project=project, customer=globex, status=InvoiceStatus.OPEN).earliest(
+            "id"
+        )
+        payment_record(
+            invoice=paid, amount=paid.amount_due, reference="BANK-0815", method="bank_transfer", actor=None
+        )
     contract = ContractFactory(project=project, title="Initech master services agreement", customer=initech,
                                customer_name="", customer_email="")  # fmt: skip
     billing_admin = MembershipFactory(project=project, role=Role.BILLING_ADMIN, user__username="fiona").user

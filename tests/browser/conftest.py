@@ -54,6 +54,7 @@ def admin_login(page, username: str, password: str) -> None:
 
 def screenshot(page, name: str) -> Path:
     """The page as the user sees it at 1440 × 900, whole (scrolled), saved as SCREENSHOTS/name.png."""
+    page.wait_for_load_state()
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     path = SCREENSHOTS / f"{name}.png"
     page.screenshot(path=path, full_page=True)
