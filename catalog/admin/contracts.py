@@ -1,16 +1,18 @@
 """Contracts: the signed document, the lines priced like plan charges, acceptance."""
 
+import posixpath
+
 from django.contrib import admin, messages
 from django.http import FileResponse, Http404
 from django.shortcuts import get_object_or_404
 from django.urls import path, reverse
 from django.utils.html import format_html, format_html_join
 
-from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ProjectScopedInline
+from billing_site.admin import ProjectListFilter, ProjectScopedAdmin
 from billing_site.errors import DomainError
 from catalog import services
-from catalog.admin.common import PRICING_LAYOUT
-from catalog.forms import ContractForm, PricedItemForm
+from catalog.admin.common import PricedItemInline, ReadOnlyDisplays
+from catalog.forms import ContractForm
 from catalog.models import (
     Contract,
     ContractLine,
@@ -18,15 +20,14 @@ from catalog.models import (
 )
 
 
-class ContractLineInline(ProjectScopedInline):
+class ContractLineInline(PricedItemInline):
     model = ContractLine
-    form = PricedItemForm
+    owner = "contract"
     extra = 1
-    fields = PRICING_LAYOUT
 
 
 @admin.register(Contract)
-class ContractAdmin(ProjectScopedAdmin):
+class ContractAdmin(ReadOnlyDisplays, ProjectScopedAdmin):
     """Upload a signed contract, enter the counterparty, the lines and the schedule, then
     **Accept contract**: the customer, a private plan and the subscription are created at once."""
 
@@ -43,17 +44,18 @@ class ContractAdmin(ProjectScopedAdmin):
     ]
     inlines = [ContractLineInline]
     actions = ["accept"]
+    # The file input's own link is to the download view; read-only, the same link alone.
+    read_only_displays = {"document": "download"}
     readonly_fields = [
         "public_id",
         "status",
-        "download",
         "accepted_at",
         "accepted_by",
         "created_objects",
         "audit_trail",
     ]
     fieldsets = [
-        (None, {"fields": ["project", "title", "document", "download", "public_id", "status"]}),
+        (None, {"fields": ["project", "title", "document", "public_id", "status"]}),
         (
             "Counterparty",
             {
@@ -86,7 +88,7 @@ class ContractAdmin(ProjectScopedAdmin):
         if not contract.pk or not contract.document:
             return "-"
         url = reverse("admin:catalog_contract_document", args=[contract.pk])
-        return format_html('<a href="{}">Download the signed PDF</a>', url)
+        return format_html('<a href="{}">{}</a>', url, posixpath.basename(contract.document.name))
 
     @admin.display(description="created")
     def created_objects(self, contract):
@@ -122,11 +124,15 @@ class ContractAdmin(ProjectScopedAdmin):
         ]
 
     def document_view(self, request, pk):
+        """The signed PDF, to staff who may see the contract's project (another project's is 404),
+        inline so the browser opens it, under the name it was uploaded with."""
         contract = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_view_permission(request, contract) or not contract.document:
             raise Http404
         return FileResponse(
-            contract.document.open("rb"), as_attachment=True, filename=f"{contract.public_id}.pdf"
+            contract.document.open("rb"),
+            filename=posixpath.basename(contract.document.name),
+            content_type="application/pdf",
         )
 
     @admin.action(description="Accept contract", permissions=["change"])

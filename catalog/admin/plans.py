@@ -5,11 +5,17 @@ from django.db.models import Count, Exists, OuterRef
 from django.urls import reverse
 from django.utils.html import format_html
 
-from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ProjectScopedInline
+from billing_site.admin import ProjectListFilter, ProjectScopedAdmin
+from billing_site.admin_display import price_column
 from billing_site.errors import DomainError
 from catalog import services
-from catalog.admin.common import PRICING_LAYOUT, ArchiveActionsMixin, ArchivedListFilter, tax_rates_offered
-from catalog.forms import PricedItemForm
+from catalog.admin.common import (
+    ArchiveActionsMixin,
+    ArchivedListFilter,
+    PricedItemInline,
+    ReadOnlyDisplays,
+    tax_rates_offered,
+)
 from catalog.models import (
     Charge,
     Plan,
@@ -38,16 +44,15 @@ class ProductAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
         services.product_archive(product=product, actor=actor)
 
 
-class ChargeInline(ProjectScopedInline):
+class ChargeInline(PricedItemInline):
     model = Charge
-    form = PricedItemForm
+    owner = "plan"
     extra = 0
-    fields = PRICING_LAYOUT
     show_change_link = False
 
 
 @admin.register(Plan)
-class PlanAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
+class PlanAdmin(ReadOnlyDisplays, ArchiveActionsMixin, ProjectScopedAdmin):
     """Plans and their charges. A plan subscriptions use is read-only here: its prices change
     through a new version (the "Create new version" action), which subscriptions move to."""
 
@@ -58,7 +63,8 @@ class PlanAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
         "product",
         "currency",
         "interval_label",
-        "base_fee",
+        "base_fee_label",
+        "minimum_commitment_label",
         "state",
         "project",
     ]
@@ -82,6 +88,9 @@ class PlanAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
     ]
     inlines = [ChargeInline]
     actions = ["archive", "new_version"]
+    read_only_displays = {"base_fee": "base_fee_label", "minimum_commitment": "minimum_commitment_label"}
+    base_fee_label = price_column("base_fee", description="base fee")
+    minimum_commitment_label = price_column("minimum_commitment", description="minimum commitment")
     fieldsets = [
         (
             None,
@@ -147,9 +156,8 @@ class PlanAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
         return super().has_change_permission(request, obj)
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None:
-            return [*self.readonly_fields, "project", "code"]
-        return self.readonly_fields
+        fields = super().get_readonly_fields(request, obj)
+        return [*fields, "project", "code"] if obj is not None else fields
 
     def archive_object(self, plan, *, actor):
         services.plan_archive(plan=plan, actor=actor)
