@@ -61,6 +61,11 @@ class ReadOnlyDisplays:
         return fieldsets
 
 
+def metadata_lines(metadata: dict[str, str] | None) -> str:
+    """Metadata as the form takes it, `key = value` a line, for a read-only page."""
+    return format_html_join("", "<div>{} = {}</div>", (metadata or {}).items()) or EMPTY
+
+
 def _price_display(field: str) -> Callable[[Any, Any], str]:
     @admin.display(description=field.replace("_", " "))
     def show(inline, item) -> str:

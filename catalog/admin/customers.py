@@ -16,7 +16,7 @@ from billing_site import formats
 from billing_site.admin import ObjectActionsMixin, ProjectListFilter, ProjectScopedAdmin
 from billing_site.admin_display import EMPTY, locale_of, money_text
 from catalog import coupons, selectors, services
-from catalog.admin.common import ReadOnlyDisplays, tax_rates_offered
+from catalog.admin.common import ReadOnlyDisplays, metadata_lines, tax_rates_offered
 from catalog.forms import CustomerForm, EmailListField, MetadataField
 from catalog.models import (
     Coupon,
@@ -268,8 +268,7 @@ class CustomerAdmin(ReadOnlyDisplays, ObjectActionsMixin, ProjectScopedAdmin):
 
     @admin.display(description="metadata")
     def metadata_text(self, customer):
-        pairs = (customer.metadata or {}).items()
-        return format_html_join("", "<div>{} = {}</div>", pairs) or EMPTY
+        return metadata_lines(customer.metadata)
 
     @admin.display(description="invoice emails")
     def invoice_emails_text(self, customer):

@@ -6,11 +6,12 @@ from django import forms
 from django.contrib import admin
 from django.db.models import Count
 
+from billing_site import formats
 from billing_site.admin import ProjectListFilter, ProjectScopedAdmin
+from billing_site.admin_display import EMPTY, locale_of, quantity_text
 from billing_site.errors import DomainError
-from billing_site.formats import money
 from catalog import coupons, taxes
-from catalog.admin.common import ArchiveActionsMixin, ArchivedListFilter, form_error
+from catalog.admin.common import ArchiveActionsMixin, ArchivedListFilter, ReadOnlyDisplays, form_error
 from catalog.models import (
     Coupon,
     CouponDuration,
@@ -36,7 +37,7 @@ class TaxRateForm(forms.ModelForm):
 
 
 @admin.register(TaxRate)
-class TaxRateAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
+class TaxRateAdmin(ReadOnlyDisplays, ArchiveActionsMixin, ProjectScopedAdmin):
     """Percentage and inclusiveness are fixed once created (invoices name the rate): archive it and
     create another to change them."""
 
@@ -54,15 +55,16 @@ class TaxRateAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
     search_fields = ["name", "jurisdiction", "public_id"]
     readonly_fields = ["public_id", "created_at", "archived_at", "audit_trail"]
     actions = ["archive"]
+    fields = [*TaxRateForm.Meta.fields, *readonly_fields]
+    read_only_displays = {"percentage": "percentage_label"}
 
     @admin.display(description="percentage", ordering="percentage")
     def percentage_label(self, rate):
-        return f"{rate.percentage.normalize():f} %"
+        return f"{quantity_text(rate, rate.percentage)} %"
 
     def get_readonly_fields(self, request, obj=None):
-        if obj is not None:
-            return [*self.readonly_fields, "project", "percentage", "inclusive"]
-        return self.readonly_fields
+        fields = super().get_readonly_fields(request, obj)
+        return [*fields, "project", "percentage", "inclusive"] if obj is not None else fields
 
     def save_model(self, request, obj, form, change):
         """Through the services, so the audit trail and tax_rate.* events are kept."""
@@ -139,7 +141,7 @@ class CouponRedemptionInline(admin.TabularInline):
 
 
 @admin.register(Coupon)
-class CouponAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
+class CouponAdmin(ReadOnlyDisplays, ArchiveActionsMixin, ProjectScopedAdmin):
     """The discount and its duration are fixed once created; name, redeem_by and max_redemptions
     change."""
 
@@ -158,6 +160,8 @@ class CouponAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
     readonly_fields = ["public_id", "created_at", "archived_at", "audit_trail"]
     inlines = [CouponRedemptionInline]
     actions = ["archive"]
+    fields = [*CouponForm.Meta.fields, *readonly_fields]
+    read_only_displays = {"percent_off": "percent_off_label", "amount_off": "amount_off_label"}
 
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(redemption_total=Count("redemptions"))
@@ -165,10 +169,21 @@ class CouponAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
     @admin.display(description="discount")
     def discount(self, coupon):
         if coupon.kind == CouponKind.PERCENTAGE:
-            return f"{coupon.percent_off.normalize():f} %"
-        return ", ".join(
-            money(Decimal(amount), currency, "en_US")
-            for currency, amount in sorted(coupon.amount_off.items())
+            return self.percent_off_label(coupon)
+        return self.amount_off_label(coupon)
+
+    @admin.display(description="percent off")
+    def percent_off_label(self, coupon):
+        return EMPTY if coupon.percent_off is None else f"{quantity_text(coupon, coupon.percent_off)} %"
+
+    @admin.display(description="amount off")
+    def amount_off_label(self, coupon):
+        """Each currency's amount as the project writes money: "10,00 €"."""
+        locale = locale_of(coupon)
+        amounts = sorted((coupon.amount_off or {}).items())
+        return (
+            ", ".join(formats.money(Decimal(amount), currency, locale) for currency, amount in amounts)
+            or EMPTY
         )
 
     @admin.display(description="duration", ordering="duration")
@@ -183,10 +198,11 @@ class CouponAdmin(ArchiveActionsMixin, ProjectScopedAdmin):
         return f"{total} / {coupon.max_redemptions}" if coupon.max_redemptions else str(total)
 
     def get_readonly_fields(self, request, obj=None):
+        fields = super().get_readonly_fields(request, obj)
         if obj is not None:
             fixed = ["project", "code", "kind", "percent_off", "amount_off", "duration", "duration_periods"]
-            return [*self.readonly_fields, *fixed, "plans", "charges"]
-        return self.readonly_fields
+            return [*fields, *fixed, "plans", "charges"]
+        return fields
 
     def formfield_for_manytomany(self, db_field, request, **kwargs):
         if db_field.name in ("plans", "charges") and not request.user.is_superuser:
