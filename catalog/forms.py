@@ -155,8 +155,8 @@ class MetadataField(forms.CharField):
         super().__init__(**kwargs)
 
     def prepare_value(self, value: Any) -> str:
-        if isinstance(value, dict):
-            return "\n".join(f"{key} = {text}" for key, text in value.items())
+        if isinstance(value, dict):  # by key: PostgreSQL's jsonb keeps no order
+            return "\n".join(f"{key} = {text}" for key, text in sorted(value.items()))
         return value or ""
 
     def to_python(self, value: Any) -> dict[str, str]:

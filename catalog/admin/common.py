@@ -63,7 +63,7 @@ class ReadOnlyDisplays:
 
 def metadata_lines(metadata: dict[str, str] | None) -> str:
     """Metadata as the form takes it, `key = value` a line, for a read-only page."""
-    return format_html_join("", "<div>{} = {}</div>", (metadata or {}).items()) or EMPTY
+    return format_html_join("", "<div>{} = {}</div>", sorted((metadata or {}).items())) or EMPTY
 
 
 def _price_display(field: str) -> Callable[[Any, Any], str]:

@@ -117,7 +117,7 @@ def test_metadata_is_typed_as_key_value_lines_and_read_back_the_same(client, pro
     customer.refresh_from_db()
     assert customer.metadata == {"crm_id": "A-1042", "tier": "gold", "note": "a = b"}
     page = client.get(_url(customer)).content.decode()
-    assert ">\ncrm_id = A-1042\ntier = gold\nnote = a = b</textarea>" in page
+    assert ">\ncrm_id = A-1042\nnote = a = b\ntier = gold</textarea>" in page
     assert "{}" not in page
 
 
