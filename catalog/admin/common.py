@@ -40,25 +40,28 @@ class ReadOnlyDisplays:
         return [*super().get_readonly_fields(request, obj), *displays]
 
     def get_fieldsets(self, request, obj=None):
-        everything = not self.has_change_permission(request, obj)
+        read_only = not self.has_change_permission(request, obj)
         fixed = set(self.get_readonly_fields(request, obj))
-        fieldsets = []
-        for title, options in super().get_fieldsets(request, obj):
-            seen: set[str] = set()
+        return [
+            (title, {**options, "fields": self._shown(options["fields"], read_only, fixed, set())})
+            for title, options in super().get_fieldsets(request, obj)
+        ]
 
-            def shown(name: Any, seen: set[str] = seen) -> Any:
-                if isinstance(name, list | tuple):
-                    return tuple(filter(None, (shown(part) for part in name)))
-                if everything or name in fixed:
-                    name = self.read_only_displays.get(name, name)
-                if name in seen:
-                    return None
+    def _shown(self, names: list | tuple, read_only: bool, fixed: set[str], seen: set[str]) -> list:
+        """`names` (a fieldset's fields, rows included) with each read-only field replaced by its
+        display, each display once."""
+        shown: list = []
+        for name in names:
+            if isinstance(name, list | tuple):
+                row = tuple(self._shown(name, read_only, fixed, seen))
+                shown += [row] if row else []
+                continue
+            if read_only or name in fixed:
+                name = self.read_only_displays.get(name, name)
+            if name not in seen:
                 seen.add(name)
-                return name
-
-            fields = [field for field in map(shown, options["fields"]) if field]
-            fieldsets.append((title, {**options, "fields": fields}))
-        return fieldsets
+                shown.append(name)
+        return shown
 
 
 def metadata_lines(metadata: dict[str, str] | None) -> str:
