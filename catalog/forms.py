@@ -1,71 +1,188 @@
 """Admin forms for priced items, contracts and customers: the same validation as the API, shown on
 the field."""
 
+import posixpath
+import re
+from dataclasses import dataclass
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
+from babel import Locale
 from django import forms
 from django.core.exceptions import ValidationError
+from django.urls import reverse
+from django.utils.functional import cached_property
+from django.utils.html import format_html, format_html_join
+from django.utils.safestring import SafeString
 
+from billing_site.admin import SameProjectForm
+from billing_site.api.json_values import METADATA_SCHEMA
 from billing_site.errors import DomainError
 from billing_site.money import decimal_string
-from billing_site.validators import validate_email_list
-from catalog.models import MAX_CONTRACT_BYTES, Contract
+from billing_site.validators import countries, validate_email_list
+from catalog.models import MAX_CONTRACT_BYTES, Contract, Customer
 from catalog.pricing import PRICING_FIELDS, PricingModel, clean_pricing
+from catalog.services import ADDRESS_FIELDS
 
 OPEN_ENDED = {"*", "∞", "inf", ""}
+TIER_COLUMNS = (
+    ("up_to", "up to"),
+    ("unit_price", "unit price (graduated percentage: rate %)"),
+    ("flat_fee", "flat fee"),
+)
+EMPTY_TIER_ROWS = 3
 
 
-class TiersField(forms.CharField):
-    """Tiers as a small text table a finance person can read and type:
+def _shown(value: Any) -> str:
+    """A tier's number as typed, without trailing zeros (0.1, not 0.100000); what does not parse as it
+    was typed."""
+    if value is None:
+        return ""
+    try:
+        return decimal_string(Decimal(str(value)))
+    except InvalidOperation:
+        return str(value)
 
-        1000 | 0     | 0
-        5000 | 0.002 | 0
-        *    | 0.001 | 5
 
-    one tier per line: up to (inclusive) | unit price | flat fee; `*` for the open-ended last tier.
-    """
+def _tier_cells(tier: dict[str, Any]) -> tuple[str, str, str]:
+    """up to | unit price (a graduated_percentage tier's rate) | flat fee, as the table shows them."""
+    price = tier["rate"] if "rate" in tier else tier.get("unit_price")
+    return _shown(tier.get("up_to")), _shown(price), _shown(tier.get("flat_fee"))
 
-    widget = forms.Textarea(attrs={"rows": 4, "cols": 40, "placeholder": "1000 | 0.01 | 0\n* | 0.005 | 0"})
+
+class TiersWidget(forms.Widget):
+    """Tiers as a table of inputs: a row per tier, then a few empty rows for new ones. Posts
+    `<name>-<row>-up_to`, `<name>-<row>-unit_price` and `<name>-<row>-flat_fee` (the name carries
+    an inline formset's prefix: `charges-0-tiers-1-up_to`); empty rows are left out."""
+
+    def value_from_datadict(self, data, files, name: str) -> list[dict[str, str]]:
+        cell = re.compile(rf"{re.escape(name)}-(\d+)-(?:{'|'.join(column for column, _ in TIER_COLUMNS)})")
+        rows = sorted({int(found.group(1)) for key in data if (found := cell.fullmatch(key))})
+        tiers = []
+        for row in rows:
+            tier = {column: (data.get(f"{name}-{row}-{column}") or "").strip() for column, _ in TIER_COLUMNS}
+            if any(tier.values()):
+                tiers.append(tier)
+        return tiers
+
+    def value_omitted_from_data(self, data, files, name: str) -> bool:
+        return not any(key.startswith(f"{name}-") for key in data)
+
+    def id_for_label(self, id_: str) -> str:
+        return f"{id_}-0-up_to" if id_ else id_
+
+    def render(self, name, value, attrs=None, renderer=None) -> SafeString:
+        tiers = value if isinstance(value, list) else []
+        rows = [*(_tier_cells(tier) for tier in tiers), *[("", "", "")] * EMPTY_TIER_ROWS]
+        base_id = (attrs or {}).get("id") or f"id_{name}"
+        head = format_html_join("", "<th>{}</th>", ((label,) for _, label in TIER_COLUMNS))
+        body = format_html_join(
+            "", "<tr>{}</tr>", ((self._row(name, base_id, row, cells),) for row, cells in enumerate(rows))
+        )
+        return format_html(
+            '<table class="tiers"><thead><tr>{}</tr></thead><tbody>{}</tbody></table>', head, body
+        )
+
+    @staticmethod
+    def _row(name: str, base_id: str, row: int, cells: tuple[str, str, str]) -> SafeString:
+        return format_html_join(
+            "",
+            '<td><input type="text" inputmode="decimal" size="12" name="{0}-{1}-{2}" id="{3}-{1}-{2}" '
+            'value="{4}" placeholder="{5}" aria-label="tier {6}: {7}"></td>',
+            (
+                (name, row, column, base_id, text, "∞" if column == "up_to" else "", row + 1, label)
+                for (column, label), text in zip(TIER_COLUMNS, cells, strict=True)
+            ),
+        )
+
+
+class TiersField(forms.Field):
+    """Tiers as a table a finance person can read and type: up to (inclusive; empty for the
+    open-ended last tier) | unit price | flat fee, a row per tier."""
+
+    widget = TiersWidget
 
     def __init__(self, **kwargs):
         kwargs.setdefault("required", False)
         kwargs.setdefault(
             "help_text",
-            "Graduated, volume, stairstep and graduated percentage only. One tier per line: "
-            "up to (inclusive) | unit price (graduated percentage: rate in %) | flat fee; * as the last "
-            "tier's 'up to' (a number with an overage unit price). Stairstep charges each tier's flat fee.",
+            "Graduated, volume, stairstep and graduated percentage only. A row per tier: up to "
+            "(inclusive; empty, or ∞, for the open-ended last tier, or a number with an overage unit "
+            "price) | unit price (graduated percentage: rate in %) | flat fee (empty: 0). Empty rows are "
+            "ignored. Stairstep charges each tier's flat fee.",
+        )
+        super().__init__(**kwargs)
+
+    def to_python(self, value: Any) -> list[dict[str, str | None]]:
+        tiers = []
+        for number, tier in enumerate(value or [], start=1):
+            if not tier.get("unit_price"):
+                raise ValidationError(f"Tier {number}: give its unit price.", code="invalid_tier")
+            up_to = tier.get("up_to") or ""
+            tiers.append(
+                {
+                    "up_to": None if up_to.lower() in OPEN_ENDED else up_to,
+                    "unit_price": tier["unit_price"],
+                    "flat_fee": tier.get("flat_fee") or "0",
+                }
+            )
+        return tiers
+
+    def has_changed(self, initial: Any, data: Any) -> bool:
+        """0.1 typed over a stored 0.10 is no change."""
+        try:
+            typed = self.to_python(data)
+        except ValidationError:
+            return True
+        return [_tier_cells(tier) for tier in initial or []] != [_tier_cells(tier) for tier in typed]
+
+
+class MetadataField(forms.CharField):
+    """Metadata typed as text, one `key = value` per line, within the API's limits (METADATA_SCHEMA)."""
+
+    widget = forms.Textarea(attrs={"rows": 3, "cols": 60, "placeholder": "crm_id = A-1042"})
+    max_keys = METADATA_SCHEMA["maxProperties"]
+    max_key_length = METADATA_SCHEMA["propertyNames"]["maxLength"]
+    max_value_length = METADATA_SCHEMA["additionalProperties"]["maxLength"]
+
+    def __init__(self, **kwargs):
+        kwargs.setdefault("required", False)
+        kwargs.setdefault(
+            "help_text",
+            f"Your own key-value pairs, one per line: key = value. At most {self.max_keys} keys of 1 to "
+            f"{self.max_key_length} characters, each value at most {self.max_value_length}.",
         )
         super().__init__(**kwargs)
 
     def prepare_value(self, value: Any) -> str:
-        if not isinstance(value, list):
-            return value or ""
-        lines = []
-        for tier in value:
-            up_to = "*" if tier.get("up_to") is None else decimal_string(tier["up_to"])
-            price = tier["rate"] if "rate" in tier else tier["unit_price"]
-            lines.append(f"{up_to} | {decimal_string(price)} | {decimal_string(tier['flat_fee'])}")
-        return "\n".join(lines)
+        if isinstance(value, dict):  # by key: PostgreSQL's jsonb keeps no order
+            return "\n".join(f"{key} = {text}" for key, text in sorted(value.items()))
+        return value or ""
 
-    def to_python(self, value: Any) -> list[dict[str, str | None]]:
-        tiers = []
-        for number, line in enumerate((value or "").strip().splitlines(), start=1):
+    def to_python(self, value: Any) -> dict[str, str]:
+        pairs: dict[str, str] = {}
+        for number, line in enumerate(super().to_python(value).splitlines(), start=1):
             if not line.strip():
                 continue
-            cells = [cell.strip() for cell in line.split("|")]
-            if len(cells) not in (2, 3):
+            key, equals, text = (part.strip() for part in line.partition("="))
+            if not equals or not key:
+                raise ValidationError(f"Line {number}: write 'key = value'.", code="invalid_metadata")
+            if len(key) > self.max_key_length:
                 raise ValidationError(
-                    f"Line {number}: write 'up to | unit price | flat fee'.", code="invalid_tier"
+                    f"Line {number}: a key has at most {self.max_key_length} characters.",
+                    code="invalid_metadata",
                 )
-            up_to, unit_price, flat_fee = (*cells, "0")[:3]
-            tiers.append(
-                {
-                    "up_to": None if up_to.lower() in OPEN_ENDED else up_to,
-                    "unit_price": unit_price,
-                    "flat_fee": flat_fee,
-                }
-            )
-        return tiers
+            if len(text) > self.max_value_length:
+                raise ValidationError(
+                    f"Line {number}: a value has at most {self.max_value_length} characters.",
+                    code="invalid_metadata",
+                )
+            if key in pairs:
+                raise ValidationError(f"Line {number}: '{key}' is already given.", code="invalid_metadata")
+            pairs[key] = text
+        if len(pairs) > self.max_keys:
+            raise ValidationError(f"At most {self.max_keys} keys.", code="invalid_metadata")
+        return pairs
 
 
 class EmailListField(forms.CharField):
@@ -124,6 +241,71 @@ class PricedItemForm(forms.ModelForm):
         return cleaned
 
 
+def _country_choices() -> list[tuple[str, str]]:
+    """The codes the API accepts (ISO 3166 alpha-2), by their English names."""
+    names = Locale("en").territories
+    return [
+        ("", "---------"),
+        *sorted(((code, f"{names[code]} ({code})") for code in countries()), key=lambda c: c[1]),
+    ]
+
+
+class CustomerForm(SameProjectForm):
+    """The billing address as a field per part (`address_line1`, …, the API's keys and limits),
+    packed back into the `billing_address` dict the service takes."""
+
+    address_line1 = forms.CharField(label="Line 1", max_length=200, required=False)
+    address_line2 = forms.CharField(label="Line 2", max_length=200, required=False)
+    address_city = forms.CharField(label="City", max_length=200, required=False)
+    address_postal_code = forms.CharField(label="Postal code", max_length=20, required=False)
+    address_state = forms.CharField(label="State or region", max_length=200, required=False)
+    address_country = forms.ChoiceField(label="Country", choices=_country_choices, required=False)
+
+    class Meta:
+        model = Customer
+        exclude = ["billing_address"]
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        for part, value in (self.instance.billing_address or {}).items():
+            self.initial.setdefault(f"address_{part}", value)
+
+    @cached_property
+    def changed_data(self) -> list[str]:
+        """The address parts changed are one change, of billing_address."""
+        changed = super().changed_data
+        parts = [f"address_{part}" for part in ADDRESS_FIELDS]
+        address = ["billing_address"] if set(parts) & set(changed) else []
+        return [*(name for name in changed if name not in parts), *address]
+
+    def clean(self):
+        cleaned = super().clean()
+        parts = {part: cleaned.pop(f"address_{part}", "") for part in ADDRESS_FIELDS}
+        cleaned["billing_address"] = {part: value for part, value in parts.items() if value}
+        return cleaned
+
+
+@dataclass(frozen=True)
+class _Download:
+    url: str
+    name: str
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class DocumentInput(forms.ClearableFileInput):
+    """A file input whose "Currently" link is the admin's download view (`download_url`): media is
+    not served publicly."""
+
+    download_url = ""
+
+    def format_value(self, value: Any) -> Any:
+        if self.download_url and self.is_initial(value):
+            return _Download(url=self.download_url, name=posixpath.basename(value.name))
+        return super().format_value(value)
+
+
 class ContractForm(forms.ModelForm):
     class Meta:
         model = Contract
@@ -143,6 +325,13 @@ class ContractForm(forms.ModelForm):
             "payment_terms_days",
             "notes",
         ]
+        widgets = {"document": DocumentInput}
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        if self.instance.pk and "document" in self.fields:
+            url = reverse("admin:catalog_contract_document", args=[self.instance.pk])
+            self.fields["document"].widget.download_url = url
 
     def clean_document(self):
         document = self.cleaned_data.get("document")

@@ -1,8 +1,12 @@
 from django import forms
 from django.contrib import admin, messages
 
+from billing_site import formats
 from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ReadOnlyInline, SameProjectForm
+from billing_site.admin_display import locale_of, price_text
 from billing_site.errors import DomainError
+from catalog.admin.common import ReadOnlyDisplays, metadata_lines
+from catalog.forms import MetadataField
 from subscriptions import services
 from subscriptions.models import Status, Subscription, SubscriptionPhase, status_expression
 
@@ -24,9 +28,16 @@ class StatusFilter(admin.SimpleListFilter):
 
 class PhaseInline(ReadOnlyInline):
     model = SubscriptionPhase
-    fields = ["starts_at", "ends_at", "plan", "paused"]
+    fields = ["starts_at", "ends_at", "plan", "base_fee", "paused"]
     readonly_fields = fields
     verbose_name_plural = "phases (which plan applied when; the billing history)"
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).select_related("plan__project")
+
+    @admin.display(description="base fee")
+    def base_fee(self, phase):
+        return price_text(phase.plan, phase.plan.base_fee)
 
 
 class SubscriptionCreateForm(SameProjectForm):
@@ -38,7 +49,7 @@ class SubscriptionCreateForm(SameProjectForm):
 
 
 @admin.register(Subscription)
-class SubscriptionAdmin(ProjectScopedAdmin):
+class SubscriptionAdmin(ReadOnlyDisplays, ProjectScopedAdmin):
     """Subscriptions. Created here or through the API; afterwards only terms are edited directly,
     and the lifecycle (pause, resume, cancel) goes through the actions."""
 
@@ -47,8 +58,7 @@ class SubscriptionAdmin(ProjectScopedAdmin):
         "customer",
         "plan",
         "status_label",
-        "current_period_start",
-        "current_period_end",
+        "current_period",
         "project",
     ]
     list_filter = [
@@ -65,7 +75,7 @@ class SubscriptionAdmin(ProjectScopedAdmin):
         "customer__external_id",
         "external_reference",
     ]
-    list_select_related = ["customer", "plan"]
+    list_select_related = ["customer", "plan", "project"]
     inlines = [PhaseInline]
     actions = ["pause", "resume", "cancel_now", "cancel_at_period_end"]
     readonly_fields = [
@@ -87,8 +97,24 @@ class SubscriptionAdmin(ProjectScopedAdmin):
         "audit_trail",
     ]
 
+    read_only_displays = {"metadata": "metadata_text"}
+
     def get_queryset(self, request):
         return super().get_queryset(request).annotate(current_status=status_expression())
+
+    def formfield_for_dbfield(self, db_field, request, **kwargs):
+        if db_field.name == "metadata":
+            return MetadataField()
+        return super().formfield_for_dbfield(db_field, request, **kwargs)
+
+    @admin.display(description="current period", ordering="current_period_end")
+    def current_period(self, subscription):
+        start, end = subscription.current_period_start, subscription.current_period_end
+        return formats.compact_period(start, end, subscription.timezone, locale_of(subscription))
+
+    @admin.display(description="metadata")
+    def metadata_text(self, subscription):
+        return metadata_lines(subscription.metadata)
 
     @admin.display(description="status", ordering="current_status")
     def status_label(self, subscription):
@@ -105,7 +131,7 @@ class SubscriptionAdmin(ProjectScopedAdmin):
         return [*self.readonly_fields, *TERMS]
 
     def get_readonly_fields(self, request, obj=None):
-        return [] if obj is None else self.readonly_fields
+        return [] if obj is None else super().get_readonly_fields(request, obj)
 
     def save_model(self, request, obj, form, change):
         """Through the services: phases, periods, events and the audit trail stay consistent."""

@@ -32,7 +32,10 @@ def test_ops_upload_a_contract_with_tiered_usage_and_accept_it(page, tmp_path):
     page.fill("#id_lines-0-name", "OCR")
     page.select_option("#id_lines-0-meter", label="Invoices processed")
     page.select_option("#id_lines-0-pricing_model", "graduated")
-    page.fill("#id_lines-0-tiers", "1000 | 0.10 | 0\n* | 0.05 | 0")
+    page.fill("#id_lines-0-tiers-0-up_to", "1000")
+    page.fill("#id_lines-0-tiers-0-unit_price", "0.10")
+    page.fill("#id_lines-0-tiers-0-flat_fee", "0")
+    page.fill("#id_lines-0-tiers-1-unit_price", "0.05")  # no "up to": the open-ended last tier
     page.click("input[name=_save]")
     page.locator("#result_list").get_by_role("link", name="Initech MSA").wait_for()
 

@@ -125,3 +125,14 @@ class CouponFactory(factory.django.DjangoModelFactory):
     percent_off = factory.LazyAttribute(lambda c: Decimal("20") if c.kind == CouponKind.PERCENTAGE else None)
     amount_off = factory.LazyAttribute(lambda c: {} if c.kind == CouponKind.PERCENTAGE else {"USD": "10.00"})
     duration = CouponDuration.ONCE
+
+
+def tier_rows(name: str, *rows: tuple[str, str, str]) -> dict[str, str]:
+    """The admin's tiers table as posted: `tier_rows("charges-0-tiers", ("1000", "0", "0"), ("", "0.002", "0"))`
+    (up to, unit price, flat fee; an empty "up to" is the open-ended last tier)."""
+    columns = ("up_to", "unit_price", "flat_fee")
+    return {
+        f"{name}-{row}-{column}": value
+        for row, cells in enumerate(rows)
+        for column, value in zip(columns, cells, strict=True)
+    }

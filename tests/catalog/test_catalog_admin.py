@@ -7,7 +7,14 @@ from accounts.models import AuditLogEntry, Role
 from catalog.forms import TiersField
 from catalog.models import Plan
 from tests.accounts.factories import MembershipFactory
-from tests.catalog.factories import CustomerFactory, MeterFactory, ProductFactory, make_plan, subscribe
+from tests.catalog.factories import (
+    CustomerFactory,
+    MeterFactory,
+    ProductFactory,
+    make_plan,
+    subscribe,
+    tier_rows,
+)
 
 pytestmark = pytest.mark.django_db
 
@@ -26,7 +33,7 @@ def _plan_form(project, product, meter, **changes):
         "entitlements": "{}",
         "charges-TOTAL_FORMS": "1", "charges-INITIAL_FORMS": "0",
         "charges-0-kind": "usage", "charges-0-meter": meter.pk, "charges-0-pricing_model": "graduated",
-        "charges-0-tiers": "1000 | 0 | 0\n* | 0.002 | 0", "charges-0-unit_price": "0",
+        **tier_rows("charges-0-tiers", ("1000", "0", "0"), ("", "0.002", "0")), "charges-0-unit_price": "0",
         "charges-0-package_rounding": "up", "charges-0-timing": "in_arrears",
         "charges-0-free_units": "0", "charges-0-minimum_amount": "0", "charges-0-position": "0",
     }  # fmt: skip
@@ -52,17 +59,19 @@ def test_a_billing_admin_creates_a_plan_with_tiered_charges(client, project):
 @pytest.mark.parametrize(
     ("tiers", "message"),
     [
-        ("1000 | 0 | 0\n500 | 1 | 0\n* | 1 | 0", b"Tier bounds must be strictly ascending"),
-        ("1000 | 0 | 0", b"The last tier must be open-ended"),
-        ("1000 ; 0", b"Line 1: write"),
+        ([("1000", "0", "0"), ("500", "1", "0"), ("", "1", "0")], b"Tier bounds must be strictly ascending"),
+        ([("1000", "0", "0")], b"The last tier must be open-ended"),
+        ([("1000", "", "0")], b"Tier 1: give its unit price."),
     ],
 )
 def test_tier_mistakes_are_shown_on_the_field_and_nothing_is_saved(client, project, tiers, message):
     _login(client, project, Role.BILLING_ADMIN)
     product, meter = ProductFactory(project=project), MeterFactory(project=project)
+    form = _plan_form(project, product, meter)
+    form = {name: value for name, value in form.items() if "-tiers-" not in name}
 
     response = client.post(
-        reverse("admin:catalog_plan_add"), _plan_form(project, product, meter, **{"charges-0-tiers": tiers})
+        reverse("admin:catalog_plan_add"), {**form, **tier_rows("charges-0-tiers", *tiers)}
     )
 
     assert response.status_code == 200
@@ -126,8 +135,7 @@ def test_customer_admin_search_and_audit(client, project):
     changed = client.post(
         reverse("admin:catalog_customer_change", args=[customer.pk]),
         {"project": project.pk, "external_id": "acct-9", "name": "Initech Inc", "email": customer.email,
-         "currency": "USD", "timezone": "UTC", "billing_address": "{}", "metadata": "{}", "tax_status": "taxable",
-         "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0"},
+         "currency": "USD", "timezone": "UTC", "metadata": "", "tax_status": "taxable"},
     )  # fmt: skip
 
     assert b"Initech" in found.content
@@ -137,15 +145,24 @@ def test_customer_admin_search_and_audit(client, project):
     assert (entry.actor_label, entry.changes) == (user.username, {"name": ["Initech", "Initech Inc"]})
 
 
-def test_the_tiers_field_reads_and_writes_the_text_table():
+def test_the_tiers_widget_reads_the_table_and_shows_stored_tiers_without_trailing_zeros():
     field = TiersField()
-    tiers = [
-        {"up_to": "1000", "unit_price": "0", "flat_fee": "0"},
-        {"up_to": None, "unit_price": "0.002", "flat_fee": "5"},
-    ]
+    posted = {
+        **tier_rows("charges-2-tiers", ("1000", "0", ""), ("", "", ""), ("∞", "0.002", "5")),
+        "charges-2-tiers-7-unit_price": "9",  # a row added by hand, after empty ones
+        "charges-20-tiers-0-up_to": "5",  # another form's
+    }
 
-    assert field.prepare_value(tiers) == "1000 | 0 | 0\n* | 0.002 | 5"
-    assert field.to_python("1000 | 0\n∞ | 0.002 | 5\n") == [
+    typed = field.widget.value_from_datadict(posted, {}, "charges-2-tiers")
+    html = field.widget.render(
+        "charges-2-tiers", [{"up_to": "1000", "unit_price": "0.100000", "flat_fee": "0"}]
+    )
+
+    assert field.clean(typed) == [
         {"up_to": "1000", "unit_price": "0", "flat_fee": "0"},
         {"up_to": None, "unit_price": "0.002", "flat_fee": "5"},
+        {"up_to": None, "unit_price": "9", "flat_fee": "0"},
     ]
+    assert 'name="charges-2-tiers-0-unit_price" id="id_charges-2-tiers-0-unit_price" value="0.1"' in html
+    assert 'name="charges-2-tiers-3-up_to"' in html  # the tier and three empty rows
+    assert 'name="charges-2-tiers-4-up_to"' not in html
