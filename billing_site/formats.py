@@ -12,7 +12,7 @@ from zoneinfo import ZoneInfo
 from babel.dates import format_date, format_interval
 from babel.numbers import format_currency, format_decimal
 
-from billing_site.money import minor_unit_exponent, round_money
+from billing_site.money import round_money
 
 
 def money(amount: Decimal, currency: str, locale: str) -> str:
@@ -22,9 +22,9 @@ def money(amount: Decimal, currency: str, locale: str) -> str:
 
 def unit_price(amount: Decimal, currency: str, locale: str) -> str:
     """A unit price keeps every decimal it has (up to 12), and at least the currency's."""
-    places = max(minor_unit_exponent(currency), -_normalized(amount).as_tuple().exponent)
-    pattern = "¤#,##0" + ("." + "0" * places if places else "")
-    return format_currency(amount, currency, format=pattern, locale=locale, currency_digits=False)
+    return format_currency(
+        _normalized(amount), currency, locale=locale, currency_digits=True, decimal_quantization=False
+    )
 
 
 def quantity(value: Decimal, locale: str) -> str:

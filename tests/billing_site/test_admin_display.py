@@ -46,6 +46,8 @@ def test_a_unit_price_keeps_its_decimals_and_a_quantity_loses_its_trailing_zeros
     assert quantity_text(usd, Decimal("1234567.500000000000")) == "1,234,567.5"
     assert quantity_text(usd, Decimal("0E-12")) == "0"
     assert quantity_text(record("EUR", "de_DE"), Decimal("0.5")) == "0,5"
+    assert price_text(record("EUR", "de_DE"), Decimal("0.100000000000")) == "0,10\xa0€"
+    assert price_text(record("JPY", "en_US"), Decimal("0.5")) == "¥0.5"
 
 
 def test_columns_follow_a_path_to_the_currency_and_the_project():

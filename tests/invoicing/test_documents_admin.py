@@ -337,7 +337,7 @@ def _customer_form(project, customer, **changes):
     data = {
         "project": project.pk, "external_id": customer.external_id, "name": customer.name,
         "email": customer.email, "currency": "USD", "timezone": "UTC", "billing_address": "{}",
-        "metadata": "{}", "tax_status": "taxable",
+        "metadata": "", "tax_status": "taxable",
         "subscriptions-TOTAL_FORMS": "0", "subscriptions-INITIAL_FORMS": "0",
     }  # fmt: skip
     data.update(changes)
