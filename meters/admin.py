@@ -298,13 +298,10 @@ class UnmatchedUsageEventAdmin(UsageEventAdmin):
 # --- the admin index's unmatched usage counts ------------------------------------------------------
 
 
-def unmatched_usage_panel(request: HttpRequest) -> SafeString:
-    """How many unmatched events each of the staff user's projects holds, each linking to its part
-    of the unmatched queue: for the admin index (templates/admin/index.html)."""
-    projects = Project.objects.order_by("name")
-    if not request.user.is_superuser:
-        projects = projects.filter(pk__in=roles_for(request))
-    projects = list(projects)
+def unmatched_usage_panel(projects: list[Project]) -> SafeString:
+    """How many unmatched events each of these projects (the staff user's) holds, each linking to
+    its part of the unmatched queue: for the admin index's dashboard (billing_site/templatetags/
+    dashboard.py), in one query."""
     if not projects:
         return SafeString("")
     counts = selectors.unmatched_counts_by_project(project_ids=[project.pk for project in projects])

@@ -13,6 +13,7 @@ from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, Prefetch, Sum, Window
 from django.urls import path, reverse
 from django.utils import timezone
@@ -28,6 +29,7 @@ from billing_site.admin import (
     ReadOnlyAdminMixin,
     ReadOnlyInline,
 )
+from billing_site.dashboard import add_months, month_of, month_param, month_parse, month_span
 from billing_site.formats import money
 from billing_site.money import round_money
 from invoicing.admin import CreditNoteAdmin, InvoiceAdmin
@@ -167,6 +169,28 @@ class InvoicePaymentInline(PaymentColumns, ReadOnlyInline):
 # --- payments and the reconciliation queue ------------------------------------------------------
 
 
+class PaidMonthFilter(admin.SimpleListFilter):
+    """Payments paid in a calendar month, UTC: `?paid_month=2026-11` (the dashboard's "collected"
+    links here). Offers the last 12 months; any other month can be typed in the URL."""
+
+    title = "paid in (month, UTC)"
+    parameter_name = "paid_month"
+
+    def lookups(self, request, model_admin):
+        this_month = month_of(timezone.now())
+        months = [add_months(this_month, -offset) for offset in range(12)]
+        return [(month_param(month), f"{month:%B %Y}") for month in months]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        month = month_parse(self.value())
+        if month is None:
+            raise IncorrectLookupParameters(f"paid_month: {self.value()!r} is not a month (YYYY-MM)")
+        start, end = month_span(month)
+        return queryset.filter(paid_at__gte=start, paid_at__lt=end)
+
+
 @admin.register(Payment)
 class PaymentAdmin(PaymentColumns, ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = [
@@ -174,7 +198,7 @@ class PaymentAdmin(PaymentColumns, ReadOnlyAdminMixin, ProjectScopedAdmin):
         "amount_label", "fee_label", "net_label", "refunded_label", "attempt", "failure_label", "paid_at",
         "available_at", "project",
     ]  # fmt: skip
-    list_filter = [ProjectListFilter, "status", "processor"]
+    list_filter = [ProjectListFilter, "status", "processor", PaidMonthFilter]
     search_fields = [
         "=public_id", "processor_reference", "invoice__number", "customer__name", "customer__external_id",
     ]  # fmt: skip
