@@ -25,6 +25,7 @@ from billing_site.admin import (
     ReadOnlyAdminMixin,
     roles_for,
 )
+from billing_site.admin_display import quantity_column, quantity_text
 from billing_site.errors import DomainError
 from catalog.models import Customer
 from meters import selectors, services
@@ -240,8 +241,8 @@ def _status(event: UsageEvent) -> str:
 
 class UsageEventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = [
-        "public_id", "timestamp", "customer_external_id", "meter_code", "value", _status, "subscription",
-        "received_at", "project",
+        "public_id", "timestamp", "customer_external_id", "meter_code", "value_label", _status,
+        "subscription", "received_at", "project",
     ]  # fmt: skip
     list_filter = [StatusFilter, ProjectListFilter, MeterFilter, CustomerFilter, FromFilter, ToFilter]
     list_select_related = ["subscription", "project"]
@@ -253,9 +254,10 @@ class UsageEventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     change_list_template = "admin/meters/usageevent/change_list.html"
     fields = [
         "public_id", "project", "timestamp", "received_at", "customer_external_id", "meter_code",
-        "value", "properties", "idempotency_key", "customer", "meter", "subscription", "unmatched_reason",
-        "matched_at",
+        "value_label", "properties", "idempotency_key", "customer", "meter", "subscription",
+        "unmatched_reason", "matched_at",
     ]  # fmt: skip
+    value_label = quantity_column("value", description="value")
 
     def changelist_view(self, request, extra_context=None):
         counts = selectors.unmatched_reason_counts(self.get_queryset(request))
@@ -345,10 +347,16 @@ def customer_usage_panel(customer: Customer, now: datetime | None = None) -> Saf
             values = [daily.get(day, Decimal(0)) for day in days]
             highest = max([value for value in values if value > 0], default=Decimal(1))
             bars = [
-                {"day": day, "quantity": value, "percent": int(max(value, Decimal(0)) * 100 / highest)}
+                {
+                    "day": day,
+                    "quantity": quantity_text(customer, value),
+                    "percent": int(max(value, Decimal(0)) * 100 / highest),
+                }
                 for day, value in zip(days, values, strict=True)
             ]
-            meters.append({"meter": item.meter, "quantity": item.quantity, "bars": bars})
+            meters.append(
+                {"meter": item.meter, "quantity": quantity_text(customer, item.quantity), "bars": bars}
+            )
         subscriptions.append({"subscription": usage.subscription, "period": period, "meters": meters})
     return render_to_string(
         "admin/meters/customer_usage.html", {"customer": customer, "subscriptions": subscriptions}
