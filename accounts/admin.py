@@ -359,12 +359,13 @@ def change_value_text(value: Any) -> str:
 
 
 def change_rows(entry: AuditLogEntry) -> list[tuple[str, str]]:
-    """(field, what it records) per recorded change. A pair [old, new] reads "old → new"; the
-    values an object was created with (actions `….created`, where a list of two is just a list)
-    and other details read as they are. Masked secrets stay masked."""
+    """(field, what it records) per recorded change, by field name (PostgreSQL's jsonb does not
+    keep the order they were recorded in). A pair [old, new] reads "old → new"; the values an
+    object was created with (actions `….created`, where a list of two is just a list) and other
+    details read as they are. Masked secrets stay masked."""
     created = entry.action.endswith(".created")
     rows = []
-    for name, value in (entry.changes or {}).items():
+    for name, value in sorted((entry.changes or {}).items()):
         if isinstance(value, list) and len(value) == 2 and not created:
             text = f"{change_value_text(value[0])} → {change_value_text(value[1])}"
         else:

@@ -205,20 +205,20 @@ def test_an_audit_entry_s_changes_read_as_text_with_secrets_masked(client, proje
     page = client.get(reverse("admin:accounts_auditlogentry_change", args=[entry.pk])).content.decode()
     rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td>([^<]*)</td></tr>', page)
     assert rows == [
-        ("name", "Acme → Acme Inc"),
-        ("stripe_secret_key", f"{MASKED_VALUE} → {MASKED_VALUE}"),
-        ("grace_period_hours", "24 → 48"),
-        ("unit_price", "49 → 0"),
         ("event_types", "invoice.* → invoice.*, customer.created"),
+        ("grace_period_hours", "24 → 48"),
+        ("name", "Acme → Acme Inc"),
         ("price", "12.50 → (empty)"),
+        ("stripe_secret_key", f"{MASKED_VALUE} → {MASKED_VALUE}"),
+        ("unit_price", "49 → 0"),
     ]
     created_page = client.get(
         reverse("admin:accounts_auditlogentry_change", args=[created.pk])
     ).content.decode()
     assert re.findall(r'<tr><th scope="row">([^<]+)</th><td>([^<]*)</td></tr>', created_page) == [
-        ("scopes", "billing:read, usage:write"),  # values as created: a list of two is not a change
-        ("options", "(empty)"),
         ("enabled", "yes"),
+        ("options", "(empty)"),
+        ("scopes", "billing:read, usage:write"),  # values as created: a list of two is not a change
     ]
     resend_page = client.get(
         reverse("admin:accounts_auditlogentry_change", args=[resend.pk])
@@ -227,7 +227,7 @@ def test_an_audit_entry_s_changes_read_as_text_with_secrets_masked(client, proje
     listing = client.get(reverse("admin:accounts_auditlogentry_changelist"), {"q": "api_key.created"})
     assert (
         _changes_cell(listing.content.decode())
-        == "scopes: billing:read, usage:write; options: (empty); enabled: yes"
+        == "enabled: yes; options: (empty); scopes: billing:read, usage:write"
     )
     for html in (page, created_page, resend_page):
         assert "{}" not in html
