@@ -1,4 +1,6 @@
 import copy
+import re
+from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
@@ -8,6 +10,8 @@ from django.forms.models import construct_instance
 from django.http import HttpResponse
 from django.shortcuts import get_object_or_404
 from django.urls import path
+from django.utils.html import format_html, format_html_join
+from django.utils.text import Truncator
 from django.views.decorators.clickjacking import xframe_options_sameorigin
 
 from accounts import services
@@ -21,6 +25,7 @@ from billing_site.admin import (
     roles_for,
 )
 from billing_site.downloads import pdf_response
+from billing_site.money import decimal_string
 from invoicing.documents import pdf_from_html, sample_html, template_check
 from invoicing.emails import email_templates_check
 
@@ -331,6 +336,44 @@ class ApiKeyAdmin(ProjectScopedAdmin):
         messages.success(request, "Revoked.")
 
 
+# A decimal recorded as text: "49.000000000000", "0E-12" (older entries), "12.50".
+_DECIMAL_TEXT = re.compile(r"-?\d+(\.\d+)?(E[+-]?\d+)?")
+
+
+def change_value_text(value: Any) -> str:
+    """A value the audit trail recorded, as a person reads it: lists joined with commas, mappings
+    as `key: value`, yes/no, and decimals without the trailing zeros of storage (49 rather than
+    49.000000000000, 0 rather than 0E-12; two places such as 12.50 stay)."""
+    if value is None:
+        return "(none)"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list):
+        return ", ".join(change_value_text(item) for item in value) or "(empty)"
+    if isinstance(value, dict):
+        return "; ".join(f"{key}: {change_value_text(item)}" for key, item in value.items()) or "(empty)"
+    text = str(value)
+    if _DECIMAL_TEXT.fullmatch(text) and ("E" in text or len(text.partition(".")[2]) > 2):
+        return decimal_string(text)
+    return text or "(empty)"
+
+
+def change_rows(entry: AuditLogEntry) -> list[tuple[str, str]]:
+    """(field, what it records) per recorded change, by field name (PostgreSQL's jsonb does not
+    keep the order they were recorded in). A pair [old, new] reads "old → new"; the values an
+    object was created with (actions `….created`, where a list of two is just a list) and other
+    details read as they are. Masked secrets stay masked."""
+    created = entry.action.endswith(".created")
+    rows = []
+    for name, value in sorted((entry.changes or {}).items()):
+        if isinstance(value, list) and len(value) == 2 and not created:
+            text = f"{change_value_text(value[0])} → {change_value_text(value[1])}"
+        else:
+            text = change_value_text(value)
+        rows.append((name, text))
+    return rows
+
+
 @admin.register(AuditLogEntry)
 class AuditLogEntryAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = [
@@ -340,9 +383,36 @@ class AuditLogEntryAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
         "object_type",
         "object_id",
         "object_repr",
+        "changes_summary",
         "project",
     ]
     list_filter = [ProjectListFilter, "action", "object_type"]
     search_fields = ["actor_label", "object_id", "object_repr", "action"]
     paginator = CappedPaginator
     show_full_result_count = False
+    fields = [
+        "created_at",
+        "project",
+        "actor_label",
+        "actor_user",
+        "actor_api_key",
+        "action",
+        "object_type",
+        "object_id",
+        "object_repr",
+        "changes_table",
+    ]
+    readonly_fields = fields
+
+    @admin.display(description="changes")
+    def changes_summary(self, entry: AuditLogEntry) -> str:
+        text = "; ".join(f"{name}: {value}" for name, value in change_rows(entry))
+        return Truncator(text).chars(100) or "-"
+
+    @admin.display(description="changes")
+    def changes_table(self, entry: AuditLogEntry) -> str:
+        rows = change_rows(entry)
+        if not rows:
+            return "-"
+        body = format_html_join("", '<tr><th scope="row">{}</th><td>{}</td></tr>', rows)
+        return format_html('<table class="audit-changes">{}</table>', body)

@@ -25,6 +25,7 @@ from billing_site.admin import (
     ReadOnlyAdminMixin,
     roles_for,
 )
+from billing_site.admin_display import quantity_column, quantity_text
 from billing_site.errors import DomainError
 from catalog.models import Customer
 from meters import selectors, services
@@ -240,8 +241,8 @@ def _status(event: UsageEvent) -> str:
 
 class UsageEventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = [
-        "public_id", "timestamp", "customer_external_id", "meter_code", "value", _status, "subscription",
-        "received_at", "project",
+        "public_id", "timestamp", "customer_external_id", "meter_code", "value_label", _status,
+        "subscription", "received_at", "project",
     ]  # fmt: skip
     list_filter = [StatusFilter, ProjectListFilter, MeterFilter, CustomerFilter, FromFilter, ToFilter]
     list_select_related = ["subscription", "project"]
@@ -253,9 +254,10 @@ class UsageEventAdmin(ReadOnlyAdminMixin, ProjectScopedAdmin):
     change_list_template = "admin/meters/usageevent/change_list.html"
     fields = [
         "public_id", "project", "timestamp", "received_at", "customer_external_id", "meter_code",
-        "value", "properties", "idempotency_key", "customer", "meter", "subscription", "unmatched_reason",
-        "matched_at",
+        "value_label", "properties", "idempotency_key", "customer", "meter", "subscription",
+        "unmatched_reason", "matched_at",
     ]  # fmt: skip
+    value_label = quantity_column("value", description="value")
 
     def changelist_view(self, request, extra_context=None):
         counts = selectors.unmatched_reason_counts(self.get_queryset(request))
@@ -298,13 +300,10 @@ class UnmatchedUsageEventAdmin(UsageEventAdmin):
 # --- the admin index's unmatched usage counts ------------------------------------------------------
 
 
-def unmatched_usage_panel(request: HttpRequest) -> SafeString:
-    """How many unmatched events each of the staff user's projects holds, each linking to its part
-    of the unmatched queue: for the admin index (templates/admin/index.html)."""
-    projects = Project.objects.order_by("name")
-    if not request.user.is_superuser:
-        projects = projects.filter(pk__in=roles_for(request))
-    projects = list(projects)
+def unmatched_usage_panel(projects: list[Project]) -> SafeString:
+    """How many unmatched events each of these projects (the staff user's) holds, each linking to
+    its part of the unmatched queue: for the admin index's dashboard (billing_site/templatetags/
+    dashboard.py), in one query."""
     if not projects:
         return SafeString("")
     counts = selectors.unmatched_counts_by_project(project_ids=[project.pk for project in projects])
@@ -348,10 +347,16 @@ def customer_usage_panel(customer: Customer, now: datetime | None = None) -> Saf
             values = [daily.get(day, Decimal(0)) for day in days]
             highest = max([value for value in values if value > 0], default=Decimal(1))
             bars = [
-                {"day": day, "quantity": value, "percent": int(max(value, Decimal(0)) * 100 / highest)}
+                {
+                    "day": day,
+                    "quantity": quantity_text(customer, value),
+                    "percent": int(max(value, Decimal(0)) * 100 / highest),
+                }
                 for day, value in zip(days, values, strict=True)
             ]
-            meters.append({"meter": item.meter, "quantity": item.quantity, "bars": bars})
+            meters.append(
+                {"meter": item.meter, "quantity": quantity_text(customer, item.quantity), "bars": bars}
+            )
         subscriptions.append({"subscription": usage.subscription, "period": period, "meters": meters})
     return render_to_string(
         "admin/meters/customer_usage.html", {"customer": customer, "subscriptions": subscriptions}

@@ -5,14 +5,14 @@ invoice's payments and "Record payment…", a credit note's refunds and "Refund�
 Every row here is a financial record: read-only, and scoped to the user's projects. The actions
 (record a payment, match one to an invoice, refund a credit note) are buttons that call
 payments.services, for `billing_admin` and `owner` (billing_site.admin.ObjectActionsMixin). Amounts
-read in their currency, as the project's locale writes money (billing_site.formats.money).
+read in their currency, as the project's locale writes money (billing_site.admin_display).
 """
 
 import json
-from decimal import Decimal
 
 from django import forms
 from django.contrib import admin
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, Prefetch, Sum, Window
 from django.urls import path, reverse
 from django.utils import timezone
@@ -28,7 +28,8 @@ from billing_site.admin import (
     ReadOnlyAdminMixin,
     ReadOnlyInline,
 )
-from billing_site.formats import money
+from billing_site.admin_display import money_column, money_text
+from billing_site.dashboard import add_months, month_of, month_param, month_parse, month_span
 from billing_site.money import round_money
 from invoicing.admin import CreditNoteAdmin, InvoiceAdmin
 from invoicing.models import CreditNote, Invoice
@@ -45,12 +46,6 @@ from payments.models import (
 )
 
 
-def _money(record, amount: Decimal) -> str:
-    """An amount of a payment, refund, payout or ledger entry, in the record's currency as its
-    project writes money: "$1,234.50", "1.234,50 €", "¥1,235". Needs the project selected."""
-    return money(amount, record.currency, record.project.locale)
-
-
 def _link(obj) -> str:
     """A link to the object's admin page."""
     opts = obj._meta
@@ -59,9 +54,7 @@ def _link(obj) -> str:
 
 
 class AmountColumn:
-    @admin.display(description="amount", ordering="amount")
-    def amount_label(self, record) -> str:
-        return _money(record, record.amount)
+    amount_label = money_column("amount", description="amount")
 
 
 class LedgerColumns(AmountColumn):
@@ -84,17 +77,9 @@ class RecordColumns(AmountColumn):
 
 
 class PaymentColumns(RecordColumns):
-    @admin.display(description="fee", ordering="fee")
-    def fee_label(self, payment) -> str:
-        return _money(payment, payment.fee)
-
-    @admin.display(description="net", ordering="net")
-    def net_label(self, payment) -> str:
-        return _money(payment, payment.net)
-
-    @admin.display(description="refunded", ordering="amount_refunded")
-    def refunded_label(self, payment) -> str:
-        return _money(payment, payment.amount_refunded)
+    fee_label = money_column("fee", description="fee")
+    net_label = money_column("net", description="net")
+    refunded_label = money_column("amount_refunded", description="refunded")
 
     @admin.display(description="invoice", ordering="invoice")
     def invoice_link(self, payment) -> str:
@@ -155,7 +140,7 @@ class InvoicePaymentInline(PaymentColumns, ReadOnlyInline):
         refunds = (
             (
                 _link(refund),
-                _money(refund, refund.amount),
+                money_text(refund, refund.amount),
                 refund.credit_note or "-",
                 refund.get_status_display(),
             )
@@ -167,6 +152,28 @@ class InvoicePaymentInline(PaymentColumns, ReadOnlyInline):
 # --- payments and the reconciliation queue ------------------------------------------------------
 
 
+class PaidMonthFilter(admin.SimpleListFilter):
+    """Payments paid in a calendar month, UTC: `?paid_month=2026-11` (the dashboard's "collected"
+    links here). Offers the last 12 months; any other month can be typed in the URL."""
+
+    title = "paid in (month, UTC)"
+    parameter_name = "paid_month"
+
+    def lookups(self, request, model_admin):
+        this_month = month_of(timezone.now())
+        months = [add_months(this_month, -offset) for offset in range(12)]
+        return [(month_param(month), f"{month:%B %Y}") for month in months]
+
+    def queryset(self, request, queryset):
+        if self.value() is None:
+            return queryset
+        month = month_parse(self.value())
+        if month is None:
+            raise IncorrectLookupParameters(f"paid_month: {self.value()!r} is not a month (YYYY-MM)")
+        start, end = month_span(month)
+        return queryset.filter(paid_at__gte=start, paid_at__lt=end)
+
+
 @admin.register(Payment)
 class PaymentAdmin(PaymentColumns, ReadOnlyAdminMixin, ProjectScopedAdmin):
     list_display = [
@@ -174,7 +181,7 @@ class PaymentAdmin(PaymentColumns, ReadOnlyAdminMixin, ProjectScopedAdmin):
         "amount_label", "fee_label", "net_label", "refunded_label", "attempt", "failure_label", "paid_at",
         "available_at", "project",
     ]  # fmt: skip
-    list_filter = [ProjectListFilter, "status", "processor"]
+    list_filter = [ProjectListFilter, "status", "processor", PaidMonthFilter]
     search_fields = [
         "=public_id", "processor_reference", "invoice__number", "customer__name", "customer__external_id",
     ]  # fmt: skip
@@ -203,17 +210,15 @@ class MatchForm(forms.Form):
                 currency=payment.currency,
                 status__in=services.PAYABLE_STATUSES,
             )
-            .select_related("customer")
+            .select_related("customer", "project")
             .order_by("customer__name", "id")
         )
-        locale = payment.project.locale
         field.label_from_instance = lambda invoice: (
-            f"{invoice.number} · {invoice.customer.name} · "
-            f"{money(invoice.amount_due, invoice.currency, locale)} due"
+            f"{invoice.number} · {invoice.customer.name} · {money_text(invoice, invoice.amount_due)} due"
         )
         field.help_text = (
             f"The open and uncollectible invoices of {payment.project} in {payment.currency}. "
-            f"The payment of {_money(payment, payment.amount)} then counts towards it; it must not be "
+            f"The payment of {money_text(payment, payment.amount)} then counts towards it; it must not be "
             "more than the amount due."
         )
 
@@ -294,7 +299,7 @@ class RecordPaymentForm(forms.Form):
     )
 
     def __init__(self, data=None, *, invoice: Invoice):
-        due = money(invoice.amount_due, invoice.currency, invoice.project.locale)
+        due = money_text(invoice, invoice.amount_due)
         amount = round_money(invoice.amount_due, invoice.currency)  # 100.00 rather than 100.0000
         super().__init__(data, initial={"amount": amount, "paid_at": timezone.now()})
         self.fields["amount"].label = f"Amount ({invoice.currency})"
@@ -368,7 +373,7 @@ class CreditNoteRefundsAdmin(ObjectActionsMixin, CreditNoteAdmin):
 
     @admin.display(description="refund owed, not yet refunded")
     def refund_left(self, note) -> str:
-        return money(services.refund_owed(note), note.invoice.currency, note.project.locale)
+        return money_text(note, services.refund_owed(note), currency="invoice__currency")
 
     def render_change_form(self, request, context, add=False, change=False, form_url="", obj=None):
         if obj is not None:
@@ -477,9 +482,9 @@ class BalanceEntryAdmin(LedgerColumns, ReadOnlyAdminMixin, ProjectScopedAdmin):
 
     @admin.display(description="balance")
     def balance_label(self, entry) -> str:
-        # SQLite sums decimals as floats (99.9999999999999 for 100): money() rounds to the
+        # SQLite sums decimals as floats (99.9999999999999 for 100): money_text rounds to the
         # currency's minor unit (billing_site.money.round_money) before formatting.
-        return _money(entry, entry.running_balance)
+        return money_text(entry, entry.running_balance)
 
     @admin.display(description="of")
     def source(self, entry) -> str:

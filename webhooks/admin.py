@@ -5,6 +5,7 @@ from django.utils.html import format_html
 
 from accounts.admin import OWNER_ONLY
 from billing_site.admin import CappedPaginator, ProjectListFilter, ProjectScopedAdmin, ReadOnlyAdminMixin
+from billing_site.dashboard import FAILING_ENDPOINTS
 from billing_site.errors import DomainError
 from webhooks import services
 from webhooks.models import Delivery, DeliveryAttempt, Event, WebhookEndpoint
@@ -89,6 +90,24 @@ class WebhookEndpointForm(forms.ModelForm):
         return cleaned
 
 
+class HealthFilter(admin.SimpleListFilter):
+    """`?health=failing`: the endpoints the dashboard counts as failing (their latest attempt
+    failed, or they were disabled automatically; billing_site.dashboard.FAILING_ENDPOINTS)."""
+
+    title = "health"
+    parameter_name = "health"
+
+    def lookups(self, request, model_admin):
+        return [("failing", "Failing or disabled automatically"), ("not_failing", "Not failing")]
+
+    def queryset(self, request, queryset):
+        if self.value() == "failing":
+            return queryset.filter(FAILING_ENDPOINTS)
+        if self.value() == "not_failing":
+            return queryset.exclude(FAILING_ENDPOINTS)
+        return queryset
+
+
 ENDPOINT_EDITABLE = ["url", "description", "event_types", "enabled"]
 ENDPOINT_STATE = [
     "disabled_reason",
@@ -117,7 +136,7 @@ class WebhookEndpointAdmin(ProjectScopedAdmin):
         "created_at",
         "deliveries",
     ]
-    list_filter = [ProjectListFilter, "enabled", "disabled_reason"]
+    list_filter = [ProjectListFilter, HealthFilter, "enabled", "disabled_reason"]
     search_fields = ["url", "public_id", "description"]
     actions = ["rotate_secret"]
 

@@ -1,8 +1,11 @@
+import re
+
 import pytest
 from django.core.files.uploadedfile import SimpleUploadedFile
 from django.urls import reverse
 
 from accounts.models import ApiKey, AuditLogEntry, Role
+from accounts.services import MASKED_VALUE, audit_record
 from tests.accounts.factories import MembershipFactory, UserFactory, make_api_key, project_admin_form
 from webhooks.models import Event
 
@@ -176,3 +179,57 @@ def test_owner_adds_a_member_through_the_inline_and_it_is_audited(client, projec
     assert newcomer.is_staff
     assert newcomer.memberships.get().role == Role.VIEWER
     assert AuditLogEntry.objects.filter(action="membership.created").count() == 1
+
+
+def _changes_cell(html: str) -> str:
+    found = re.search(r'<td class="field-changes_summary">(.*?)</td>', html, re.S)
+    return found.group(1).strip()
+
+
+def test_an_audit_entry_s_changes_read_as_text_with_secrets_masked(client, project):
+    client.force_login(_staff(project, Role.VIEWER))
+    entry = audit_record(
+        project=project, actor=None, action="project.updated", target=project,
+        changes={
+            "name": ["Acme", "Acme Inc"], "stripe_secret_key": [MASKED_VALUE, MASKED_VALUE],
+            "grace_period_hours": ["24", "48"], "unit_price": ["49.000000000000", "0E-12"],
+            "event_types": [["invoice.*"], ["invoice.*", "customer.created"]], "price": ["12.50", ""],
+        },
+    )  # fmt: skip
+    created = audit_record(
+        project=project, actor=None, action="api_key.created", target=project,
+        changes={"scopes": ["billing:read", "usage:write"], "options": {}, "enabled": True},
+    )  # fmt: skip
+    resend = audit_record(project=project, actor=None, action="invoice.resend", target=project, changes={})
+
+    page = client.get(reverse("admin:accounts_auditlogentry_change", args=[entry.pk])).content.decode()
+    rows = re.findall(r'<tr><th scope="row">([^<]+)</th><td>([^<]*)</td></tr>', page)
+    assert rows == [
+        ("event_types", "invoice.* → invoice.*, customer.created"),
+        ("grace_period_hours", "24 → 48"),
+        ("name", "Acme → Acme Inc"),
+        ("price", "12.50 → (empty)"),
+        ("stripe_secret_key", f"{MASKED_VALUE} → {MASKED_VALUE}"),
+        ("unit_price", "49 → 0"),
+    ]
+    created_page = client.get(
+        reverse("admin:accounts_auditlogentry_change", args=[created.pk])
+    ).content.decode()
+    assert re.findall(r'<tr><th scope="row">([^<]+)</th><td>([^<]*)</td></tr>', created_page) == [
+        ("enabled", "yes"),
+        ("options", "(empty)"),
+        ("scopes", "billing:read, usage:write"),  # values as created: a list of two is not a change
+    ]
+    resend_page = client.get(
+        reverse("admin:accounts_auditlogentry_change", args=[resend.pk])
+    ).content.decode()
+    assert re.search(r'field-changes_table.*?<div class="readonly">-</div>', resend_page, re.S)
+    listing = client.get(reverse("admin:accounts_auditlogentry_changelist"), {"q": "api_key.created"})
+    assert (
+        _changes_cell(listing.content.decode())
+        == "enabled: yes; options: (empty); scopes: billing:read, usage:write"
+    )
+    for html in (page, created_page, resend_page):
+        assert "{}" not in html
+        assert "E-12" not in html
+        assert "000000" not in html

@@ -1,6 +1,8 @@
 """The back office: meters through their services, the event explorer, the unmatched queue and the
 customer usage panel."""
 
+import re
+
 import pytest
 from django.urls import reverse
 
@@ -233,3 +235,32 @@ def test_the_meter_form_takes_the_metering_options_and_refuses_bad_combinations(
     assert added.status_code == 302, added.context["adminform"].form.errors
     meter = Meter.objects.get(code="peak")
     assert (meter.bucket, meter.rounding, meter.rounding_precision) == ("hour", "ceil", 1)
+
+
+def test_values_and_quantities_read_as_numbers_in_the_project_s_locale(staff, project, customer, meter):
+    subscribe(customer, make_plan(project, charges=[{"meter": meter, "unit_price": "1"}]), starts_at=JANUARY)
+    record(
+        project,
+        {"value": "1234.5", "timestamp": at(2)},
+        {"value": "0", "timestamp": at(2, 1)},
+        {"value": "0.000001", "timestamp": at(3)},
+        customer="cus_8fq",
+        meter="api_calls",
+    )
+    event = UsageEvent.objects.get(value=0)
+    client = staff(Role.VIEWER)
+
+    listing = client.get(EXPLORER).content.decode()
+    page = client.get(reverse("admin:meters_usageevent_change", args=[event.pk])).content.decode()
+
+    values = re.findall(r'<td class="field-value_label">([^<]*)</td>', listing)
+    assert values == ["0.000001", "0", "1,234.5"]
+    assert re.search(r'field-value_label.*?<div class="readonly">0</div>', page, re.S)
+    assert "E-12" not in listing + page
+    assert ".000000" not in listing + page
+
+    project.locale = "de_DE"
+    project.save(update_fields=["locale"])
+    html = customer_usage_panel(customer)
+    assert "API calls</strong> (api_calls, sum):\n          1.234,500001 calls" in html
+    assert 'title="2026-01-02: 1.234,5"' in html

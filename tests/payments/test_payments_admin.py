@@ -451,3 +451,58 @@ def test_every_payments_page_opens_read_only_for_a_viewer(client, project):
         assert b'name="_save"' not in page.content
         assert client.get(reverse(f"admin:payments_{name}_add")).status_code == 403
     assert _cells(client.get(reverse("admin:payments_paymentmethod_changelist")), "expiry") == ["03/2030"]
+
+
+# --- amounts as the project's locale writes them --------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("locale", "currency", "amount", "fee", "refunded", "expected"),
+    [
+        ("en_US", "USD", "1234.50", "35.90", "0", ["$1,234.50", "$35.90", "$1,198.60", "$0.00"]),
+        ("en_US", "JPY", "1235", "40", "100", ["¥1,235", "¥40", "¥1,195", "¥100"]),
+        (
+            "de_DE",
+            "EUR",
+            "1234.50",
+            "0.25",
+            "34.5",
+            ["1.234,50\xa0€", "0,25\xa0€", "1.234,25\xa0€", "34,50\xa0€"],
+        ),
+    ],
+)
+def test_payment_amounts_read_in_their_currency_as_the_project_writes_money(
+    client, project, locale, currency, amount, fee, refunded, expected
+):
+    project.locale = locale
+    project.save(update_fields=["locale"])
+    _login(client, project, Role.VIEWER)
+    payment = Payment.objects.create(
+        project=project, processor=PaymentProcessor.MANUAL, currency=currency, amount=D(amount), fee=D(fee),
+        net=D(amount) - D(fee), amount_refunded=D(refunded), status=PaymentStatus.SUCCEEDED, paid_at=NOV_2,
+    )  # fmt: skip
+
+    listing = client.get(reverse("admin:payments_payment_changelist"))
+    page = client.get(reverse("admin:payments_payment_change", args=[payment.pk]))
+
+    columns = ["amount_label", "fee_label", "net_label", "refunded_label"]
+    assert [_cells(listing, column)[0] for column in columns] == expected
+    assert [_field(page, column) for column in columns] == expected
+
+
+def test_the_payment_list_filters_by_the_month_paid_in_utc(client, project):
+    _login(client, project, Role.VIEWER)
+    for reference, paid_at in [
+        ("oct-last", datetime(2026, 10, 31, 23, 59, 59, tzinfo=UTC)),
+        ("nov-first", datetime(2026, 11, 1, tzinfo=UTC)),
+        ("nov-last", datetime(2026, 11, 30, 23, 59, 59, tzinfo=UTC)),
+        ("dec-first", datetime(2026, 12, 1, tzinfo=UTC)),
+    ]:
+        Payment.objects.create(
+            project=project, processor=PaymentProcessor.MANUAL, processor_reference=reference, currency="USD",
+            amount=D("1.00"), status=PaymentStatus.SUCCEEDED, paid_at=paid_at,
+        )  # fmt: skip
+
+    november = client.get(reverse("admin:payments_payment_changelist"), {"paid_month": "2026-11"})
+
+    assert sorted(_cells(november, "processor_reference")) == ["nov-first", "nov-last"]

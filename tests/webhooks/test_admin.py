@@ -3,11 +3,12 @@
 import pytest
 from django.contrib.messages import get_messages
 from django.urls import reverse
+from django.utils import timezone
 
 from accounts.models import AuditLogEntry, Role
 from tests.accounts.factories import MembershipFactory
 from tests.webhooks.factories import PUBLIC_URL, make_endpoint, record_event
-from webhooks.models import Delivery, WebhookEndpoint
+from webhooks.models import Delivery, DisabledReason, WebhookEndpoint
 
 pytestmark = pytest.mark.django_db
 
@@ -211,3 +212,24 @@ def test_redelivering_to_a_disabled_endpoint_is_refused_with_a_message(client, p
         f"{delivery.public_id}: This endpoint is disabled; enable it to redeliver events to it."
     ]
     assert Delivery.objects.count() == 1
+
+
+def test_the_health_filter_lists_failing_and_automatically_disabled_endpoints(client, project):
+    client.force_login(_staff(project, Role.VIEWER))
+    make_endpoint(project, url="https://93.184.215.14/ok")
+    make_endpoint(project, url="https://93.184.215.14/off", enabled=False)  # turned off by a user
+    failing = make_endpoint(project, url="https://93.184.215.14/failing")
+    gone = make_endpoint(project, url="https://93.184.215.14/gone")
+    worn_out = make_endpoint(project, url="https://93.184.215.14/worn-out")
+    WebhookEndpoint.objects.filter(pk=failing.pk).update(failing_since=timezone.now())
+    WebhookEndpoint.objects.filter(pk=gone.pk).update(enabled=False, disabled_reason=DisabledReason.GONE)
+    WebhookEndpoint.objects.filter(pk=worn_out.pk).update(
+        enabled=False, disabled_reason=DisabledReason.FAILING, failing_since=timezone.now()
+    )
+
+    def listed(health):
+        response = client.get(ENDPOINTS, {"health": health})
+        return sorted(endpoint.url.rsplit("/", 1)[1] for endpoint in response.context["cl"].result_list)
+
+    assert listed("failing") == ["failing", "gone", "worn-out"]
+    assert listed("not_failing") == ["off", "ok"]
