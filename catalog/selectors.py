@@ -1,14 +1,7 @@
-from typing import TYPE_CHECKING
-
-from django.db.models import Exists, F, OuterRef, Prefetch, Q, QuerySet
+from django.db.models import Exists, OuterRef, Prefetch, Q, QuerySet
 
 from accounts.models import Project
 from catalog.models import Charge, Contract, Customer, Plan, Product
-
-if TYPE_CHECKING:  # the apps above the catalog, imported where they are read (they import it)
-    from invoicing.models import CreditNote, Invoice
-    from payments.models import Payment, PaymentMethod
-    from subscriptions.models import Subscription
 
 
 def plan_in_use(plan: Plan) -> bool:
@@ -64,46 +57,6 @@ def customer_by_reference(*, project: Project, reference: str) -> Customer | Non
     return next((c for c in matches if c.public_id == reference), matches[0] if matches else None)
 
 
-# --- the customer's page: what they are billed, latest first, a bounded number of rows each ---------
-
+# The customer's admin page shows this many of the latest rows of each thing they are billed
+# (subscriptions, invoices, credit notes, payments: each app's selectors read theirs).
 CUSTOMER_PAGE_ROWS = 20
-
-
-def customer_subscription_list(
-    *, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS
-) -> list["Subscription"]:
-    from subscriptions.models import Subscription
-
-    return list(Subscription.objects.filter(customer=customer).select_related("plan").order_by("-id")[:limit])
-
-
-def customer_invoice_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list["Invoice"]:
-    from invoicing.models import Invoice
-
-    return list(Invoice.objects.filter(customer=customer).select_related("project").order_by("-id")[:limit])
-
-
-def customer_credit_note_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list["CreditNote"]:
-    from invoicing.models import CreditNote
-
-    found = CreditNote.objects.filter(invoice__customer=customer).select_related("invoice", "project")
-    return list(found.order_by("-id")[:limit])
-
-
-def customer_payment_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list["Payment"]:
-    """Payments of the customer's invoices, and those the processor reported for the customer that
-    match no invoice yet."""
-    from payments.models import Payment
-
-    found = Payment.objects.filter(customer=customer).select_related("invoice", "payment_method", "project")
-    return list(found.order_by("-id")[:limit])
-
-
-def customer_payment_method_list(
-    *, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS
-) -> list["PaymentMethod"]:
-    """Attached methods first (the default leading), then removed ones."""
-    from payments.models import PaymentMethod
-
-    found = PaymentMethod.objects.filter(customer=customer)
-    return list(found.order_by(F("detached_at").asc(nulls_first=True), "-is_default", "-id")[:limit])

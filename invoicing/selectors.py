@@ -14,6 +14,8 @@ from django.db.models import (
 from django.db.models.functions import Coalesce
 
 from accounts.models import Project
+from catalog.models import Customer
+from catalog.selectors import CUSTOMER_PAGE_ROWS
 from invoicing.models import CreditNote, CreditNoteLine, Invoice, InvoiceEmail, InvoiceLine, InvoiceStatus
 
 
@@ -118,3 +120,14 @@ def invoice_lines_of(invoices: QuerySet[Invoice]) -> QuerySet[InvoiceLine]:
 # The back office lists issued invoices by number, newest first, then the unnumbered ones (drafts,
 # those in review, those rejected there) by period, newest first.
 BACK_OFFICE_ORDER = (F("number").desc(nulls_last=True), F("period_start").desc(), F("id").desc())
+
+
+def customer_invoice_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list[Invoice]:
+    """The customer's invoices, latest first, with the period each bills (invoices_for_back_office)."""
+    found = invoices_for_back_office(Invoice.objects.filter(customer=customer).select_related("project"))
+    return list(found.order_by("-id")[:limit])
+
+
+def customer_credit_note_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list[CreditNote]:
+    found = CreditNote.objects.filter(invoice__customer=customer).select_related("invoice", "project")
+    return list(found.order_by("-id")[:limit])

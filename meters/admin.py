@@ -18,6 +18,7 @@ from django.utils.dateparse import parse_date, parse_datetime
 from django.utils.safestring import SafeString
 
 from accounts.models import Project
+from billing_site import formats
 from billing_site.admin import (
     CappedPaginator,
     ProjectListFilter,
@@ -25,7 +26,7 @@ from billing_site.admin import (
     ReadOnlyAdminMixin,
     roles_for,
 )
-from billing_site.admin_display import quantity_column, quantity_text
+from billing_site.admin_display import locale_of, quantity_column, quantity_text
 from billing_site.errors import DomainError
 from catalog.models import Customer
 from meters import selectors, services
@@ -357,7 +358,8 @@ def customer_usage_panel(customer: Customer, now: datetime | None = None) -> Saf
             meters.append(
                 {"meter": item.meter, "quantity": quantity_text(customer, item.quantity), "bars": bars}
             )
-        subscriptions.append({"subscription": usage.subscription, "period": period, "meters": meters})
+        label = formats.compact_period(period.start, period.end, customer.timezone, locale_of(customer))
+        subscriptions.append({"subscription": usage.subscription, "period": label, "meters": meters})
     return render_to_string(
         "admin/meters/customer_usage.html", {"customer": customer, "subscriptions": subscriptions}
     )

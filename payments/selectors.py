@@ -3,11 +3,12 @@
 from datetime import datetime
 from decimal import Decimal
 
-from django.db.models import Q, QuerySet
+from django.db.models import F, Q, QuerySet
 
 from accounts.models import Project
 from billing_site.aggregates import MoneySum
 from catalog.models import Customer
+from catalog.selectors import CUSTOMER_PAGE_ROWS
 from payments.models import BalanceEntry, Payment, PaymentMethod, Payout
 
 # --- payment methods
@@ -62,3 +63,18 @@ def payment_list(*, project: Project) -> QuerySet[Payment]:
 
 def payout_list(*, project: Project) -> QuerySet[Payout]:
     return Payout.objects.filter(project=project)
+
+
+def customer_payment_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list[Payment]:
+    """Payments of the customer's invoices, and those the processor reported for the customer that
+    match no invoice yet; latest first."""
+    found = Payment.objects.filter(customer=customer).select_related("invoice", "payment_method", "project")
+    return list(found.order_by("-id")[:limit])
+
+
+def customer_payment_method_list(
+    *, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS
+) -> list[PaymentMethod]:
+    """Attached methods first (the default leading), then removed ones."""
+    found = PaymentMethod.objects.filter(customer=customer)
+    return list(found.order_by(F("detached_at").asc(nulls_first=True), "-is_default", "-id")[:limit])

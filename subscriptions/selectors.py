@@ -5,6 +5,7 @@ from django.utils import timezone
 
 from accounts.models import Project
 from catalog.models import Charge, Customer, Plan
+from catalog.selectors import CUSTOMER_PAGE_ROWS
 from subscriptions.models import Status, Subscription, SubscriptionPhase, status_expression
 from subscriptions.periods import Period, PeriodGrid
 from subscriptions.services import period_grid
@@ -69,3 +70,8 @@ def nominal_period(subscription: Subscription, moment: datetime) -> Period:
             interval_count=plan.interval_count, anniversary=grid.anniversary,
         )  # fmt: skip
     return grid.nominal_period_at(moment)
+
+
+def customer_subscription_list(*, customer: Customer, limit: int = CUSTOMER_PAGE_ROWS) -> list[Subscription]:
+    """The customer's subscriptions, latest first, for their admin page."""
+    return list(Subscription.objects.filter(customer=customer).select_related("plan").order_by("-id")[:limit])

@@ -6,6 +6,7 @@ HTML and CSS; and the unmatched usage panel (meters.admin). Amounts are written 
 user's projects share, or en_US when they differ.
 """
 
+from datetime import date
 from decimal import Decimal
 from urllib.parse import urlencode
 
@@ -22,6 +23,7 @@ from billing_site import formats
 from billing_site.admin import roles_for
 from billing_site.admin_display import DEFAULT_LOCALE
 from billing_site.dashboard import Dashboard, Figure, dashboard_read, month_param
+from invoicing.models import ISSUED_STATUSES
 from meters.admin import unmatched_usage_panel
 
 register = template.Library()
@@ -49,13 +51,19 @@ def dashboard_locale(projects: list[Project]) -> str:
     return locales.pop() if len(locales) == 1 else DEFAULT_LOCALE
 
 
+def _billed_url(month: date) -> str:
+    """The invoices a month's billed figure counts: issued that month and not void since."""
+    query = {"issued_month": month_param(month), "status__in": ",".join(sorted(ISSUED_STATUSES))}
+    return f"{reverse('admin:invoicing_invoice_changelist')}?{urlencode(query)}"
+
+
 def dashboard_html(projects: list[Project], data: Dashboard) -> SafeString:
     locale = dashboard_locale(projects)
     month = month_param(data.month)
     invoices = reverse("admin:invoicing_invoice_changelist")
     payments = reverse("admin:payments_payment_changelist")
     figures = [
-        _figure("Billed", data.billed, "issued invoice", f"{invoices}?issued_month={month}", locale),
+        _figure("Billed", data.billed, "issued invoice", _billed_url(data.month), locale),
         _figure(
             "Collected",
             data.collected,
@@ -121,7 +129,7 @@ def _billed_charts(data: Dashboard, invoices: str, locale: str) -> list[dict]:
                 "short": format_skeleton("MMM", month, locale=locale),
                 "amount": formats.money(amount, currency, locale),
                 "percent": _percent(amount, highest),
-                "url": f"{invoices}?issued_month={month_param(month)}",
+                "url": _billed_url(month),
             }
             for month, amount in months
         ]

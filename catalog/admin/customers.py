@@ -15,7 +15,7 @@ from django.utils.text import capfirst
 from billing_site import formats
 from billing_site.admin import ObjectActionsMixin, ProjectListFilter, ProjectScopedAdmin
 from billing_site.admin_display import EMPTY, locale_of, money_text
-from catalog import coupons, selectors, services
+from catalog import coupons, services
 from catalog.admin.common import ReadOnlyDisplays, metadata_lines, tax_rates_offered
 from catalog.forms import CustomerForm, EmailListField, MetadataField
 from catalog.models import (
@@ -23,7 +23,10 @@ from catalog.models import (
     Customer,
 )
 from catalog.services import ADDRESS_FIELDS
+from invoicing import selectors as invoicing_selectors
 from meters.admin import customer_usage_panel
+from payments import selectors as payment_selectors
+from subscriptions import selectors as subscription_selectors
 from subscriptions.models import Subscription
 
 
@@ -84,7 +87,7 @@ class CustomerPage:
                 self.day(subscription.starts_at),
                 self.day(subscription.ends_at),
             )
-            for subscription in selectors.customer_subscription_list(customer=self.customer)
+            for subscription in subscription_selectors.customer_subscription_list(customer=self.customer)
         ]
         return Section(
             "Subscriptions",
@@ -100,11 +103,11 @@ class CustomerPage:
             (
                 _link(_change_url(invoice), invoice.number or "Draft"),
                 invoice.get_status_display(),
-                self.period(invoice.period_start, invoice.period_end),
+                self.period(invoice.billed_start, invoice.billed_end),
                 money_text(invoice, invoice.total),
                 money_text(invoice, invoice.amount_due),
             )
-            for invoice in selectors.customer_invoice_list(customer=self.customer)
+            for invoice in invoicing_selectors.customer_invoice_list(customer=self.customer)
         ]
         return Section(
             "Invoices",
@@ -123,7 +126,7 @@ class CustomerPage:
                 money_text(note, note.amount, currency="invoice__currency"),
                 self.day(note.created_at),
             )
-            for note in selectors.customer_credit_note_list(customer=self.customer)
+            for note in invoicing_selectors.customer_credit_note_list(customer=self.customer)
         ]
         return Section(
             "Credit notes", ("credit note", "invoice", "amount", "created"), rows, "No credit note."
@@ -139,7 +142,7 @@ class CustomerPage:
                 payment.method or (str(payment.payment_method) if payment.payment_method else EMPTY),
                 self.day(payment.paid_at),
             )
-            for payment in selectors.customer_payment_list(customer=self.customer)
+            for payment in payment_selectors.customer_payment_list(customer=self.customer)
         ]
         return Section(
             "Payments",
@@ -161,7 +164,7 @@ class CustomerPage:
                 "default" if method.is_default and not method.detached_at else "",
                 f"removed {self.day(method.detached_at)}" if method.detached_at else "",
             )
-            for method in selectors.customer_payment_method_list(customer=self.customer)
+            for method in payment_selectors.customer_payment_method_list(customer=self.customer)
         ]
         return Section(
             "Payment methods",

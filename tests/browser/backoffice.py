@@ -8,13 +8,12 @@ invoices in the review queue; the current month is a draft collecting usage.
 
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from decimal import Decimal
 
 import time_machine
 from django.utils import timezone
 
 from accounts.models import Project, Role
-from catalog.models import Contract, Customer
+from catalog.models import Contract, ContractLine, Customer
 from invoicing.billing import billing_close
 from invoicing.models import Invoice, InvoiceStatus
 from invoicing.services import invoice_approve
@@ -94,11 +93,12 @@ def backoffice_month() -> Month:
             invoice=paid, amount=paid.amount_due, reference="BANK-0815", method="bank_transfer", actor=None
         )
     contract = ContractFactory(project=project, title="Initech master services agreement", customer=initech,
-                               customer_name="", customer_email="")  # fmt: skip
+                               customer_name="", customer_email="", start_date=first[3].date())  # fmt: skip
+    ContractLine.objects.create(
+        contract=contract, kind="usage", name="API calls", meter=calls, pricing_model="graduated",
+        tiers=[{"up_to": "50000", "unit_price": "0.0012", "flat_fee": "0"},
+               {"up_to": None, "unit_price": "0.0008", "flat_fee": "0"}],
+    )  # fmt: skip
     billing_admin = MembershipFactory(project=project, role=Role.BILLING_ADMIN, user__username="fiona").user
     viewer = MembershipFactory(project=project, role=Role.VIEWER, user__username="victor").user
     return Month(project, initech, globex, contract, billing_admin, viewer)
-
-
-def money(amount: Decimal) -> str:
-    return f"${amount:,.2f}"

@@ -118,10 +118,10 @@ def test_an_accepted_contract_shows_its_tiers_and_prices_in_its_currency(client,
 
     page = client.get(reverse("admin:catalog_contract_change", args=[contract.pk])).content.decode()
 
-    # Unit prices as billing_site.formats.unit_price writes them: every decimal, the sign first.
-    assert "<tr><td>1.000</td><td>€0,10</td><td>€0,00</td></tr>" in page
-    assert "<tr><td>∞</td><td>€0,05</td><td>€5,00</td></tr>" in page
-    assert '<div class="readonly">€49,00</div>' in page
+    # As the locale writes money (de_DE: the sign after), unit prices with every decimal they have.
+    assert "<tr><td>1.000</td><td>0,10\xa0€</td><td>0,00\xa0€</td></tr>" in page
+    assert "<tr><td>∞</td><td>0,05\xa0€</td><td>5,00\xa0€</td></tr>" in page
+    assert '<div class="readonly">49,00\xa0€</div>' in page
     assert "49.000000000000" not in page
 
 
