@@ -199,7 +199,7 @@ def test_the_page_shows_what_the_customer_is_billed(client, project, billed_cust
     invoices = _section(page, "Invoices")
     assert (
         f'<td><a href="/admin/invoicing/invoice/{invoice.pk}/change/">{invoice.number}</a></td><td>Open</td>'
-        "<td>Jan 15, 2026</td><td>$250.00</td><td>$100.00</td>"
+        "<td>Jan 15\u2009–\u200931, 2026</td><td>$250.00</td><td>$100.00</td>"  # the days its lines bill
     ) in invoices
     assert (
         f'href="/admin/invoicing/invoice/?customer={billed_customer.public_id}">All invoices of this customer'
@@ -218,7 +218,7 @@ def test_the_page_shows_what_the_customer_is_billed(client, project, billed_cust
     assert "visa •••• 4242</a></td><td>card</td><td>03/2034</td><td>default</td><td></td>" in _section(
         page, "Payment methods"
     )
-    assert "API calls</strong> (api_calls, sum):\n          1234.5 calls" in _section(
+    assert "API calls</strong> (api_calls, sum):\n          1,234.5 calls" in _section(
         page, "Usage this period"
     )
     assert "Apply a coupon…" in page
