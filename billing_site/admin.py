@@ -13,6 +13,7 @@ from typing import Any
 
 from django import forms
 from django.contrib import admin, messages
+from django.contrib.admin.options import IncorrectLookupParameters
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Paginator
 from django.db import models, transaction
@@ -20,6 +21,7 @@ from django.http import HttpRequest, HttpResponse, HttpResponseRedirect
 from django.shortcuts import get_object_or_404
 from django.template.response import TemplateResponse
 from django.urls import reverse
+from django.utils import timezone
 from django.utils.html import format_html, format_html_join
 
 from accounts.models import WRITE_ROLES, AuditLogEntry, Project
@@ -28,6 +30,7 @@ from accounts.services import MASKED_VALUE, audit_record
 from billing_site.admin_display import DecimalInputs
 from billing_site.errors import DomainError
 from billing_site.money import decimal_string
+from billing_site.months import month_param, month_parse, month_span, recent_months
 
 admin.site.site_header = "Billable"
 admin.site.site_title = "Billable admin"
@@ -332,6 +335,28 @@ class ProjectListFilter(admin.SimpleListFilter):
         if self.value():
             return queryset.filter(**{self.project_path: self.value()})
         return queryset
+
+
+class CalendarMonthFilter(admin.SimpleListFilter):
+    """By the UTC calendar month a moment falls in: `?<parameter_name>=2026-11` (links from the
+    dashboard use it). Offers the last 12 months; any month from 2000-01 to 2099-12 can be typed in
+    the URL; anything else shows the list with the admin's bad-filter notice, never an error."""
+
+    field: str  # the moment filtered on, e.g. "issued_at"
+    MONTHS_OFFERED = 12
+
+    def lookups(self, request, model_admin):
+        months = recent_months(timezone.now(), self.MONTHS_OFFERED)
+        return [(month_param(month), f"{month:%b %Y}") for month in months]
+
+    def queryset(self, request, queryset):
+        if not self.value():
+            return queryset
+        month = month_parse(self.value())
+        if month is None:
+            raise IncorrectLookupParameters(f"{self.parameter_name}: {self.value()!r} is not a month YYYY-MM")
+        start, end = month_span(month)
+        return queryset.filter(**{f"{self.field}__gte": start, f"{self.field}__lt": end})
 
 
 class ReadOnlyAdminMixin:

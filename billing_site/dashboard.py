@@ -6,7 +6,6 @@ query (GROUP BY currency, month or meter) over the given projects, so the dashbo
 few queries whatever the tables hold. Months are calendar months in UTC.
 """
 
-import re
 from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
@@ -26,6 +25,7 @@ from django.db.models import (
 from django.db.models.functions import Greatest, TruncMonth
 
 from billing_site.aggregates import MoneySum
+from billing_site.months import add_months, month_of, month_span
 from invoicing.models import AMOUNT_DIGITS, AMOUNT_PLACES, ISSUED_STATUSES, Invoice, InvoiceStatus
 from meters.aggregation import quantity, uses_rollups
 from meters.models import Aggregation, Meter, UsageRollup
@@ -33,7 +33,6 @@ from payments.models import Payment, PaymentStatus
 from webhooks.models import DisabledReason, WebhookEndpoint
 
 CHART_MONTHS = 12
-_MONTH = re.compile(r"^(\d{4})-(0[1-9]|1[0-2])$")
 _AMOUNT = DecimalField(max_digits=AMOUNT_DIGITS, decimal_places=AMOUNT_PLACES)
 # An invoice's amount due (Invoice.amount_due) in SQL.
 _AMOUNT_DUE = Greatest(
@@ -50,38 +49,6 @@ _AMOUNT_DUE = Greatest(
 FAILING_ENDPOINTS = Q(failing_since__isnull=False) | Q(
     enabled=False, disabled_reason__in=[DisabledReason.GONE, DisabledReason.FAILING]
 )
-
-
-# --- months ----------------------------------------------------------------------------------------
-
-
-def month_of(moment: datetime) -> date:
-    """The first day of the UTC calendar month `moment` falls in."""
-    return moment.astimezone(UTC).date().replace(day=1)
-
-
-def add_months(month: date, months: int) -> date:
-    index = month.year * 12 + month.month - 1 + months
-    return date(index // 12, index % 12 + 1, 1)
-
-
-def month_span(month: date) -> tuple[datetime, datetime]:
-    """[first instant, first instant of the next month), UTC."""
-    return (
-        datetime(month.year, month.month, 1, tzinfo=UTC),
-        datetime.combine(add_months(month, 1), datetime.min.time(), tzinfo=UTC),
-    )
-
-
-def month_parse(text: str) -> date | None:
-    """ "2026-11" as the month's first day; None for anything else."""
-    found = _MONTH.fullmatch(text.strip())
-    return date(int(found.group(1)), int(found.group(2)), 1) if found else None
-
-
-def month_param(month: date) -> str:
-    """A month as list filters take it: "2026-11"."""
-    return f"{month:%Y-%m}"
 
 
 # --- the figures -----------------------------------------------------------------------------------

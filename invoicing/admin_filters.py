@@ -12,7 +12,7 @@ A value no filter understands (`issued_month=2026-13`) is IncorrectLookupParamet
 shows Django's "bad filters" page rather than an error.
 """
 
-from datetime import UTC, date, datetime
+from datetime import date, datetime, time
 from decimal import Decimal
 from zoneinfo import ZoneInfo
 
@@ -21,86 +21,58 @@ from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, Q
 from django.utils import timezone
 
+from billing_site.admin import CalendarMonthFilter
+from billing_site.months import add_months, month_param, month_parse, recent_months
 from catalog.models import Customer
 from invoicing.models import InvoiceStatus
 
-MONTHS_OFFERED = 12
 
-
-def _month(value: str) -> tuple[int, int]:
-    try:
-        moment = datetime.strptime(value, "%Y-%m").replace(tzinfo=UTC)
-    except ValueError:
-        raise IncorrectLookupParameters(f"{value!r} is not a month (YYYY-MM).") from None
-    return moment.year, moment.month
-
-
-def _next(year: int, month: int) -> tuple[int, int]:
-    return (year + 1, 1) if month == 12 else (year, month + 1)
-
-
-def _recent_months(count: int) -> list[tuple[int, int]]:
-    today = timezone.now().astimezone(UTC)
-    year, month = today.year, today.month
-    months = []
-    for _ in range(count):
-        months.append((year, month))
-        year, month = (year - 1, 12) if month == 1 else (year, month - 1)
-    return months
-
-
-def _label(year: int, month: int) -> str:
-    return date(year, month, 1).strftime("%b %Y")
-
-
-class IssuedMonthFilter(admin.SimpleListFilter):
+class IssuedMonthFilter(CalendarMonthFilter):
     title = "issued in"
     parameter_name = "issued_month"
-
-    def lookups(self, request, model_admin):
-        return [(f"{y:04d}-{m:02d}", _label(y, m)) for y, m in _recent_months(MONTHS_OFFERED)]
-
-    def queryset(self, request, queryset):
-        if not self.value():
-            return queryset
-        year, month = _month(self.value())
-        start = datetime(year, month, 1, tzinfo=UTC)
-        end = datetime(*_next(year, month), 1, tzinfo=UTC)
-        return queryset.filter(issued_at__gte=start, issued_at__lt=end)
+    field = "issued_at"
 
 
 class PeriodMonthFilter(admin.SimpleListFilter):
     """By the month the period starts in, as its customer reads it: a November of a customer in
-    Tokyo starts on 31 October, 15:00 UTC. One range per time zone the customers have."""
+    Tokyo starts on 31 October, 15:00 UTC. One range per time zone the project's customers have."""
 
     title = "period"
     parameter_name = "period"
     OLDER = "older"
 
+    def _months(self) -> list[date]:
+        return recent_months(timezone.now(), CalendarMonthFilter.MONTHS_OFFERED)
+
     def lookups(self, request, model_admin):
-        months = _recent_months(MONTHS_OFFERED)
+        months = self._months()
         return [
-            *((f"{y:04d}-{m:02d}", _label(y, m)) for y, m in months),
-            (self.OLDER, f"before {_label(*months[-1])}"),
+            *((month_param(month), f"{month:%b %Y}") for month in months),
+            (self.OLDER, f"before {months[-1]:%b %Y}"),
         ]
 
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
         if self.value() == self.OLDER:
-            first, end = None, _recent_months(MONTHS_OFFERED)[-1]
+            first, end = None, self._months()[-1]
         else:
-            first = _month(self.value())
-            end = _next(*first)
-        zones = Customer.objects.order_by().values_list("timezone", flat=True).distinct()
+            first = month_parse(self.value())
+            if first is None:
+                raise IncorrectLookupParameters(f"period: {self.value()!r} is not a month (YYYY-MM)")
+            end = add_months(first, 1)
+        zones = Customer.objects.filter(project__in=queryset.values("project")).order_by()
         matches = Q(pk__in=[])
-        for zone in zones:
+        for zone in zones.values_list("timezone", flat=True).distinct():
             local = ZoneInfo(zone)
-            within = Q(customer__timezone=zone, period_start__lt=datetime(*end, 1, tzinfo=local))
+            within = Q(customer__timezone=zone, period_start__lt=datetime.combine(end, time(), tzinfo=local))
             if first is not None:
-                within &= Q(period_start__gte=datetime(*first, 1, tzinfo=local))
+                within &= Q(period_start__gte=datetime.combine(first, time(), tzinfo=local))
             matches |= within
         return queryset.filter(matches)
+
+
+MAX_ID_DIGITS = 18  # a bigint's; more is no id (and overflows SQLite)
 
 
 class CustomerFilter(admin.SimpleListFilter):
@@ -129,20 +101,29 @@ class CustomerFilter(admin.SimpleListFilter):
             "clear": changelist.get_query_string(remove=[self.parameter_name]),
         }
 
+    def _lookup(self) -> dict[str, int | str]:
+        """An id (digits, as the list's links write it) or a public id; anything else is a bad filter."""
+        value = self.value()
+        if value.isascii() and value.isdecimal():
+            if len(value) > MAX_ID_DIGITS:
+                raise IncorrectLookupParameters(f"customer: {value!r} is no customer's id")
+            return {"pk": int(value)}
+        return {"public_id": value}
+
     def _customer(self, invoices) -> Customer | None:
-        lookup = {"pk": self.value()} if self.value().isdigit() else {"public_id": self.value()}
-        return Customer.objects.filter(pk__in=invoices.values("customer_id"), **lookup).first()
+        return Customer.objects.filter(pk__in=invoices.values("customer_id"), **self._lookup()).first()
 
     def queryset(self, request, queryset):
         if not self.value():
             return queryset
-        if self.value().isdigit():
-            return queryset.filter(customer_id=int(self.value()))
-        return queryset.filter(customer__public_id=self.value())
+        return queryset.filter(**{f"customer__{name}": value for name, value in self._lookup().items()})
 
 
 def _due():
     return F("total") - F("credits_applied") - F("amount_credited") - F("amount_paid")
+
+
+OWING_STATUSES = [InvoiceStatus.OPEN, InvoiceStatus.UNCOLLECTIBLE]
 
 
 class AmountDueFilter(admin.SimpleListFilter):
@@ -157,13 +138,14 @@ class AmountDueFilter(admin.SimpleListFilter):
         value = self.value()
         if not value:
             return queryset
-        queryset = queryset.alias(due=_due())
+        # Money is due only on issued invoices that are not paid off: a draft or a void one owes nothing.
+        owing = queryset.alias(due=_due()).filter(status__in=OWING_STATUSES)
         if value == "none":
-            return queryset.filter(due__lte=0)
+            return queryset.exclude(pk__in=owing.filter(due__gt=0).values("pk"))
         if value == "some":
-            return queryset.filter(due__gt=0)
+            return owing.filter(due__gt=0)
         if value in self.THRESHOLDS:
-            return queryset.filter(due__gte=self.THRESHOLDS[value])
+            return owing.filter(due__gte=self.THRESHOLDS[value])
         raise IncorrectLookupParameters(f"{value!r} is not an amount-due filter.")
 
 

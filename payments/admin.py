@@ -12,7 +12,6 @@ import json
 
 from django import forms
 from django.contrib import admin
-from django.contrib.admin.options import IncorrectLookupParameters
 from django.db.models import F, Prefetch, Sum, Window
 from django.urls import path, reverse
 from django.utils import timezone
@@ -21,6 +20,7 @@ from django.utils.safestring import mark_safe
 from django.utils.text import Truncator
 
 from billing_site.admin import (
+    CalendarMonthFilter,
     CappedPaginator,
     ObjectActionsMixin,
     ProjectListFilter,
@@ -29,7 +29,6 @@ from billing_site.admin import (
     ReadOnlyInline,
 )
 from billing_site.admin_display import money_column, money_text
-from billing_site.dashboard import add_months, month_of, month_param, month_parse, month_span
 from billing_site.money import round_money
 from invoicing.admin import CreditNoteAdmin, InvoiceAdmin
 from invoicing.models import CreditNote, Invoice
@@ -152,26 +151,12 @@ class InvoicePaymentInline(PaymentColumns, ReadOnlyInline):
 # --- payments and the reconciliation queue ------------------------------------------------------
 
 
-class PaidMonthFilter(admin.SimpleListFilter):
-    """Payments paid in a calendar month, UTC: `?paid_month=2026-11` (the dashboard's "collected"
-    links here). Offers the last 12 months; any other month can be typed in the URL."""
+class PaidMonthFilter(CalendarMonthFilter):
+    """Payments paid in a calendar month, UTC (the dashboard's "collected" links here)."""
 
     title = "paid in (month, UTC)"
     parameter_name = "paid_month"
-
-    def lookups(self, request, model_admin):
-        this_month = month_of(timezone.now())
-        months = [add_months(this_month, -offset) for offset in range(12)]
-        return [(month_param(month), f"{month:%B %Y}") for month in months]
-
-    def queryset(self, request, queryset):
-        if self.value() is None:
-            return queryset
-        month = month_parse(self.value())
-        if month is None:
-            raise IncorrectLookupParameters(f"paid_month: {self.value()!r} is not a month (YYYY-MM)")
-        start, end = month_span(month)
-        return queryset.filter(paid_at__gte=start, paid_at__lt=end)
+    field = "paid_at"
 
 
 @admin.register(Payment)

@@ -22,7 +22,8 @@ from accounts.models import Project
 from billing_site import formats
 from billing_site.admin import roles_for
 from billing_site.admin_display import DEFAULT_LOCALE
-from billing_site.dashboard import Dashboard, Figure, dashboard_read, month_param
+from billing_site.dashboard import Dashboard, Figure, dashboard_read
+from billing_site.months import month_param
 from invoicing.models import ISSUED_STATUSES
 from meters.admin import unmatched_usage_panel
 

@@ -7,7 +7,7 @@ from django.contrib import admin
 from django.db.models import Count
 
 from billing_site import formats
-from billing_site.admin import ProjectListFilter, ProjectScopedAdmin
+from billing_site.admin import ProjectListFilter, ProjectScopedAdmin, ReadOnlyInline
 from billing_site.admin_display import EMPTY, locale_of, quantity_text
 from billing_site.errors import DomainError
 from catalog import coupons, taxes
@@ -123,21 +123,13 @@ class CouponForm(forms.ModelForm):
         return cleaned
 
 
-class CouponRedemptionInline(admin.TabularInline):
-    """Read-only: coupons are applied and removed through the API (POST/DELETE
-    /v1/customers/{id}/coupons), which checks the coupon's limits."""
+class CouponRedemptionInline(ReadOnlyInline):
+    """Read-only: coupons are applied through the customer's page or the API (POST/DELETE
+    /v1/customers/{id}/coupons), which check the coupon's limits."""
 
     model = CouponRedemption
     fields = ["public_id", "customer", "subscription", "created_at", "removed_at"]
     readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None) -> bool:
-        return False
-
-    def has_change_permission(self, request, obj=None) -> bool:
-        return False
 
 
 @admin.register(Coupon)
