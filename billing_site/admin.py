@@ -8,7 +8,7 @@ Django's global permissions cannot express.
 
 from collections.abc import Callable
 from decimal import Decimal
-from functools import cached_property
+from functools import cached_property, wraps
 from typing import Any
 
 from django import forms
@@ -80,6 +80,10 @@ def _audited(value) -> str:
     return decimal_string(value) if isinstance(value, Decimal) else str(value)
 
 
+def _writes(action: Callable) -> bool:
+    return bool(set(getattr(action, "allowed_permissions", ())) - {"view"})
+
+
 class ProjectScopedAdmin(DecimalInputs, admin.ModelAdmin):
     form = SameProjectForm
     # How to reach the Project from this model: "project", "customer__project", or "id" for Project.
@@ -141,6 +145,42 @@ class ProjectScopedAdmin(DecimalInputs, admin.ModelAdmin):
             elif any(field.name == "project" for field in related._meta.fields):
                 kwargs["queryset"] = related._default_manager.filter(project__in=writable)
         return super().formfield_for_foreignkey(db_field, request, **kwargs)
+
+    def get_readonly_fields(self, request, obj=None):
+        """An object stays in its project: moving a customer or a product would leave what hangs on
+        it (subscriptions, invoices, usage) in the old one."""
+        fields = list(super().get_readonly_fields(request, obj))
+        if obj is not None and self.project_path == "project" and "project" not in fields:
+            fields.append("project")
+        return fields
+
+    # --- actions -------------------------------------------------------------------------------
+    def get_actions(self, request):
+        """Every action that writes (any permission beyond view) acts only on the selected objects of
+        projects where the user may write. Django checks an action's permission for the model, not
+        for each object: a billing_admin of one project who only reads another would otherwise
+        archive, cancel or delete there by selecting rows of both."""
+        actions = super().get_actions(request)
+        return {
+            name: (self._writing_only(func) if _writes(func) else func, name, description)
+            for name, (func, name, description) in actions.items()
+        }
+
+    def _writing_only(self, func: Callable) -> Callable:
+        @wraps(func)
+        def act(model_admin, request, queryset):
+            if not request.user.is_superuser:
+                writable = queryset.filter(**{f"{self.project_path}__in": self._writable(request)})
+                left_out = queryset.count() - writable.count()
+                if left_out:
+                    messages.warning(
+                        request,
+                        f"{left_out} selected row(s) of projects where you only read were left unchanged.",
+                    )
+                queryset = writable
+            return func(model_admin, request, queryset)
+
+        return act
 
     # --- audit ---------------------------------------------------------------------------------
     def _project_of(self, obj: models.Model) -> Project | None:

@@ -101,7 +101,7 @@ class MeterAdmin(ProjectScopedAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         # The code is the event name clients send: fixed once created.
-        return [*self.readonly_fields, "project", "code"] if obj else self.readonly_fields
+        return [*super().get_readonly_fields(request, obj), "code"] if obj else self.readonly_fields
 
     def save_model(self, request, obj, form, change):
         fields = {

@@ -157,7 +157,7 @@ class PlanAdmin(ReadOnlyDisplays, ArchiveActionsMixin, ProjectScopedAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
-        return [*fields, "project", "code"] if obj is not None else fields
+        return [*fields, "code"] if obj is not None else fields
 
     def archive_object(self, plan, *, actor):
         services.plan_archive(plan=plan, actor=actor)

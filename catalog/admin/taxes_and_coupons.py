@@ -64,7 +64,7 @@ class TaxRateAdmin(ReadOnlyDisplays, ArchiveActionsMixin, ProjectScopedAdmin):
 
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
-        return [*fields, "project", "percentage", "inclusive"] if obj is not None else fields
+        return [*fields, "percentage", "inclusive"] if obj is not None else fields
 
     def save_model(self, request, obj, form, change):
         """Through the services, so the audit trail and tax_rate.* events are kept."""
@@ -192,7 +192,7 @@ class CouponAdmin(ReadOnlyDisplays, ArchiveActionsMixin, ProjectScopedAdmin):
     def get_readonly_fields(self, request, obj=None):
         fields = super().get_readonly_fields(request, obj)
         if obj is not None:
-            fixed = ["project", "code", "kind", "percent_off", "amount_off", "duration", "duration_periods"]
+            fixed = ["code", "kind", "percent_off", "amount_off", "duration", "duration_periods"]
             return [*fields, *fixed, "plans", "charges"]
         return fields
 

@@ -415,7 +415,7 @@ def test_bulk_void_with_one_reason(client, project, other_project):
     assert {entry.actor_user for entry in voided} == {user}
     assert Event.objects.filter(type="invoice.voided").count() == 2
     assert _messages(done) == [
-        f"{foreign.number}: you may only read this project's invoices.",
+        "1 selected row(s) of projects where you only read were left unchanged.",
         f"Draft · {draft.customer.name} · {NOVEMBER}: Only an open invoice can be voided; this one is draft.",
         "Voided 2 invoice(s).",
     ]
