@@ -1,6 +1,7 @@
 """Admin forms for priced items, contracts and customers: the same validation as the API, shown on
 the field."""
 
+import json
 import posixpath
 import re
 from dataclasses import dataclass
@@ -138,7 +139,11 @@ class TiersField(forms.Field):
 
 
 class MetadataField(forms.CharField):
-    """Metadata typed as text, one `key = value` per line, within the API's limits (METADATA_SCHEMA)."""
+    """Metadata typed as text, one `key = value` per line, within the API's limits (METADATA_SCHEMA).
+
+    The API takes any key and value those lines cannot write (an `=` in a key, a line break or
+    leading spaces in a value): such metadata is shown, and may be typed, as a JSON object instead,
+    so that saving the page never rewrites what the API stored."""
 
     widget = forms.Textarea(attrs={"rows": 3, "cols": 60, "placeholder": "crm_id = A-1042"})
     max_keys = METADATA_SCHEMA["maxProperties"]
@@ -149,40 +154,68 @@ class MetadataField(forms.CharField):
         kwargs.setdefault("required", False)
         kwargs.setdefault(
             "help_text",
-            f"Your own key-value pairs, one per line: key = value. At most {self.max_keys} keys of 1 to "
-            f"{self.max_key_length} characters, each value at most {self.max_value_length}.",
+            f"Your own key-value pairs, one per line: key = value (or a JSON object). At most "
+            f"{self.max_keys} keys of 1 to {self.max_key_length} characters, each value at most "
+            f"{self.max_value_length}.",
         )
         super().__init__(**kwargs)
 
     def prepare_value(self, value: Any) -> str:
-        if isinstance(value, dict):  # by key: PostgreSQL's jsonb keeps no order
+        if not isinstance(value, dict):
+            return value or ""
+        if all(_as_line(key, "=") and _as_line(text) for key, text in value.items()):
+            # by key: PostgreSQL's jsonb keeps no order
             return "\n".join(f"{key} = {text}" for key, text in sorted(value.items()))
-        return value or ""
+        return json.dumps(dict(sorted(value.items())), ensure_ascii=False, indent=2)
 
     def to_python(self, value: Any) -> dict[str, str]:
-        pairs: dict[str, str] = {}
-        for number, line in enumerate(super().to_python(value).splitlines(), start=1):
-            if not line.strip():
-                continue
-            key, equals, text = (part.strip() for part in line.partition("="))
-            if not equals or not key:
-                raise ValidationError(f"Line {number}: write 'key = value'.", code="invalid_metadata")
-            if len(key) > self.max_key_length:
-                raise ValidationError(
-                    f"Line {number}: a key has at most {self.max_key_length} characters.",
-                    code="invalid_metadata",
-                )
-            if len(text) > self.max_value_length:
-                raise ValidationError(
-                    f"Line {number}: a value has at most {self.max_value_length} characters.",
-                    code="invalid_metadata",
-                )
-            if key in pairs:
-                raise ValidationError(f"Line {number}: '{key}' is already given.", code="invalid_metadata")
-            pairs[key] = text
+        text = super().to_python(value)
+        pairs = self._from_json(text) if text.startswith("{") else self._from_lines(text)
+        for key, item in pairs.items():
+            if not 1 <= len(key) <= self.max_key_length:
+                message = f"'{key[:50]}': a key has 1 to {self.max_key_length} characters."
+                raise ValidationError(message, code="invalid_metadata")
+            if len(item) > self.max_value_length:
+                message = f"'{key}': a value has at most {self.max_value_length} characters."
+                raise ValidationError(message, code="invalid_metadata")
         if len(pairs) > self.max_keys:
             raise ValidationError(f"At most {self.max_keys} keys.", code="invalid_metadata")
         return pairs
+
+    @staticmethod
+    def _from_json(text: str) -> dict[str, str]:
+        try:
+            pairs = json.loads(text)
+        except ValueError:
+            raise ValidationError("Not a JSON object.", code="invalid_metadata") from None
+        if not isinstance(pairs, dict) or not all(isinstance(item, str) for item in pairs.values()):
+            raise ValidationError("A JSON object of text values.", code="invalid_metadata")
+        return pairs
+
+    @staticmethod
+    def _from_lines(text: str) -> dict[str, str]:
+        pairs: dict[str, str] = {}
+        for number, line in enumerate(text.splitlines(), start=1):
+            if not line.strip():
+                continue
+            key, equals, item = (part.strip() for part in line.partition("="))
+            if not equals or not key:
+                raise ValidationError(f"Line {number}: write 'key = value'.", code="invalid_metadata")
+            if key in pairs:
+                raise ValidationError(f"Line {number}: '{key}' is already given.", code="invalid_metadata")
+            pairs[key] = item
+        return pairs
+
+
+def _as_line(text: Any, *forbidden: str) -> bool:
+    """Whether `key = value` lines write `text` back exactly."""
+    return (
+        isinstance(text, str)
+        and text == text.strip()
+        and "\n" not in text
+        and "\r" not in text
+        and not any(sign in text for sign in forbidden)
+    )
 
 
 class EmailListField(forms.CharField):

@@ -496,7 +496,7 @@ class InvoiceAdmin(ObjectActionsMixin, ReadOnlyAdminMixin, ProjectScopedAdmin):
         invoice = self._visible(request, pk)
         context = {
             **self.admin_site.each_context(request),
-            "title": f"Email of {invoice}",
+            "title": f"Email of {invoice_label(invoice)}",
             "invoice": invoice,
             "email": email_compose(invoice),
             "opts": self.model._meta,

@@ -125,7 +125,8 @@ class ContractAdmin(ReadOnlyDisplays, ProjectScopedAdmin):
 
     def document_view(self, request, pk):
         """The signed PDF, to staff who may see the contract's project (another project's is 404),
-        inline so the browser opens it, under the name it was uploaded with."""
+        inline so the browser opens it, under its stored name (the uploaded one, with a suffix the
+        storage adds when another contract's file had that name)."""
         contract = get_object_or_404(self.get_queryset(request), pk=pk)
         if not self.has_view_permission(request, contract) or not contract.document:
             raise Http404

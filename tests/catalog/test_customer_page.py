@@ -122,12 +122,38 @@ def test_metadata_is_typed_as_key_value_lines_and_read_back_the_same(client, pro
 
 
 @pytest.mark.parametrize(
+    "metadata",
+    [
+        {"a=b": "c"},  # an = in a key
+        {"note": "x\ny = z"},  # a line break in a value
+        {"pad": "  v  "},  # spaces around a value
+        {"note": "line 1\nline 2", "crm_id": "A-1"},
+    ],
+)
+def test_metadata_lines_cannot_write_is_shown_and_kept_as_json(client, project, metadata):
+    _login(client, project, Role.BILLING_ADMIN)
+    customer = CustomerFactory(project=project, name="Customer", metadata=metadata)
+    form = client.get(_url(customer)).context["adminform"].form
+
+    shown = form["metadata"].value()
+    shown = form.fields["metadata"].prepare_value(shown)
+    response = client.post(_url(customer), _form(customer, name="Renamed", metadata=shown))
+
+    assert response.status_code == 302
+    customer.refresh_from_db()
+    assert (customer.name, customer.metadata) == ("Renamed", metadata)
+    assert shown.startswith("{")
+
+
+@pytest.mark.parametrize(
     ("metadata", "message"),
     [
         ("crm_id = A-1042\ncrm_id A-1043", "Line 2: write 'key = value'."),
         ("crm_id = A\ncrm_id = B", "Line 2: 'crm_id' is already given."),
-        (f"{'k' * 41} = v", "Line 1: a key has at most 40 characters."),
-        (f"k = {'v' * 501}", "Line 1: a value has at most 500 characters."),
+        (f"{'k' * 41} = v", f"'{'k' * 41}': a key has 1 to 40 characters."),
+        (f"k = {'v' * 501}", "'k': a value has at most 500 characters."),
+        ('{"k": 1}', "A JSON object of text values."),
+        ('{"k": ', "Not a JSON object."),
         ("\n".join(f"k{n} = v" for n in range(51)), "At most 50 keys."),
     ],
 )
