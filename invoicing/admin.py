@@ -133,7 +133,11 @@ class LineInline(ReadOnlyInline):
 
     @admin.display(description="period")
     def period(self, line):
-        return f"{line.period_start:%Y-%m-%d %H:%M} → {line.period_end:%Y-%m-%d %H:%M}"
+        """The days the line covers, as the invoice's period column and its PDF show them."""
+        invoice = line.invoice
+        return formats.compact_period(
+            line.period_start, line.period_end, invoice.customer.timezone, locale_of(invoice)
+        )
 
     @admin.display(description="tier breakdown")
     def breakdown(self, line):
