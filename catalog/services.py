@@ -550,6 +550,9 @@ def customer_delete(*, customer: Customer, actor: Actor) -> None:
     (a removed payment method keeps its row, for the payments that name it)."""
     try:
         with transaction.atomic():
+            # Locked before Django looks for what protects it: a wallet created meanwhile
+            # (invoicing.credits.wallet_get_or_create locks the row too) is then seen.
+            Customer.objects.select_for_update().filter(pk=customer.pk).exists()
             audit_record(project=customer.project, actor=actor, action="customer.deleted", target=customer)
             event_record(project=customer.project, type="customer.deleted", obj=customer)
             customer.delete()

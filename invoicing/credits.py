@@ -22,7 +22,7 @@ from django.utils import timezone
 
 from accounts.services import Actor, audit_record
 from billing_site.aggregates import MoneySum
-from billing_site.errors import InvalidInput, InvalidState, Unprocessable
+from billing_site.errors import InvalidInput, InvalidState, NotFound, Unprocessable
 from billing_site.money import is_currency, round_money, to_minor_units
 from catalog.models import Customer
 from invoicing.models import (
@@ -137,8 +137,15 @@ def wallet_lock(*, customer: Customer, currency: str) -> Wallet | None:
 
 
 def wallet_get_or_create(*, customer: Customer, currency: str) -> Wallet:
-    """The wallet, created on first use. Two first uses racing: the unique constraint
-    (customer, currency) lets one insert win; the other reads the winner's row."""
+    """The wallet, created on first use; called in a transaction. Two first uses racing: the
+    unique constraint (customer, currency) lets one insert win; the other reads the winner's row.
+
+    The customer's row is locked first, as customer_delete locks it: a customer deleted meanwhile
+    is NotFound here, and a customer given a wallet meanwhile is in use there. Without the lock
+    both went through and PostgreSQL refused the wallet's foreign key at commit (a 500 the
+    schemathesis run found)."""
+    if not Customer.objects.select_for_update().filter(pk=customer.pk).exists():
+        raise NotFound(f"No such customer: '{customer.public_id}'.")
     wallet = Wallet.objects.filter(customer=customer, currency=currency).first()
     if wallet is not None:
         return wallet
