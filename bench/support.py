@@ -7,6 +7,8 @@ import os
 import subprocess
 import sys
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -89,3 +91,62 @@ def copy_events(raw_connection, chunks: Iterable[str]) -> None:
     ):
         for chunk in chunks:
             copy.write(chunk)
+
+
+@dataclass
+class UsageProject:
+    project: object
+    secret: str  # an API key's secret (usage write, billing read)
+    meter: object  # api_calls, a plain sum meter
+    big: object  # the customer whose anniversary period started 29 days ago
+    subscription: object  # big's
+    now: datetime
+
+
+def usage_project() -> UsageProject:
+    """A project for the HTTP benchmarks (rate limits lifted): a metered plan, one customer whose
+    anniversary period started 29 days ago (its current period holds 29 days of events) and 100
+    small customers, bench-0 … bench-99, subscribed since yesterday."""
+    from django.utils import timezone
+
+    from accounts.models import Project, Scope
+    from accounts.services import api_key_create, project_bootstrap
+    from catalog.services import customer_create, plan_create, product_create
+    from meters.services import meter_create
+    from subscriptions.services import subscription_create
+
+    project, _, _ = project_bootstrap(name="Bench")
+    Project.objects.filter(pk=project.pk).update(
+        ingest_rate_limit_per_minute=1_000_000_000, api_rate_limit_per_minute=1_000_000_000
+    )
+    _, secret = api_key_create(
+        project=project, name="bench", scopes=[Scope.USAGE_WRITE, Scope.BILLING_READ], actor=None
+    )
+    meter = meter_create(project=project, code="api_calls", name="API calls", actor=None)
+    product = product_create(project=project, code="api", name="API", actor=None)
+    plan = plan_create(
+        project=project, product=product, code="metered", name="Metered",
+        charges=[{"meter": meter, "unit_price": "0.001"}], actor=None,
+    )  # fmt: skip
+    now = timezone.now()
+    big = customer_create(project=project, external_id="bench-big", name="Big", actor=None)
+    subscription = subscription_create(
+        project=project, customer=big, plan=plan, starts_at=now - timedelta(days=29),
+        billing_anchor="anniversary", actor=None,
+    )  # fmt: skip
+    for n in range(100):
+        customer = customer_create(project=project, external_id=f"bench-{n}", actor=None)
+        subscription_create(
+            project=project, customer=customer, plan=plan, starts_at=now - timedelta(days=1), actor=None
+        )
+    return UsageProject(project, secret, meter, big, subscription, now)
+
+
+def single_event_bodies(count: int) -> list[bytes]:
+    """`count` one-event POST /v1/usage bodies, new keys, spread over the 100 small customers."""
+    return [
+        json.dumps(
+            {"customer": f"bench-{n % 100}", "meter": "api_calls", "value": 1, "idempotency_key": key}
+        ).encode()
+        for n, key in ((n, f"single-{n}") for n in range(count))
+    ]
