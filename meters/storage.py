@@ -52,9 +52,10 @@ def fetch_prepared(sql: str, params: list) -> list[tuple]:
     connection, not at every request: for one event, planning the insert cost more than running
     it), in the current transaction; other databases run it as usual.
 
-    Django's cursors bind parameters client-side and never prepare, so this uses psycopg directly.
-    (Behind PgBouncer in transaction mode this needs PgBouncer 1.21+, which handles prepared
-    statements.)
+    Django's cursors bind parameters client-side and never prepare, so this uses psycopg directly;
+    psycopg prepares only on connections opened with a prepare_threshold (settings.DATABASES sets
+    one unless DB_PREPARED_STATEMENTS=false, as behind a PgBouncer older than 1.21 in transaction
+    mode). Each distinct text is one statement: psycopg keeps the 100 most recent per connection.
     """
     if not is_postgresql():
         with connection.cursor() as cursor:
