@@ -155,6 +155,17 @@ if _db["ENGINE"] == "django.db.backends.sqlite3":
         "timeout": 20,
     }
     _db["TEST"] = {"NAME": str(DATA_DIR / "test.sqlite3")}
+else:
+    # Django opens psycopg connections with prepare_threshold=None, which disables preparing
+    # altogether (psycopg then ignores prepare=True). Any number enables it: Django's own cursors
+    # bind client-side and never prepare, so only meters.storage.fetch_prepared's statements (the
+    # ingestion lookup and insert) are prepared, once per connection. Behind PgBouncer in
+    # transaction mode that needs PgBouncer 1.21+ (max_prepared_statements > 0); for an older one,
+    # DB_PREPARED_STATEMENTS=false.
+    _db["OPTIONS"] = {
+        **_db.get("OPTIONS", {}),
+        "prepare_threshold": 5 if env_bool("DB_PREPARED_STATEMENTS", True) else None,
+    }
 DATABASES = {"default": _db}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
