@@ -5,9 +5,11 @@ A request thread resolves and matches its event as usual, then hands its rows to
 committer and waits. The first thread to hand over becomes the group's leader: it waits for the
 threads that announced they are about to hand over too (`ticket()`), at most
 USAGE_GROUP_COMMIT_WINDOW_MS and USAGE_GROUP_COMMIT_MAX_EVENTS, then writes everyone's rows in one
-transaction on its own connection and gives each thread its own outcome. A lone request does not
-wait at all: nobody else is announced. While a leader writes, the next group gathers around the
-next leader, so groups overlap instead of queueing.
+transaction on its own connection and gives each thread its own outcome. While a leader writes,
+the next group gathers around the next leader, which also waits (within the same bounds) for
+that write to finish, as a database's own group commit does: under load a group holds the
+requests that arrived during one commit. A lone request does not wait at all: nobody else is
+announced, and no group is being written.
 
 Every thread answers only once the group's transaction committed. If it fails, nothing of it
 was stored and every thread gets `GroupFailed`, to write its rows alone, in a transaction of its
@@ -63,6 +65,7 @@ class Committer:
         self._changed = threading.Condition(threading.Lock())
         self._open: list[_Slot] | None = None  # the group gathering, until its leader takes it
         self._announced = 0  # threads that will hand over rows or withdraw (see ticket())
+        self._writing = 0  # groups being written
         self.groups = 0
         self.items = 0
 
@@ -92,13 +95,14 @@ class Committer:
             self._changed.notify_all()
             if leader:
                 deadline = time.monotonic() + settings.USAGE_GROUP_COMMIT_WINDOW_MS / 1000
-                while self._open is group and self._announced > 0:
+                while self._open is group and (self._announced > 0 or self._writing > 0):
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         break
                     self._changed.wait(remaining)
                 if self._open is group:
                     self._open = None
+                self._writing += 1
         if leader:
             self._write(group, write)
         elif not slot.done.wait(settings.USAGE_GROUP_COMMIT_TIMEOUT_SECONDS):
@@ -119,6 +123,9 @@ class Committer:
             for slot in group:
                 slot.error = GroupFailed()
         finally:
+            with self._changed:
+                self._writing -= 1
+                self._changed.notify_all()
             # Even when the leader's thread is interrupted: no follower waits for its timeout.
             for slot in group:
                 if slot.outcome is None and slot.error is None:

@@ -279,6 +279,37 @@ def test_the_leader_waits_for_announced_items_and_a_full_group_closes(settings):
     assert (committer.groups, committer.items) == (1, 3)
 
 
+def test_items_handed_over_while_a_group_is_written_form_the_next_group(settings):
+    settings.USAGE_GROUP_COMMIT_WINDOW_MS = 60_000
+    committer = group_commit.Committer()
+    writing, release = threading.Event(), threading.Event()
+    written: list[list[str]] = []
+
+    def write(items):
+        written.append(sorted(items))
+        if items == ["a"]:
+            writing.set()
+            release.wait(timeout=30)
+        return [item.upper() for item in items]
+
+    answers: dict = {}
+    committer.announce()
+    first = _submit_in_thread(committer, "a", write, answers)  # alone: written at once
+    writing.wait(timeout=10)
+    committer.announce()
+    committer.announce()
+    others = [_submit_in_thread(committer, item, write, answers) for item in "bc"]
+    while committer._open is None or len(committer._open) < 2:  # both wait for "a"'s write
+        writing.wait(0.001)
+    release.set()
+    for thread in [first, *others]:
+        thread.join(timeout=10)
+
+    assert answers == {"a": "A", "b": "B", "c": "C"}
+    assert written == [["a"], ["b", "c"]]
+    assert (committer.groups, committer.items) == (2, 3)
+
+
 def test_every_item_of_a_failed_group_gets_group_failed(settings):
     settings.USAGE_GROUP_COMMIT_WINDOW_MS = 60_000
     committer = group_commit.Committer()
