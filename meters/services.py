@@ -15,6 +15,7 @@ from billing_site.errors import Conflict, InvalidInput, Unprocessable
 from billing_site.ids import new_public_ids
 from catalog.models import Customer
 from catalog.pricing import ChargeKind
+from meters import group_commit
 from meters.aggregation import BUCKETABLE_AGGREGATIONS
 from meters.ingestion import NOT_FOUND_REJECTIONS, ParsedEvent, Rejection, parse_event
 from meters.matching import Lookup, Match, MeterRules, NamedSubscription
@@ -28,7 +29,7 @@ from meters.models import (
     WeightedInput,
 )
 from meters.staleness import drafts_mark_stale
-from meters.storage import EventRow, events_insert, rollup_add
+from meters.storage import EventRow, Inserted, events_insert, rollup_add
 from subscriptions.models import SubscriptionPhase
 from webhooks.services import event_record
 
@@ -348,8 +349,44 @@ def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = 
     Valid events are stored even when others are rejected. A repeated idempotency key (stored
     before, by a concurrent request, or earlier in this batch) is a duplicate, whatever its value
     or timestamp: the database's unique constraint decides, not a prior read.
+
+    One event sent while other threads of this process send theirs shares their transaction
+    (meters.group_commit) and is answered, as alone, once that transaction committed.
     """
     now = now or timezone.now()
+    if len(events) == 1 and group_commit.applies():
+        with group_commit.ticket() as ticket:
+            prepared = _prepare(project, events, now)
+            if prepared.rows:
+                try:
+                    outcome, matched = ticket.submit(_Pending(project, now, prepared), _group_write)
+                except group_commit.GroupFailed:
+                    pass  # nothing of the group was stored: written alone below
+                else:
+                    drafts_mark_stale(matched)  # after the commit, as on_commit does alone
+                    return outcome
+    else:
+        prepared = _prepare(project, events, now)
+    with transaction.atomic():
+        written = events_insert(project_id=project.pk, received_at=now, rows=prepared.rows)
+        outcome, matched = _record(project, prepared, written)
+        if matched:
+            transaction.on_commit(lambda: drafts_mark_stale(matched))
+    return outcome
+
+
+@dataclass(slots=True)
+class _Prepared:
+    """A request's events, parsed and matched: the rejections so far in `results` (None for the
+    others), and the rows to insert."""
+
+    results: list[dict[str, Any] | None]
+    parsed: list[ParsedEvent]
+    row_of_index: dict[int, EventRow]
+    rows: list[EventRow]  # each once, in request order
+
+
+def _prepare(project: Project, events: list[Any], now: datetime) -> _Prepared:
     results: list[dict[str, Any] | None] = [None] * len(events)
     parsed: list[ParsedEvent] = []
     for index, raw in enumerate(events):
@@ -360,49 +397,96 @@ def usage_ingest(*, project: Project, events: list[Any], now: datetime | None = 
             parsed.append(item)
     row_of_index = _event_rows(project, parsed, results, now) if parsed else {}
     rows = list({id(row): row for row in row_of_index.values()}.values())  # each row once, in order
+    return _Prepared(results, parsed, row_of_index, rows)
 
+
+def _record(
+    project: Project, prepared: _Prepared, written: Inserted
+) -> tuple[IngestResult, list[int | None]]:
+    """Inside the transaction that inserted the rows: each event's result, and the `usage.recorded`
+    and `usage.unmatched` events; the outcome, and the subscriptions whose drafts the stored events
+    make stale (none when nothing was stored). `prepared` is left as it was, so that the rows can
+    be written again in another transaction if this one fails."""
+    results = list(prepared.results)
+    row_of_index = prepared.row_of_index
+    stored: list[EventRow] = []
+    reported: set[str] = set()
+    for index, result in enumerate(results):
+        if result is not None:
+            continue
+        row = row_of_index[index]
+        if row.public_id not in written.public_ids:
+            results[index] = {
+                "index": index,
+                "status": DUPLICATE,
+                "id": written.existing[row.idempotency_key],
+            }
+        elif row.public_id in reported:  # a later event of this batch with the same key
+            results[index] = {"index": index, "status": DUPLICATE, "id": row.public_id}
+        else:
+            reported.add(row.public_id)
+            stored.append(row)
+            results[index] = {"index": index, "status": ACCEPTED, "id": row.public_id}
+            if row.unmatched_reason:
+                results[index].update(
+                    status=UNMATCHED,
+                    code=row.unmatched_reason,
+                    message=_UNMATCHED_MESSAGES[row.unmatched_reason],
+                )
+    statuses = Counter(result["status"] for result in results)
+    outcome = IngestResult(
+        results=results,
+        accepted=statuses[ACCEPTED],
+        duplicates=statuses[DUPLICATE],
+        unmatched=statuses[UNMATCHED],
+        rejected=statuses[REJECTED],
+    )
+    if stored:
+        event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
+    unmatched = _unmatched(results, prepared.parsed, row_of_index)
+    if unmatched is not None:
+        event_record(project=project, type="usage.unmatched", data=unmatched)
+    return outcome, [row.subscription_id for row in stored]
+
+
+@dataclass(slots=True)
+class _Pending:
+    """One request's share of a group (meters.group_commit)."""
+
+    project: Project
+    now: datetime
+    prepared: _Prepared
+
+
+def _group_write(group: list[_Pending]) -> list[tuple[IngestResult, list[int | None]]]:
+    """Write the rows of several requests in one transaction: one insert per project, then each
+    request's results and events, as `usage_ingest` alone does. A key several requests send is
+    inserted once, from the first of them; the others are its duplicates."""
+    # The group is stored as received when its last request was: no event is received before it is.
+    received_at = max(pending.now for pending in group)
+    by_project: dict[int, list[_Pending]] = defaultdict(list)
+    for pending in group:
+        by_project[pending.project.pk].append(pending)
+    written: dict[int, Inserted] = {}
     with transaction.atomic():
-        written = events_insert(project_id=project.pk, received_at=now, rows=rows)
-        stored: list[EventRow] = []
-        reported: set[str] = set()
-        for index, result in enumerate(results):
-            if result is not None:
-                continue
-            row = row_of_index[index]
-            if row.public_id not in written.public_ids:
-                results[index] = {
-                    "index": index,
-                    "status": DUPLICATE,
-                    "id": written.existing[row.idempotency_key],
-                }
-            elif row.public_id in reported:  # a later event of this batch with the same key
-                results[index] = {"index": index, "status": DUPLICATE, "id": row.public_id}
-            else:
-                reported.add(row.public_id)
-                stored.append(row)
-                results[index] = {"index": index, "status": ACCEPTED, "id": row.public_id}
-                if row.unmatched_reason:
-                    results[index].update(
-                        status=UNMATCHED,
-                        code=row.unmatched_reason,
-                        message=_UNMATCHED_MESSAGES[row.unmatched_reason],
-                    )
-        statuses = Counter(result["status"] for result in results)
-        outcome = IngestResult(
-            results=results,
-            accepted=statuses[ACCEPTED],
-            duplicates=statuses[DUPLICATE],
-            unmatched=statuses[UNMATCHED],
-            rejected=statuses[REJECTED],
-        )
-        if stored:
-            event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
-            matched = [row.subscription_id for row in stored]
-            transaction.on_commit(lambda: drafts_mark_stale(matched))
-        unmatched = _unmatched(results, parsed, row_of_index)
-        if unmatched is not None:
-            event_record(project=project, type="usage.unmatched", data=unmatched)
-    return outcome
+        # Projects in id order, and each insert in key order (meters.storage): two groups lock
+        # the same keys and rollups in the same order and cannot deadlock.
+        for project_id in sorted(by_project):
+            first_with_key: dict[str, EventRow] = {}
+            rows: list[EventRow] = []
+            for pending in by_project[project_id]:
+                for row in pending.prepared.rows:
+                    key = row.idempotency_key
+                    if key is None or key not in first_with_key:
+                        rows.append(row)
+                    if key is not None:
+                        first_with_key.setdefault(key, row)
+            inserted = events_insert(project_id=project_id, received_at=received_at, rows=rows)
+            for key, row in first_with_key.items():
+                if row.public_id in inserted.public_ids:  # the others with its key repeat it
+                    inserted.existing[key] = row.public_id
+            written[project_id] = inserted
+        return [_record(pending.project, pending.prepared, written[pending.project.pk]) for pending in group]
 
 
 def _event_rows(
