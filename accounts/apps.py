@@ -9,6 +9,7 @@ class AccountsConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
 
     def ready(self) -> None:
+        from accounts import signals  # noqa: F401 - connects the receivers
         from accounts.api.serializers import ApiKeySerializer, ProjectSerializer
         from accounts.models import ApiKey, Project
         from webhooks import payloads

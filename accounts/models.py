@@ -309,3 +309,16 @@ class AuditLogEntry(models.Model):
 
     def __str__(self) -> str:
         return f"{self.actor_label} {self.action} {self.object_repr}"
+
+
+class ProjectVersion(models.Model):
+    """A counter bumped with every change to a project or its API keys, in the change's transaction
+    (billing_site.ratelimit.project_version_bump): a process's cached API key is current while
+    its project's version is the one read before the key was loaded. Used without REDIS_URL."""
+
+    # Not a foreign key: the bump for a deleted project must still land.
+    project_id = models.BigIntegerField(primary_key=True)
+    version = models.BigIntegerField(default=0)
+
+    def __str__(self) -> str:
+        return f"project {self.project_id}: version {self.version}"

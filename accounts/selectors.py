@@ -10,10 +10,10 @@ def hash_secret(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-def api_key_for_secret(secret: str) -> ApiKey | None:
-    """The key whose secret this is, with its project, or None. Revoked and expired keys are
-    returned too (authentication tells them apart by their status)."""
-    return ApiKey.objects.select_related("project").filter(secret_hash=hash_secret(secret)).first()
+def api_key_for_secret_hash(secret_hash: str) -> ApiKey | None:
+    """The key whose secret has this SHA-256 (hash_secret), with its project, or None. Revoked and
+    expired keys are returned too (authentication tells them apart by their status)."""
+    return ApiKey.objects.select_related("project").filter(secret_hash=secret_hash).first()
 
 
 def api_key_list(*, project: Project) -> QuerySet[ApiKey]:

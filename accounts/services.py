@@ -11,6 +11,7 @@ from django.utils import timezone
 from accounts.models import ALL_SCOPES, ApiKey, AuditLogEntry, Membership, Project, Role
 from accounts.selectors import hash_secret
 from billing_site.errors import InvalidInput, InvalidState, Unprocessable
+from billing_site.ratelimit import project_version_bump
 from billing_site.validators import check, validate_currency, validate_timezone
 
 Actor = AbstractBaseUser | ApiKey | None
@@ -252,6 +253,7 @@ def api_key_roll(
                 requested="roll",
                 code="api_key_not_active",
             )
+        project_version_bump(project_id=api_key.project_id)  # a queryset update sends no post_save
         api_key.expires_at = expires_at
         new_key, secret = _api_key_insert(
             project=api_key.project, name=api_key.name, scopes=api_key.scopes, actor=actor
@@ -275,6 +277,7 @@ def api_key_revoke(*, api_key: ApiKey, actor: Actor) -> ApiKey:
         )
         api_key.refresh_from_db(fields=["revoked_at"])
         if revoked:
+            project_version_bump(project_id=api_key.project_id)  # a queryset update sends no post_save
             audit_record(project=api_key.project, actor=actor, action="api_key.revoked", target=api_key)
             _api_key_event(api_key, "api_key.revoked")
     return api_key

@@ -2,10 +2,12 @@
 
 In order: `/api/v1/…` is served as `/v1/…` (the prefix some billing APIs' clients are written
 against); a chunked body is read in full (any path); text that cannot be stored (NUL) is refused
-in the path and query; the body is decoded (gzip) and capped; the API key is looked up once; the
-key's rate limit is counted (outside any transaction, so a counter row is never held locked for
-the length of a request); and for POST/PATCH with an `Idempotency-Key` to a route that takes the
-method, the key is claimed and the view runs in one transaction with the storing of its response.
+in the path and query; the body is decoded (gzip) and capped. Then, once Django has resolved the
+URL (process_view: the route is resolved once per request, by Django), the API key is looked up
+and the key's rate limit is counted in the same round trip (outside any transaction, so a
+counter row is never held locked for the length of a request); and for POST/PATCH with an
+`Idempotency-Key` to a route that takes the method, the key is claimed and the view runs in one
+transaction with the storing of its response.
 """
 
 import contextlib
@@ -13,15 +15,15 @@ import io
 import zlib
 
 from django.conf import settings
+from django.core.handlers.exception import response_for_exception
 from django.db import transaction
 from django.http import HttpRequest, HttpResponse
-from django.urls import Resolver404, ResolverMatch, resolve
 from rest_framework.exceptions import AuthenticationFailed
 
 from billing_site import idempotency
 from billing_site.api.authentication import api_key_from_request
 from billing_site.api.errors import error_response
-from billing_site.ratelimit import API, rate_limit_hit
+from billing_site.ratelimit import API
 
 IDEMPOTENT_METHODS = frozenset({"POST", "PATCH"})
 # The methods whose body the API reads; others' bodies are ignored (no cap, no decoding, no 413).
@@ -48,32 +50,40 @@ class ApiGatewayMiddleware:
         problem = _refuse_nul(request) or (_decode_body(request) if request.method in BODY_METHODS else None)
         if problem is not None:
             return problem
-        try:
-            api_key = api_key_from_request(request)
-        except AuthenticationFailed:
-            api_key = None  # the view's authentication answers 401 in the envelope
-        if api_key is None:
-            return self.get_response(request)
+        response = self.get_response(request)
+        limit = getattr(request, "_rate_limit", None)
+        if limit is not None:
+            for name, value in limit.headers().items():
+                response[name] = value
+        return response
 
-        limit = rate_limit_hit(api_key=api_key, scope=_rate_limit_scope(request))
+    def process_view(self, request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse | None:
+        """The route-dependent steps, on the route Django resolved: the rate limit's scope, and
+        the idempotency claim around the view. None lets Django call the view."""
+        if not request.path_info.startswith("/v1/"):
+            return None
+        view_class = getattr(view_func, "cls", None)
+        try:
+            api_key = api_key_from_request(request, scope=getattr(view_class, "rate_limit_scope", API))
+        except AuthenticationFailed:
+            return None  # the view's authentication answers 401 in the envelope
+        if api_key is None:
+            return None
+        limit = request._rate_limit
         if limit.exceeded:
             return error_response(
                 429,
                 "rate_limited",
                 f"Too many requests for this API key: {limit.limit} a minute. "
                 f"Retry in {limit.retry_after} s.",
-                headers={**limit.headers(), "Retry-After": str(limit.retry_after)},
+                headers={"Retry-After": str(limit.retry_after)},
             )
         key = request.headers.get("Idempotency-Key")
-        if key is not None and request.method in IDEMPOTENT_METHODS and _route_takes_method(request):
-            response = self._idempotent(request, api_key.project, key)
-        else:
-            response = self.get_response(request)
-        for name, value in limit.headers().items():
-            response[name] = value
-        return response
+        if key is None or request.method not in IDEMPOTENT_METHODS or not _takes_method(view_func, request):
+            return None
+        return self._idempotent(request, api_key.project, key, view_func, view_args, view_kwargs)
 
-    def _idempotent(self, request: HttpRequest, project, key: str) -> HttpResponse:
+    def _idempotent(self, request: HttpRequest, project, key: str, view_func, view_args, view_kwargs):
         # WSGI hands header values over as Latin-1; clients send UTF-8, and the limit is in
         # characters, as the schema's maxLength counts them.
         with contextlib.suppress(UnicodeError):
@@ -106,9 +116,9 @@ class ApiGatewayMiddleware:
             )
         record = claim.record
         with transaction.atomic():
-            response = self.get_response(request)
+            response = _call_view(request, view_func, view_args, view_kwargs)
             if 200 <= response.status_code < 300:
-                redact = getattr(_view_class(request), "idempotency_redact", ())
+                redact = getattr(getattr(view_func, "cls", None), "idempotency_redact", ())
                 idempotency.idempotency_complete(record=record, response=response, redact=redact)
             else:
                 transaction.set_rollback(True)
@@ -119,32 +129,26 @@ class ApiGatewayMiddleware:
         return response
 
 
-def _route(request: HttpRequest) -> ResolverMatch | None:
-    """The request's route, resolved once for the gateway (None for an unknown path)."""
-    if not hasattr(request, "_gateway_route"):
-        try:
-            request._gateway_route = resolve(request.path_info)
-        except Resolver404:
-            request._gateway_route = None
-    return request._gateway_route
+def _call_view(request: HttpRequest, view_func, view_args, view_kwargs) -> HttpResponse:
+    """The view's response, rendered (its body is stored), as Django would make it: an exception
+    becomes the error response (500) Django would answer with."""
+    try:
+        response = view_func(request, *view_args, **view_kwargs)
+        if callable(getattr(response, "render", None)):
+            response = response.render()
+    except Exception as exc:
+        response = response_for_exception(request, exc)
+    return response
 
 
-def _view_class(request: HttpRequest) -> type | None:
-    route = _route(request)
-    return getattr(route.func, "cls", None) if route is not None else None
-
-
-def _route_takes_method(request: HttpRequest) -> bool:
+def _takes_method(view_func, request: HttpRequest) -> bool:
     """Whether the route has a handler for the method. Only then is an Idempotency-Key claimed: a
     PATCH to a POST-only route is 405 whatever key it carries."""
-    route = _route(request)
-    if route is None:
-        return False
     method = request.method.lower()
-    actions = getattr(route.func, "actions", None)  # a viewset route: method → action
+    actions = getattr(view_func, "actions", None)  # a viewset route: method → action
     if actions is not None:
         return method in actions
-    view_class = getattr(route.func, "cls", None)
+    view_class = getattr(view_func, "cls", None)
     return view_class is not None and method in view_class.http_method_names and hasattr(view_class, method)
 
 
@@ -186,11 +190,6 @@ def _refuse_nul(request: HttpRequest) -> HttpResponse | None:
     if "\x00" in request.path or any("\x00" in key + "".join(values) for key, values in query):
         return error_response(400, "invalid_characters", "The path or query contains a NUL (%00) character.")
     return None
-
-
-def _rate_limit_scope(request: HttpRequest) -> str:
-    """The view's `rate_limit_scope` ("ingest" for usage ingestion), else "api"."""
-    return getattr(_view_class(request), "rate_limit_scope", API)
 
 
 def _decode_body(request: HttpRequest) -> HttpResponse | None:

@@ -11,6 +11,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from accounts.models import ALL_SCOPES, Project
+from billing_site.api.authentication import api_key_cache_clear
 from tests.accounts.factories import ProjectFactory, make_api_key
 
 # In CI (BILLABLE_STRICT_TESTS=1) a missing tool fails the test instead of skipping it.
@@ -70,6 +71,12 @@ def api_client(project: Project, scopes: list[str] | None = None) -> APIClient:
     client = APIClient()
     client.credentials(HTTP_AUTHORIZATION=f"Bearer {secret}")
     return client
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_key_cache():
+    """Each test starts with this process's API-key cache empty, as a new web process does."""
+    api_key_cache_clear()
 
 
 @pytest.fixture(autouse=True)

@@ -42,10 +42,9 @@ def webhook_endpoint_list(*, project: Project) -> QuerySet[WebhookEndpoint]:
     return WebhookEndpoint.objects.filter(project=project)
 
 
-def webhook_endpoints_for_event(*, event: Event) -> list[WebhookEndpoint]:
-    """The project's enabled endpoints whose filter takes this event's type."""
-    endpoints = WebhookEndpoint.objects.filter(project_id=event.project_id, enabled=True).order_by("id")
-    return [endpoint for endpoint in endpoints if event_type_matches(event.type, endpoint.event_types)]
+def webhook_endpoints_enabled(*, project_id: int) -> list[WebhookEndpoint]:
+    """The project's enabled endpoints (events_record matches their filters to each event)."""
+    return list(WebhookEndpoint.objects.filter(project_id=project_id, enabled=True).order_by("id"))
 
 
 def webhook_delivery_list(*, endpoint: WebhookEndpoint) -> QuerySet[Delivery]:

@@ -47,6 +47,9 @@ class StrictBooleanFilter(django_filters.BooleanFilter):
     field_class = StrictBooleanField
 
 
+_FORM_CLASSES: dict[type[django_filters.FilterSet], type[forms.Form]] = {}
+
+
 class StrictFilterSet(django_filters.FilterSet):
     """Filters that answer instead of guessing: a parameter given empty (`?created_after=`) is
     refused, as the schema says (`minLength: 1`; an absent parameter is how to leave a filter out),
@@ -62,6 +65,14 @@ class StrictFilterSet(django_filters.FilterSet):
         for name, declared in self.filters.items():
             if isinstance(declared, MomentFilter):
                 declared.extra["param"] = name  # a 422 names the parameter
+
+    def get_form_class(self) -> type[forms.Form]:
+        # Built once per FilterSet class, not per request: its fields depend on the class's filters
+        # only, and each form instance deep-copies them (Django forms copy base_fields).
+        form_class = _FORM_CLASSES.get(type(self))
+        if form_class is None:
+            form_class = _FORM_CLASSES[type(self)] = super().get_form_class()
+        return form_class
 
     def is_valid(self) -> bool:
         valid = super().is_valid()
