@@ -10,7 +10,7 @@ their lifecycle (DESIGN §3):
 Every change runs in one transaction with its event and audit record.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -138,14 +138,26 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
 
     Call inside the transaction that locked the invoice (period close, approval).
     """
+    _issuable_check(invoice)
+    now = timezone.now()
+    # The coupons and prepaid credits it takes are what they hold now, under lock.
+    invoice_compose(invoice=invoice, lock=True, at=now)
+    return invoice_issue_composed(invoice=invoice, actor=actor, now=now)
+
+
+def _issuable_check(invoice: Invoice) -> None:
     if invoice.status not in EDITABLE_STATUSES:
         raise _refuse(invoice, InvoiceStatus.OPEN, f"A {invoice.status} invoice cannot be issued.")
-    now = timezone.now()
+
+
+def invoice_issue_composed(*, invoice: Invoice, actor: Actor, now: datetime) -> Invoice:
+    """invoice_issue for an invoice whose waterfall the caller has just composed at `now` with the
+    coupons and the wallet locked (invoice_compose(lock=True)), in this transaction: the period
+    close, which composes each invoice once."""
+    _issuable_check(invoice)
     # A purchase of prepaid credits has no subscription: the project's terms apply.
     terms = invoice.subscription.payment_terms_days if invoice.subscription_id else None
     terms = invoice.project.payment_terms_days if terms is None else terms
-    # The coupons and prepaid credits it takes are what they hold now, under lock.
-    invoice_compose(invoice=invoice, lock=True, at=now)
     invoice.number = number_next(project=invoice.project, kind=NumberSequence.Kind.INVOICE)
     invoice.issued_at, invoice.due_at = now, now + timedelta(days=terms)
     invoice.status = InvoiceStatus.PAID if invoice.amount_due == 0 else InvoiceStatus.OPEN
