@@ -747,12 +747,12 @@ def _close_invoice(invoice: Invoice, *, created: bool, result: CloseResult) -> N
     (approval recomposes it)."""
     review = services.invoice_delivery_for(invoice) == InvoiceDelivery.REVIEW
     now = timezone.now()
-    _recompute(invoice, created=created, now=now, lock=not review)
+    composed = _recompute(invoice, created=created, now=now, lock=not review)
     if review:
         services.invoice_submit_for_review(invoice=invoice, actor=None)
         result.queued_for_review += 1
     else:
-        services.invoice_issue_composed(invoice=invoice, actor=None, now=now)
+        services.invoice_issue_composed(invoice=invoice, actor=None, now=now, composed=composed)
         result.finalized += 1
 
 
@@ -849,15 +849,19 @@ def draft_refresh(*, subscription: Subscription, now: datetime | None = None) ->
     return invoice
 
 
-def _recompute(invoice: Invoice, *, created: bool, now: datetime | None = None, lock: bool = False) -> None:
+def _recompute(
+    invoice: Invoice, *, created: bool, now: datetime | None = None, lock: bool = False
+) -> dict | None:
     """Rebuild the invoice and announce it: invoice.created when new, invoice.updated when its
-    total moved (usage arrived), nothing when it did not. `lock` as for invoice_rebuild."""
+    total moved (usage arrived), nothing when it did not. `lock` as for invoice_rebuild. Returns
+    the payload announced, if any."""
     previous_total = invoice.total
     invoice_rebuild(invoice=invoice, now=now, lock=lock)
     if created:
-        services.invoice_record(invoice, "invoice.created")
-    elif invoice.total != previous_total:
-        services.invoice_record(invoice, "invoice.updated")
+        return services.invoice_record(invoice, "invoice.created")
+    if invoice.total != previous_total:
+        return services.invoice_record(invoice, "invoice.updated")
+    return None
 
 
 def invoice_preview(
