@@ -38,7 +38,7 @@ from billing_site.money import round_money
 from catalog.models import Charge, Plan
 from catalog.pricing import ChargeKind, FeeTiming, PricingModel
 from invoicing import services
-from invoicing.composition import invoice_compose, invoice_totals_set, waterfall_for
+from invoicing.composition import invoice_lines_compose, invoice_totals_set, waterfall_for
 from invoicing.lines import LineDraft
 from invoicing.models import (
     EDITABLE_STATUSES,
@@ -694,10 +694,15 @@ def invoice_rebuild(*, invoice: Invoice, now: datetime | None = None, lock: bool
     """
     if invoice.status not in EDITABLE_STATUSES:
         raise ValueError(f"a {invoice.status} invoice is frozen")
-    invoice.lines.filter(is_manual=False).delete()
+    invoice.lines.filter(is_manual=False).delete()  # the waterfall lines too: none are manual
     drafts = compute_lines(invoice, now=now)
-    InvoiceLine.objects.bulk_create(draft.to_line(invoice, position) for position, draft in enumerate(drafts))
-    return invoice_compose(invoice=invoice, lock=lock, at=now)
+    return invoice_lines_compose(
+        invoice=invoice,
+        stored=list(invoice.lines.all()),
+        new=[draft.to_line(invoice, position) for position, draft in enumerate(drafts)],
+        lock=lock,
+        at=now,
+    )
 
 
 def _invoice_for(subscription: Subscription, *, reason: str, period: Period) -> tuple[Invoice, bool]:
