@@ -48,6 +48,11 @@ def _arguments() -> argparse.Namespace:
     parser.add_argument("--customers", type=int, default=1000)
     parser.add_argument("--events-per-customer", type=int, default=10_000)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--profile",
+        metavar="PATH",
+        help="profile step 4 with cProfile into PATH (slower) and count its queries per subscription",
+    )
     return parser.parse_args()
 
 
@@ -195,7 +200,10 @@ def main() -> None:
 
     print(f"\n4. billing_close: every period that ended {end:%Y-%m-%d}")
     began = time.perf_counter()
-    run = billing_close(as_of=now)
+    if args.profile:
+        run = _profiled(args.profile, lambda: billing_close(as_of=now), args.customers)
+    else:
+        run = billing_close(as_of=now)
     close_seconds = time.perf_counter() - began
     closed = run.closed
     print(
@@ -240,6 +248,29 @@ def main() -> None:
     if not args.keep:
         connections.close_all()
         drop_database(url)
+
+
+def _profiled(path: str, close, customers: int):
+    """Run the close under cProfile (written to `path`, top functions printed) and count its queries."""
+    import cProfile
+    import pstats
+
+    from django.db import connection
+
+    queries = 0
+
+    def count(execute, sql, params, many, context):
+        nonlocal queries
+        queries += 1
+        return execute(sql, params, many, context)
+
+    profiler = cProfile.Profile()
+    with connection.execute_wrapper(count):
+        run = profiler.runcall(close)
+    profiler.dump_stats(path)
+    pstats.Stats(path).sort_stats("cumulative").print_stats(40)
+    print(f"   {queries:,} queries, {queries / customers:.1f} per subscription (profiled: times inflated)")
+    return run
 
 
 def _verdict(figure: float, target: float) -> str:

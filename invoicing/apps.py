@@ -10,11 +10,11 @@ class InvoicingConfig(AppConfig):
 
     def ready(self) -> None:
         from invoicing.api.credits import credit_grant_payload, wallet_payload
-        from invoicing.api.serializers import CreditNoteSerializer, invoice_payload
+        from invoicing.api.serializers import CreditNoteSerializer, invoice_payload, invoice_payload_issued
         from invoicing.models import CreditGrant, CreditNote, Invoice, Wallet
         from webhooks import payloads
 
-        payloads.register(Invoice, invoice_payload)
+        payloads.register(Invoice, invoice_payload, issued=invoice_payload_issued)
         payloads.register(CreditNote, lambda note: CreditNoteSerializer(note).data)
         payloads.register(CreditGrant, credit_grant_payload)
         payloads.register(Wallet, wallet_payload)

@@ -27,7 +27,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from decimal import Decimal
 
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, connection, transaction
 from django.db.models import Exists, F, Max, OuterRef, Prefetch, Q
 from django.utils import timezone
 
@@ -38,7 +38,7 @@ from billing_site.money import round_money
 from catalog.models import Charge, Plan
 from catalog.pricing import ChargeKind, FeeTiming, PricingModel
 from invoicing import services
-from invoicing.composition import invoice_compose, invoice_totals_set, waterfall_for
+from invoicing.composition import invoice_lines_compose, invoice_totals_set, waterfall_for
 from invoicing.lines import LineDraft
 from invoicing.models import (
     EDITABLE_STATUSES,
@@ -89,19 +89,45 @@ class Segment:
 # --- phases as segments of a period ------------------------------------------------------------
 
 
-def billing_subscription_locked(pk: int) -> Subscription:
-    """Lock a subscription for billing, with everything rating reads about it loaded at once: its
-    phases, their plans, the plans' charges and meters. Rating a period then costs the usage
-    queries and little else; the prefetch is as fresh as the lock, which every phase change takes.
+def billing_subscriptions_locked(pks: Iterable[int], *, skip_locked: bool = False) -> list[Subscription]:
+    """Lock subscriptions for billing, in pk order, with everything rating reads about them loaded
+    at once: their phases, their plans, the plans' charges and meters, and whether the opening
+    invoice exists (`has_opening`). Rating a period then costs the usage queries and little else;
+    the prefetch is as fresh as the lock, which every phase change takes.
+
+    The subscription and its customer are locked (a customer is not deleted under its close), not
+    the project: every subscription of the project would look taken to a concurrent close.
+    `skip_locked` leaves out the ones another transaction holds (where the database can:
+    PostgreSQL; SQLite has one writer and no row locks).
     """
     charges = Prefetch("plan__charges", queryset=Charge.objects.select_related("meter"))
     phases = SubscriptionPhase.objects.select_related("plan").prefetch_related(charges)
-    return (
-        Subscription.objects.select_for_update()
+    skip = skip_locked and connection.features.has_select_for_update_skip_locked
+    locked = list(
+        Subscription.objects.select_for_update(of=("self", "customer"), skip_locked=skip)
         .select_related("plan", "project", "customer")
         .prefetch_related(Prefetch("phases", queryset=phases))
-        .get(pk=pk)
+        .filter(pk__in=list(pks))
+        .order_by("pk")
     )
+    # Read after the lock, not in its statement: a lock that waited returns the rows as the
+    # holder committed them, but a subquery of that statement sees the invoices as they were.
+    opened = set(
+        Invoice.objects.filter(
+            subscription__in=locked, billing_reason=BillingReason.SUBSCRIPTION_START
+        ).values_list("subscription_id", flat=True)
+    )
+    for subscription in locked:
+        subscription.has_opening = subscription.pk in opened
+    return locked
+
+
+def billing_subscription_locked(pk: int) -> Subscription:
+    """One subscription locked for billing (billing_subscriptions_locked); DoesNotExist if gone."""
+    found = billing_subscriptions_locked([pk])
+    if not found:
+        raise Subscription.DoesNotExist(f"No subscription {pk}")
+    return found[0]
 
 
 def segments(subscription: Subscription, start: datetime, end: datetime) -> list[Segment]:
@@ -660,17 +686,23 @@ def lines_in_bounds(lines: list[LineDraft]) -> list[LineDraft]:
     return lines
 
 
-def invoice_rebuild(*, invoice: Invoice, now: datetime | None = None) -> Invoice:
+def invoice_rebuild(*, invoice: Invoice, now: datetime | None = None, lock: bool = False) -> Invoice:
     """Recompute an editable invoice's lines (manual adjustments stay), its waterfall and totals.
+    `lock` composes the waterfall with the coupons and the wallet locked, as issuing needs.
 
     Runs in the caller's transaction, with the invoice locked by the caller.
     """
     if invoice.status not in EDITABLE_STATUSES:
         raise ValueError(f"a {invoice.status} invoice is frozen")
-    invoice.lines.filter(is_manual=False).delete()
+    invoice.lines.filter(is_manual=False).delete()  # the waterfall lines too: none are manual
     drafts = compute_lines(invoice, now=now)
-    InvoiceLine.objects.bulk_create(draft.to_line(invoice, position) for position, draft in enumerate(drafts))
-    return invoice_compose(invoice=invoice, at=now)
+    return invoice_lines_compose(
+        invoice=invoice,
+        stored=list(invoice.lines.all()),
+        new=[draft.to_line(invoice, position) for position, draft in enumerate(drafts)],
+        lock=lock,
+        at=now,
+    )
 
 
 def _invoice_for(subscription: Subscription, *, reason: str, period: Period) -> tuple[Invoice, bool]:
@@ -713,13 +745,19 @@ class CloseResult:
             setattr(self, name, getattr(self, name) + getattr(other, name))
 
 
-def _deliver(invoice: Invoice, result: CloseResult) -> None:
-    """Issue the invoice (auto-send) or hold it for review, as the customer or project says."""
-    if services.invoice_delivery_for(invoice) == InvoiceDelivery.REVIEW:
+def _close_invoice(invoice: Invoice, *, created: bool, result: CloseResult) -> None:
+    """Rebuild the invoice, then issue it (auto-send) or hold it for review, as the customer or
+    project says. Its waterfall is composed once: under lock when it is issued now (what it
+    takes from coupons and credits is what they still hold), without when it goes to review
+    (approval recomposes it)."""
+    review = services.invoice_delivery_for(invoice) == InvoiceDelivery.REVIEW
+    now = timezone.now()
+    composed = _recompute(invoice, created=created, now=now, lock=not review)
+    if review:
         services.invoice_submit_for_review(invoice=invoice, actor=None)
         result.queued_for_review += 1
     else:
-        services.invoice_issue(invoice=invoice, actor=None)
+        services.invoice_issue_composed(invoice=invoice, actor=None, now=now, composed=composed)
         result.finalized += 1
 
 
@@ -737,29 +775,35 @@ def subscription_is_done(subscription: Subscription) -> bool:
 def subscription_close_periods(
     *, subscription: Subscription, as_of: datetime, grace: timedelta
 ) -> CloseResult:
-    """Bill everything due for one subscription up to `as_of`: the opening invoice once it has
-    started, then each period that ended before `as_of - grace`, one transaction each.
+    """Bill everything due for one subscription up to `as_of`: the close of a batch of one (see
+    billing_close), in one transaction."""
+    with transaction.atomic():
+        return _close_locked(billing_subscription_locked(subscription.pk), as_of=as_of, grace=grace)
 
-    Safe to run twice, concurrently and after a crash: each step locks the subscription, re-reads
-    its state, and commits the invoice together with the subscription's advance to its next period.
+
+def _close_locked(locked: Subscription, *, as_of: datetime, grace: timedelta) -> CloseResult:
+    """Bill everything due for a subscription locked by billing_subscriptions_locked: the opening
+    invoice once it has started, then each period that ended before `as_of - grace`.
+
+    Safe to run twice, concurrently and after a crash: the caller holds the subscription's lock,
+    its state is re-read under it, and each invoice is written together with the subscription's
+    advance to its next period. Each step is a savepoint: a failing step leaves the earlier ones.
     """
     result = CloseResult()
     while True:
         with transaction.atomic():
-            locked = billing_subscription_locked(subscription.pk)
             if locked.starts_at > as_of:
                 return result
             step = CloseResult()
-            if not Invoice.objects.filter(
-                subscription=locked, billing_reason=BillingReason.SUBSCRIPTION_START
-            ).exists():
+            if not locked.has_opening:
                 opening = Period(locked.billed_from, locked.catch_up_until or locked.billed_from)
                 invoice, created = _invoice_for(
                     locked, reason=BillingReason.SUBSCRIPTION_START, period=opening
                 )
-                _recompute(invoice, created=created)
-                _deliver(invoice, step)
+                _close_invoice(invoice, created=created, result=step)
                 step.opened += 1
+                # A failing step rolls back and the caller drops the subscription: no stale flag.
+                locked.has_opening = True
             if subscription_is_done(locked) or _billing_end(locked) + grace > as_of:
                 result.add(step)
                 return result
@@ -771,13 +815,12 @@ def subscription_close_periods(
             invoice, created = _invoice_for(locked, reason=BillingReason.SUBSCRIPTION_CYCLE, period=period)
             if invoice.status == InvoiceStatus.DRAFT:
                 invoice.period_end = period.end
-                _recompute(invoice, created=created)
-                _deliver(invoice, step)
+                _close_invoice(invoice, created=created, result=step)
             step.periods_closed += 1
             _advance(locked)
-            result.add(step)
-            if subscription_is_done(locked) or _billing_end(locked) + grace > as_of:
-                return result  # nothing more due: no need to lock it again to find out
+        result.add(step)
+        if subscription_is_done(locked) or _billing_end(locked) + grace > as_of:
+            return result  # nothing more due
 
 
 def _advance(subscription: Subscription) -> None:
@@ -811,15 +854,19 @@ def draft_refresh(*, subscription: Subscription, now: datetime | None = None) ->
     return invoice
 
 
-def _recompute(invoice: Invoice, *, created: bool, now: datetime | None = None) -> None:
+def _recompute(
+    invoice: Invoice, *, created: bool, now: datetime | None = None, lock: bool = False
+) -> dict | None:
     """Rebuild the invoice and announce it: invoice.created when new, invoice.updated when its
-    total moved (usage arrived), nothing when it did not."""
+    total moved (usage arrived), nothing when it did not. `lock` as for invoice_rebuild. Returns
+    the payload announced, if any."""
     previous_total = invoice.total
-    invoice_rebuild(invoice=invoice, now=now)
+    invoice_rebuild(invoice=invoice, now=now, lock=lock)
     if created:
-        services.invoice_record(invoice, "invoice.created")
-    elif invoice.total != previous_total:
-        services.invoice_record(invoice, "invoice.updated")
+        return services.invoice_record(invoice, "invoice.created")
+    if invoice.total != previous_total:
+        return services.invoice_record(invoice, "invoice.updated")
+    return None
 
 
 def invoice_preview(
@@ -929,8 +976,7 @@ def proration_invoice(*, subscription: Subscription, at: datetime) -> Invoice | 
         invoice, created = _invoice_for(locked, reason=reason, period=Period(at, at))
         if not created:  # a concurrent run made it first
             return None
-        _recompute(invoice, created=True)
-        _deliver(invoice, CloseResult())
+        _close_invoice(invoice, created=True, result=CloseResult())
     return invoice
 
 
@@ -992,25 +1038,51 @@ def future_close_check(*, as_of: datetime, project_id: int | None = None) -> Non
         )
 
 
+# Subscriptions closed per transaction. A batch commits once instead of once per subscription,
+# and holds the project's invoice-number sequence until it commits: a concurrent issue of the
+# project (an approval, a credit note) waits for at most one batch.
+CLOSE_BATCH = 25
+
+
 def billing_close(
     *, as_of: datetime, project_id: int | None = None, progress=None, dry_run: bool = False
 ) -> RunResult:
-    """Close every due period (see subscription_close_periods). One subscription's failure is
-    recorded with its reason and does not stop the others. A future `as_of` is refused unless
-    every project concerned is a sandbox (future_close_check)."""
+    """Close every due period (see _close_locked), in batches of CLOSE_BATCH subscriptions, one
+    transaction each. A batch claims its subscriptions with SKIP LOCKED, so a concurrent run takes
+    other batches instead of waiting; what was held elsewhere is claimed again at the end, waiting
+    this time, and is found closed or closed then. One subscription's failure is recorded with its
+    reason and does not stop the others. A future `as_of` is refused unless every project concerned
+    is a sandbox (future_close_check)."""
     future_close_check(as_of=as_of, project_id=project_id)
     run = RunResult()
-    for subscription in Subscription.objects.filter(
-        pk__in=subscriptions_due(as_of=as_of, project_id=project_id)
-    ).select_related("project"):
-        run.subscriptions += 1
-        if not dry_run:
+    due = subscriptions_due(as_of=as_of, project_id=project_id)
+    if dry_run:
+        run.subscriptions = len(due)
+        for _ in due:
+            if progress is not None:
+                progress()
+        return run
+    held = []
+    for index in range(0, len(due), CLOSE_BATCH):
+        held += _close_batch(due[index : index + CLOSE_BATCH], as_of=as_of, run=run, progress=progress)
+    for index in range(0, len(held), CLOSE_BATCH):
+        _close_batch(held[index : index + CLOSE_BATCH], as_of=as_of, run=run, progress=progress, wait=True)
+    return run
+
+
+def _close_batch(
+    pks: list[int], *, as_of: datetime, run: RunResult, progress, wait: bool = False
+) -> list[int]:
+    """Close the due periods of the subscriptions `pks` in one transaction; return those another
+    transaction held (none when `wait`). Each step of a subscription is a savepoint (_close_locked):
+    a failing one is rolled back alone and reported, and the batch goes on."""
+    with transaction.atomic():
+        claimed = billing_subscriptions_locked(pks, skip_locked=not wait)
+        for subscription in claimed:
+            run.subscriptions += 1
+            grace = timedelta(hours=subscription.project.grace_period_hours)
             try:
-                closed = subscription_close_periods(
-                    subscription=subscription,
-                    as_of=as_of,
-                    grace=timedelta(hours=subscription.project.grace_period_hours),
-                )
+                closed = _close_locked(subscription, as_of=as_of, grace=grace)
             except Exception as exc:  # reported per subscription; the run goes on
                 logger.exception("closing %s failed", subscription.public_id)
                 run.failed[subscription.public_id] = f"{type(exc).__name__}: {exc}"
@@ -1018,9 +1090,10 @@ def billing_close(
                 run.closed.add(closed)
                 if not (closed.periods_closed or closed.opened):
                     run.skipped += 1
-        if progress is not None:
-            progress()
-    return run
+            if progress is not None:
+                progress()
+    found = {subscription.pk for subscription in claimed}
+    return [pk for pk in pks if pk not in found]
 
 
 def drafts_refresh(*, project_id: int | None = None, now: datetime | None = None, progress=None) -> RunResult:

@@ -150,11 +150,31 @@ def invoice_compose(*, invoice: Invoice, lock: bool = False, at: datetime | None
     """
     lines = list(invoice.lines.exclude(type__in=WATERFALL_TYPES).order_by("position", "id"))
     invoice.lines.filter(type__in=WATERFALL_TYPES).delete()
+    return invoice_lines_compose(invoice=invoice, stored=lines, new=[], lock=lock, at=at)
+
+
+def invoice_lines_compose(
+    *,
+    invoice: Invoice,
+    stored: list[InvoiceLine],
+    new: list[InvoiceLine],
+    lock: bool = False,
+    at: datetime | None = None,
+) -> Invoice:
+    """Compose the waterfall over an invoice's fee and usage lines, `stored` (saved) and `new` (not
+    yet), when it has no waterfall lines stored; save what it sets on the stored ones, insert the
+    new ones with it in the same statement as the waterfall lines, and save the totals. A rebuild
+    thus writes its lines once instead of inserting, reading back and updating them.
+
+    Runs in the caller's transaction, with the invoice locked by the caller.
+    """
+    # The order invoice_compose reads them in: the waterfall allocates discounts line by line.
+    lines = sorted([*stored, *new], key=lambda line: (line.position, line.pk or 0))
     waterfall = waterfall_for(invoice, lines, lock=lock, at=at)
-    InvoiceLine.objects.bulk_update(lines, ["discount_amount", "tax_amount", "taxes"])
-    InvoiceLine.objects.bulk_create(
-        line.to_line(invoice, WATERFALL_POSITION + index) for index, line in enumerate(waterfall.lines)
-    )
+    if stored:
+        InvoiceLine.objects.bulk_update(stored, ["discount_amount", "tax_amount", "taxes"])
+    added = [line.to_line(invoice, WATERFALL_POSITION + index) for index, line in enumerate(waterfall.lines)]
+    InvoiceLine.objects.bulk_create([*new, *added])
     invoice_totals_set(invoice, waterfall)
     invoice.save(
         update_fields=["subtotal", "discount", "tax", "total", "credits_applied", "tax_note", "updated_at"]

@@ -10,7 +10,7 @@ their lifecycle (DESIGN §3):
 Every change runs in one transaction with its event and audit record.
 """
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from typing import Any
 
@@ -42,7 +42,7 @@ from invoicing.models import (
     NumberSequence,
 )
 from invoicing.signals import invoice_issued
-from webhooks.payloads import payload_for
+from webhooks.payloads import payload_for, payload_issued
 from webhooks.services import event_record
 
 MAX_REASON = 2000
@@ -83,29 +83,42 @@ def _locked(invoice: Invoice) -> Invoice:
     )
 
 
-def _record(invoice: Invoice, event_type: str, *, actor: Actor, changes: dict | None = None) -> None:
+def _events_record(*, project, events: list[tuple[str, Any, dict | None]]) -> None:
+    """Every outbox row these services write, (type, object, data or None for the object's
+    payload) in order, in the caller's transaction."""
+    for event_type, obj, data in events:
+        event_record(project=project, type=event_type, obj=obj, data=data)
+
+
+def _record(
+    invoice: Invoice, event_type: str, *, actor: Actor, changes: dict | None = None, data: dict | None = None
+) -> None:
     audit_record(
         project=invoice.project, actor=actor, action=event_type, target=invoice, changes=changes or {}
     )
-    event_record(project=invoice.project, type=event_type, obj=invoice)
+    _events_record(project=invoice.project, events=[(event_type, invoice, data)])
 
 
-def invoice_record(invoice: Invoice, event_type: str) -> None:
-    """Announce a change the system made (draft created or repriced), without an audit entry."""
-    event_record(project=invoice.project, type=event_type, obj=invoice)
-
-
-def invoice_paid_record(invoice: Invoice) -> None:
-    """Announce that an invoice is paid. Beside the invoice as the API shows it, the event carries
-    JEB's summary fields: `invoice` (its ID), `usage` (the units its usage lines bill, as a decimal
-    string), `status` and `amount` (what it came to, in minor units)."""
+def invoice_record(invoice: Invoice, event_type: str) -> dict:
+    """Announce a change the system made (draft created or repriced), without an audit entry.
+    Returns the invoice's payload (see invoice_issue_composed)."""
     data = payload_for(invoice)
+    _events_record(project=invoice.project, events=[(event_type, invoice, data)])
+    return data
+
+
+def invoice_paid_record(invoice: Invoice, *, issued: dict | None = None) -> None:
+    """Announce that an invoice is paid. Beside the invoice as the API shows it (`issued`: its
+    payload as just issued, if the caller has it), the event carries JEB's summary fields:
+    `invoice` (its ID), `usage` (the units its usage lines bill, as a decimal string), `status`
+    and `amount` (what it came to, in minor units)."""
+    data = dict(issued) if issued is not None else payload_for(invoice)
     usage = sum(
         (line.quantity for line in invoice.lines.all() if line.type in (LineType.USAGE, LineType.LATE_USAGE)),
         Decimal(0),
     )
     data.update(invoice=invoice.public_id, usage=decimal_string(usage), amount=data["total"]["amount"])
-    event_record(project=invoice.project, type="invoice.paid", obj=invoice, data=data)
+    _events_record(project=invoice.project, events=[("invoice.paid", invoice, data)])
     if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
         # Every path to paid comes through here: the credits bought become usable.
         credits.credits_purchase_paid(invoice=invoice)
@@ -138,22 +151,38 @@ def invoice_issue(*, invoice: Invoice, actor: Actor) -> Invoice:
 
     Call inside the transaction that locked the invoice (period close, approval).
     """
+    _issuable_check(invoice)
+    now = timezone.now()
+    # The coupons and prepaid credits it takes are what they hold now, under lock.
+    invoice_compose(invoice=invoice, lock=True, at=now)
+    return invoice_issue_composed(invoice=invoice, actor=actor, now=now)
+
+
+def _issuable_check(invoice: Invoice) -> None:
     if invoice.status not in EDITABLE_STATUSES:
         raise _refuse(invoice, InvoiceStatus.OPEN, f"A {invoice.status} invoice cannot be issued.")
-    now = timezone.now()
+
+
+def invoice_issue_composed(
+    *, invoice: Invoice, actor: Actor, now: datetime, composed: dict | None = None
+) -> Invoice:
+    """invoice_issue for an invoice whose waterfall the caller has just composed at `now` with the
+    coupons and the wallet locked (invoice_compose(lock=True)), in this transaction: the period
+    close, which composes each invoice once. `composed` is the invoice's payload recorded since
+    (invoice_record): its events' payloads are built from it instead of afresh."""
+    _issuable_check(invoice)
     # A purchase of prepaid credits has no subscription: the project's terms apply.
     terms = invoice.subscription.payment_terms_days if invoice.subscription_id else None
     terms = invoice.project.payment_terms_days if terms is None else terms
-    # The coupons and prepaid credits it takes are what they hold now, under lock.
-    invoice_compose(invoice=invoice, lock=True, at=now)
     invoice.number = number_next(project=invoice.project, kind=NumberSequence.Kind.INVOICE)
     invoice.issued_at, invoice.due_at = now, now + timedelta(days=terms)
     invoice.status = InvoiceStatus.PAID if invoice.amount_due == 0 else InvoiceStatus.OPEN
     invoice.save()
     credits.credits_applied_record(invoice=invoice)
-    _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number})
+    issued = payload_issued(invoice, composed)
+    _record(invoice, "invoice.finalized", actor=actor, changes={"number": invoice.number}, data=issued)
     if invoice.status == InvoiceStatus.PAID:
-        invoice_paid_record(invoice)
+        invoice_paid_record(invoice, issued=issued)
     invoice_issued_deliver(invoice=invoice)
     invoice_issued.send(sender=Invoice, invoice=invoice)
     return invoice
@@ -389,8 +418,10 @@ def credit_note_create(
             target=note,
             changes={"invoice": invoice.public_id, "amount": str(amount), "reason": reason},
         )
-        event_record(project=invoice.project, type="credit_note.created", obj=note)
-        event_record(project=invoice.project, type="invoice.updated", obj=invoice)
+        _events_record(
+            project=invoice.project,
+            events=[("credit_note.created", note, None), ("invoice.updated", invoice, None)],
+        )
         if invoice.status == InvoiceStatus.PAID and reduces_due and invoice.amount_paid == 0:
             invoice_paid_record(invoice)
     return note

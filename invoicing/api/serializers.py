@@ -1,3 +1,5 @@
+import functools
+
 from django.db.models import prefetch_related_objects
 from drf_spectacular.utils import extend_schema_field
 from rest_framework import serializers
@@ -221,6 +223,28 @@ def invoice_payload(invoice: Invoice) -> dict:
     finally:
         if fetched:
             invoice._prefetched_objects_cache.pop("lines")
+
+
+# What issuing sets on an invoice (invoicing.services.invoice_issue_composed); its lines, totals
+# and relations stay as composed.
+ISSUE_FIELDS = ("number", "status", "amount_due", "issued_at", "due_at", "updated_at")
+
+
+@functools.cache
+def _issue_fields() -> list[serializers.Field]:
+    fields = InvoiceSerializer().fields
+    return [fields[name] for name in ISSUE_FIELDS]
+
+
+def invoice_payload_issued(invoice: Invoice, composed: dict) -> dict:
+    """invoice_payload of an invoice just issued, from `composed`, its payload built when it was
+    composed in the same transaction: the fields issuing sets are rendered again, as the
+    serializer renders them, and the rest (its lines above all) kept."""
+    data = dict(composed)
+    for field in _issue_fields():
+        value = field.get_attribute(invoice)
+        data[field.field_name] = None if value is None else field.to_representation(value)
+    return data
 
 
 class ReasonSerializer(RejectUnknownFieldsMixin, serializers.Serializer):
