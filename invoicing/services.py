@@ -43,7 +43,7 @@ from invoicing.models import (
 )
 from invoicing.signals import invoice_issued
 from webhooks.payloads import payload_for, payload_issued
-from webhooks.services import event_record
+from webhooks.services import events_record
 
 MAX_REASON = 2000
 _NUMBER_NEXT = """
@@ -83,27 +83,20 @@ def _locked(invoice: Invoice) -> Invoice:
     )
 
 
-def _events_record(*, project, events: list[tuple[str, Any, dict | None]]) -> None:
-    """Every outbox row these services write, (type, object, data or None for the object's
-    payload) in order, in the caller's transaction."""
-    for event_type, obj, data in events:
-        event_record(project=project, type=event_type, obj=obj, data=data)
-
-
 def _record(
     invoice: Invoice, event_type: str, *, actor: Actor, changes: dict | None = None, data: dict | None = None
 ) -> None:
     audit_record(
         project=invoice.project, actor=actor, action=event_type, target=invoice, changes=changes or {}
     )
-    _events_record(project=invoice.project, events=[(event_type, invoice, data)])
+    events_record(project=invoice.project, events=[(event_type, invoice, data)])
 
 
 def invoice_record(invoice: Invoice, event_type: str) -> dict:
     """Announce a change the system made (draft created or repriced), without an audit entry.
     Returns the invoice's payload (see invoice_issue_composed)."""
     data = payload_for(invoice)
-    _events_record(project=invoice.project, events=[(event_type, invoice, data)])
+    events_record(project=invoice.project, events=[(event_type, invoice, data)])
     return data
 
 
@@ -118,7 +111,7 @@ def invoice_paid_record(invoice: Invoice, *, issued: dict | None = None) -> None
         Decimal(0),
     )
     data.update(invoice=invoice.public_id, usage=decimal_string(usage), amount=data["total"]["amount"])
-    _events_record(project=invoice.project, events=[("invoice.paid", invoice, data)])
+    events_record(project=invoice.project, events=[("invoice.paid", invoice, data)])
     if invoice.billing_reason == BillingReason.CREDIT_PURCHASE:
         # Every path to paid comes through here: the credits bought become usable.
         credits.credits_purchase_paid(invoice=invoice)
@@ -418,7 +411,7 @@ def credit_note_create(
             target=note,
             changes={"invoice": invoice.public_id, "amount": str(amount), "reason": reason},
         )
-        _events_record(
+        events_record(
             project=invoice.project,
             events=[("credit_note.created", note, None), ("invoice.updated", invoice, None)],
         )

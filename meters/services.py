@@ -31,7 +31,7 @@ from meters.models import (
 from meters.staleness import drafts_mark_stale
 from meters.storage import EventRow, Inserted, events_insert, rollup_add
 from subscriptions.models import SubscriptionPhase
-from webhooks.services import event_record
+from webhooks.services import events_record
 
 MAX_GROUP_BY = 5
 MAX_PROPERTY_LENGTH = 100
@@ -441,11 +441,12 @@ def _record(
         unmatched=statuses[UNMATCHED],
         rejected=statuses[REJECTED],
     )
-    if stored:
-        event_record(project=project, type="usage.recorded", data=_recorded(outcome, stored))
+    events = [("usage.recorded", None, _recorded(outcome, stored))] if stored else []
     unmatched = _unmatched(results, prepared.parsed, row_of_index)
     if unmatched is not None:
-        event_record(project=project, type="usage.unmatched", data=unmatched)
+        events.append(("usage.unmatched", None, unmatched))
+    if events:
+        events_record(project=project, events=events)
     return outcome, [row.subscription_id for row in stored]
 
 
