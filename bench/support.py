@@ -109,16 +109,15 @@ def usage_project() -> UsageProject:
     small customers, bench-0 … bench-99, subscribed since yesterday."""
     from django.utils import timezone
 
-    from accounts.models import Project, Scope
+    from accounts.models import Scope
     from accounts.services import api_key_create, project_bootstrap
     from catalog.services import customer_create, plan_create, product_create
     from meters.services import meter_create
     from subscriptions.services import subscription_create
 
     project, _, _ = project_bootstrap(name="Bench")
-    Project.objects.filter(pk=project.pk).update(
-        ingest_rate_limit_per_minute=1_000_000_000, api_rate_limit_per_minute=1_000_000_000
-    )
+    project.ingest_rate_limit_per_minute = project.api_rate_limit_per_minute = 1_000_000_000
+    project.save(update_fields=["ingest_rate_limit_per_minute", "api_rate_limit_per_minute"])
     _, secret = api_key_create(
         project=project, name="bench", scopes=[Scope.USAGE_WRITE, Scope.BILLING_READ], actor=None
     )

@@ -312,8 +312,11 @@ else:
 # --- Web server (`manage.py serve`, used by `make run`) ----------------------------------------
 HOST = env_str("HOST", "127.0.0.1")
 PORT = env_int("PORT", 8000)
-# One process with threads is the right default for SQLite; raise it on PostgreSQL.
-WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1 if _db["ENGINE"].endswith("sqlite3") else 2)
+# One process with threads is the right default for SQLite (one writer at a time); on PostgreSQL,
+# one process a core: Python runs one thread at a time per process, so a request's CPU work
+# scales with processes, while the threads of each (4) overlap waiting on the database and
+# share a group commit (meters.group_commit). Measured in docs/performance.md (Web server).
+WEB_CONCURRENCY = env_int("WEB_CONCURRENCY", 1 if _db["ENGINE"].endswith("sqlite3") else os.cpu_count() or 2)
 WEB_THREADS = env_int("WEB_THREADS", 4)
 
 # --- Logging ---------------------------------------------------------------------------------
