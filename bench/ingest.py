@@ -154,14 +154,7 @@ def _usage_phase(args, headers, big, expected_total: int, figures: dict) -> None
 
 def main() -> None:
     args = _arguments()
-    url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/billable_bench_ingest")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-        "LOG_LEVEL": "WARNING",
-        "DATA_DIR": str(BASE_DIR / "var" / "bench"),
-    }
+    url, env = load.environment("billable_bench_ingest")
     fresh_django(url, env)
     from django.db import connection, connections
 

@@ -18,6 +18,20 @@ BASE_DIR = Path(__file__).resolve().parent.parent
 BODIES: list[bytes] = []
 
 
+def environment(database: str) -> tuple[str, dict[str, str]]:
+    """The benchmark database's URL (BENCH_DATABASE_URL, else this name on the local PostgreSQL)
+    and the environment the app is served with: Redis db 13 (BENCH_REDIS_URL) for the rate-limit
+    counters and API-key versions, warnings only, a scratch DATA_DIR."""
+    url = os.environ.get("BENCH_DATABASE_URL", f"postgresql://postgres@127.0.0.1:5432/{database}")
+    return url, {
+        **os.environ,
+        "DATABASE_URL": url,
+        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
+        "LOG_LEVEL": "WARNING",
+        "DATA_DIR": str(BASE_DIR / "var" / "bench"),
+    }
+
+
 def serve(*, port: int, env: dict[str, str], workers: int | None = None, threads: int | None = None,
           server: str = "gunicorn") -> subprocess.Popen:  # fmt: skip
     """Serve the app with the benchmark's settings (bench/settings.py adds the bare view) until

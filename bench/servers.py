@@ -42,14 +42,7 @@ def _arguments() -> argparse.Namespace:
 
 def main() -> None:
     args = _arguments()
-    url = os.environ.get("BENCH_DATABASE_URL", "postgresql://postgres@127.0.0.1:5432/billable_bench_servers")
-    env = {
-        **os.environ,
-        "DATABASE_URL": url,
-        "REDIS_URL": os.environ.get("BENCH_REDIS_URL", "redis://127.0.0.1:6379/13"),
-        "LOG_LEVEL": "WARNING",
-        "DATA_DIR": str(BASE_DIR / "var" / "bench"),
-    }
+    url, env = load.environment("billable_bench_servers")
     fresh_django(url, env)
     from django.db import connections
 
