@@ -346,17 +346,11 @@ AUTH_PASSWORD_VALIDATORS = [
 # --- Group commit of single usage events (meters/group_commit.py, docs/usage.md) ----------------
 # On PostgreSQL, single-event POST /v1/usage requests that one process serves at once share one
 # insert and one commit. A group's first request waits for the others already being prepared, at
-# most this many milliseconds (0: every request commits alone) and this many events; a request
-# waits at most USAGE_GROUP_COMMIT_TIMEOUT_SECONDS for its group's commit, then answers 503.
+# most this many milliseconds (0: every request commits alone) and this many events; every
+# request of the group waits for the group's commit, as it would for its own.
 USAGE_GROUP_COMMIT_WINDOW_MS = env_int("USAGE_GROUP_COMMIT_WINDOW_MS", 2)
 USAGE_GROUP_COMMIT_MAX_EVENTS = env_int("USAGE_GROUP_COMMIT_MAX_EVENTS", 100)
-USAGE_GROUP_COMMIT_TIMEOUT_SECONDS = env_int("USAGE_GROUP_COMMIT_TIMEOUT_SECONDS", 10)
-if (
-    USAGE_GROUP_COMMIT_WINDOW_MS < 0
-    or USAGE_GROUP_COMMIT_MAX_EVENTS < 1
-    or USAGE_GROUP_COMMIT_TIMEOUT_SECONDS < 1
-):
+if USAGE_GROUP_COMMIT_WINDOW_MS < 0 or USAGE_GROUP_COMMIT_MAX_EVENTS < 1:
     raise ImproperlyConfigured(
-        "USAGE_GROUP_COMMIT_WINDOW_MS must be 0 or more, USAGE_GROUP_COMMIT_MAX_EVENTS and "
-        "USAGE_GROUP_COMMIT_TIMEOUT_SECONDS 1 or more."
+        "USAGE_GROUP_COMMIT_WINDOW_MS must be 0 or more, USAGE_GROUP_COMMIT_MAX_EVENTS 1 or more."
     )

@@ -31,20 +31,9 @@ from typing import Any
 from django.conf import settings
 from django.db import connection
 
-from billing_site.errors import DomainError
-
 
 class GroupFailed(Exception):
     """The group's transaction failed and stored nothing of it: write alone."""
-
-
-class GroupTimeout(DomainError):
-    """The group's leader did not answer in time. Its transaction may still commit: the client
-    may retry with the same idempotency_key, which stores the event once."""
-
-    status = 503
-    type = "api_error"
-    code = "usage_write_timeout"
 
 
 class _Slot:
@@ -105,8 +94,11 @@ class Committer:
                 self._writing += 1
         if leader:
             self._write(group, write)
-        elif not slot.done.wait(settings.USAGE_GROUP_COMMIT_TIMEOUT_SECONDS):
-            raise GroupTimeout("Storing the event took too long. Retry with the same idempotency_key.")
+        else:
+            # No timeout: the leader's write ends (its finally sets every slot), as a request's own
+            # insert would. Answering an error while the leader may still commit would let a
+            # client's retry store an event without an idempotency key twice.
+            slot.done.wait()
         if slot.error is not None:
             raise slot.error
         return slot.outcome
@@ -126,7 +118,7 @@ class Committer:
             with self._changed:
                 self._writing -= 1
                 self._changed.notify_all()
-            # Even when the leader's thread is interrupted: no follower waits for its timeout.
+            # Even when the leader's thread is interrupted: every follower is answered.
             for slot in group:
                 if slot.outcome is None and slot.error is None:
                     slot.error = GroupFailed()
