@@ -242,7 +242,9 @@ def coupon_create(
     """A coupon, all validated before anything is saved. `plans` and `charges` (IDs or objects of
     the project) limit the lines it discounts; none: every fee and usage line."""
     if not str(name).strip():
-        raise InvalidInput("A coupon needs a name.", code="blank", param="name")
+        raise Unprocessable(
+            "A coupon needs a name (not only spaces or control characters).", code="blank", param="name"
+        )
     cleaned = clean_discount(kind, percent_off, amount_off, duration, duration_periods)
     _check_max_redemptions(max_redemptions)
     _check_redeem_by(redeem_by)
@@ -281,7 +283,9 @@ def coupon_update(*, coupon: Coupon, changes: dict[str, Any], actor: Actor) -> C
             param=sorted(unknown)[0],
         )
     if "name" in changes and not str(changes["name"]).strip():
-        raise InvalidInput("A coupon needs a name.", code="blank", param="name")
+        raise Unprocessable(
+            "A coupon needs a name (not only spaces or control characters).", code="blank", param="name"
+        )
     if "max_redemptions" in changes:
         _check_max_redemptions(changes["max_redemptions"])
     if changes.get("redeem_by") is not None:

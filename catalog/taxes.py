@@ -82,7 +82,9 @@ def clean_percentage(value: Any, *, param: str = "percentage") -> Decimal:
 
 def _clean_text(fields: dict[str, Any]) -> None:
     if "name" in fields and not str(fields["name"]).strip():
-        raise InvalidInput("A tax rate needs a name.", code="blank", param="name")
+        raise Unprocessable(
+            "A tax rate needs a name (not only spaces or control characters).", code="blank", param="name"
+        )
 
 
 def tax_rate_create(
